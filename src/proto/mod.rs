@@ -1,0 +1,11 @@
+//! Wire types, serde only, shared by the daemon, the client and the devserver.
+//!
+//! Compatibility policy: fields and variants are only ever added; a reader ignores
+//! fields it does not know. Every type here is documented with example JSON in
+//! `docs/api.md` (the local JSON-RPC API) and `docs/protocol.md` (daemon ↔ server).
+
+pub mod api;
+pub mod profile;
+pub mod ws;
+
+pub use profile::UserFullInfo;

@@ -1,0 +1,305 @@
+//! The daemon ↔ server WebSocket protocol (see `docs/protocol.md`).
+//!
+//! Every frame is one JSON object in a text message. The client sends requests
+//! `{"seq":N,"cmd":"…","body":{…}}`; the server answers each with
+//! `{"seq":N,"code":0,"desc":"","body":{…}}` and sends pushes `{"push":"…","body":{…}}`.
+
+use serde::{Deserialize, Serialize};
+
+use super::profile::UserFullInfo;
+
+/// The protocol versions this build speaks, newest last.
+pub const PROTOCOL_VERSIONS: &[u32] = &[1];
+/// The path of the access endpoint.
+pub const CONNECT_PATH: &str = "/v1/connect";
+/// The largest frame either side accepts, in bytes.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// The platform a client logs in from; its class decides the multi-device policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Platform {
+    /// Android phone (mobile).
+    Android,
+    /// iPhone (mobile).
+    #[serde(rename = "iPhone")]
+    IPhone,
+    /// iPad (mobile).
+    #[serde(rename = "iPad")]
+    IPad,
+    /// Windows PC (desktop).
+    Windows,
+    /// Mac (desktop).
+    Mac,
+    /// Linux (desktop).
+    Linux,
+    /// Web browser.
+    Web,
+}
+
+/// The class of a platform, as the login policies see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlatformClass {
+    /// Android, iPhone, iPad.
+    Mobile,
+    /// Windows, Mac, Linux.
+    Desktop,
+    /// Web.
+    Web,
+}
+
+impl Platform {
+    /// Every platform.
+    pub const ALL: [Platform; 7] = [
+        Platform::Android,
+        Platform::IPhone,
+        Platform::IPad,
+        Platform::Windows,
+        Platform::Mac,
+        Platform::Linux,
+        Platform::Web,
+    ];
+
+    /// The name used on the wire and in configuration (`Linux`, `iPhone`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Android => "Android",
+            Platform::IPhone => "iPhone",
+            Platform::IPad => "iPad",
+            Platform::Windows => "Windows",
+            Platform::Mac => "Mac",
+            Platform::Linux => "Linux",
+            Platform::Web => "Web",
+        }
+    }
+
+    /// Parses a name, case-insensitively.
+    pub fn parse(s: &str) -> Result<Platform, String> {
+        Platform::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                format!("unknown platform {s:?}: expected Android, iPhone, iPad, Windows, Mac, Linux or Web")
+            })
+    }
+
+    /// The policy class.
+    pub fn class(self) -> PlatformClass {
+        match self {
+            Platform::Android | Platform::IPhone | Platform::IPad => PlatformClass::Mobile,
+            Platform::Windows | Platform::Mac | Platform::Linux => PlatformClass::Desktop,
+            Platform::Web => PlatformClass::Web,
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Platform::parse(s)
+    }
+}
+
+/// A client → server request frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the client, ≥ 1, unique among its requests in flight; echoed in the response.
+    pub seq: u64,
+    /// The command.
+    #[serde(flatten)]
+    pub cmd: Command,
+}
+
+/// The commands of the protocol, with their bodies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", content = "body", rename_all = "camelCase")]
+pub enum Command {
+    /// Log in (or re-authenticate the same user with a new ticket).
+    Login(LoginBody),
+    /// Log out; succeeds also when nobody is logged in on this connection.
+    Logout(Empty),
+    /// Application heartbeat; answers the server time.
+    Heartbeat(Empty),
+    /// The logged-in user's profile.
+    GetSelfInfo(Empty),
+}
+
+/// An empty JSON object body `{}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// Body of `login`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginBody {
+    /// The UserID, `[A-Za-z0-9_-]{1,32}`.
+    #[serde(rename = "userID")]
+    pub user_id: String,
+    /// The UserSig ticket.
+    #[serde(rename = "userSig")]
+    pub user_sig: String,
+    /// True when the client re-establishes a login it held before (after a reconnect or
+    /// a daemon restart) rather than logging in because someone asked to. A displaced
+    /// instance that comes back with `auto: true` is refused with 6208.
+    #[serde(default)]
+    pub auto: bool,
+}
+
+/// A server → client response frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The `seq` of the request; 0 when the request's seq could not be read.
+    pub seq: u64,
+    /// 0 on success, else a Tencent error code.
+    pub code: i32,
+    /// Empty on success, else a human-readable reason.
+    #[serde(default)]
+    pub desc: String,
+    /// The result; `{}` when there is none.
+    #[serde(default)]
+    pub body: serde_json::Value,
+}
+
+/// Body of a successful `login` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginResult {
+    /// The logged-in UserID.
+    #[serde(rename = "userID")]
+    pub user_id: String,
+    /// Server time, unix milliseconds.
+    #[serde(rename = "serverTime")]
+    pub server_time: i64,
+    /// When the ticket stops being valid, unix seconds (`TLS.time + TLS.expire`).
+    #[serde(rename = "userSigExpireAt")]
+    pub user_sig_expire_at: i64,
+    /// The user's profile.
+    pub info: UserFullInfo,
+}
+
+/// Body of a `heartbeat` response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResult {
+    /// Server time, unix milliseconds.
+    #[serde(rename = "serverTime")]
+    pub server_time: i64,
+}
+
+/// Body of a `getSelfInfo` response and of the `selfInfoUpdated` push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InfoBody {
+    /// The profile.
+    pub info: UserFullInfo,
+}
+
+/// A server → client push frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "push", content = "body", rename_all = "camelCase")]
+pub enum Push {
+    /// The first frame of every connection: the negotiated version and server limits.
+    Hello(Hello),
+    /// The connection's login was ended by a newer login elsewhere or by a REST kick.
+    /// The connection stays open and is logged out.
+    KickedOffline(Kicked),
+    /// The connection's ticket ran out while online; it is logged out.
+    UserSigExpired(Empty),
+    /// The user's profile changed.
+    SelfInfoUpdated(InfoBody),
+}
+
+/// Body of `hello`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hello {
+    /// The protocol version the server chose.
+    pub version: u32,
+    /// Server time, unix milliseconds.
+    pub server_time: i64,
+    /// The server closes a connection it has heard nothing from for this long.
+    pub idle_timeout_ms: u64,
+    /// The largest frame the server accepts.
+    pub max_frame_bytes: usize,
+}
+
+/// Why a login was ended by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KickReason {
+    /// A newer login on a conflicting platform.
+    MultiDevice,
+    /// `im_open_login_svc/kick`.
+    RestApi,
+}
+
+/// Body of `kickedOffline`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kicked {
+    /// Why.
+    pub reason: KickReason,
+    /// The platform of the login that displaced this one (`multi_device` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+}
+
+/// Any frame the server sends: a response or a push.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ServerFrame {
+    /// A push (has `push`).
+    Push(Push),
+    /// A response (has `seq` and `code`).
+    Response(Response),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn request_frames_look_as_documented() {
+        let r = Request {
+            seq: 7,
+            cmd: Command::Login(LoginBody {
+                user_id: "alice".into(),
+                user_sig: "SIG".into(),
+                auto: false,
+            }),
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"seq":7,"cmd":"login","body":{"userID":"alice","userSig":"SIG","auto":false}})
+        );
+        let hb = Request { seq: 8, cmd: Command::Heartbeat(Empty {}) };
+        assert_eq!(serde_json::to_value(&hb).unwrap(), json!({"seq":8,"cmd":"heartbeat","body":{}}));
+        let back: Request = serde_json::from_value(json!({"seq":9,"cmd":"getSelfInfo","body":{}})).unwrap();
+        assert_eq!(back.cmd, Command::GetSelfInfo(Empty {}));
+    }
+
+    #[test]
+    fn server_frames_parse_as_push_or_response() {
+        let f: ServerFrame =
+            serde_json::from_value(json!({"push":"kickedOffline","body":{"reason":"multi_device","platform":"Linux"}})).unwrap();
+        assert_eq!(
+            f,
+            ServerFrame::Push(Push::KickedOffline(Kicked { reason: KickReason::MultiDevice, platform: Some(Platform::Linux) }))
+        );
+        let f: ServerFrame = serde_json::from_value(json!({"seq":3,"code":70001,"desc":"expired","body":{}})).unwrap();
+        assert!(matches!(f, ServerFrame::Response(Response { seq: 3, code: 70001, .. })));
+        let f: ServerFrame = serde_json::from_value(json!({"push":"userSigExpired","body":{}})).unwrap();
+        assert_eq!(f, ServerFrame::Push(Push::UserSigExpired(Empty {})));
+    }
+
+    #[test]
+    fn platforms_have_classes() {
+        assert_eq!(Platform::parse("iphone").unwrap(), Platform::IPhone);
+        assert_eq!(Platform::Linux.class(), PlatformClass::Desktop);
+        assert_eq!(Platform::IPad.class(), PlatformClass::Mobile);
+        assert_eq!(Platform::Web.class(), PlatformClass::Web);
+        assert!(Platform::parse("BeOS").is_err());
+    }
+}
