@@ -1,0 +1,1 @@
+//! Pure state machines: backoff, connection, login session. No I/O, no actix.

@@ -1,0 +1,1 @@
+//! `imlinkctl`: the command-line client of the socket, and the UserSig tool.

@@ -1,0 +1,1 @@
+//! `imlinkd`: the actors.

@@ -1,0 +1,1 @@
+//! `imlink-devserver`: the emulator of the IM access server.
