@@ -2,13 +2,17 @@
 
 use crate::config::Config;
 use crate::logging::LogControl;
-use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Loads the configuration again from the same sources (file, environment, flags) for a
+/// SIGHUP reload; the error names the key, the value and the source.
+pub type Reloader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 /// Where the configuration came from, for SIGHUP reloads.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct ConfigSource {
-    /// The file to re-read on SIGHUP (None: defaults, environment and flags only).
-    pub file: Option<PathBuf>,
+    /// Re-reads the configuration.
+    pub reload: Reloader,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT; returns the process exit code.
