@@ -253,9 +253,15 @@ mod tests {
     #[test]
     fn start_connects_and_success_links_up() {
         let mut m = machine();
-        assert_eq!(m.handle(ConnInput::Start, 0, 0.5), vec![Emit(Event::Connecting {}), Open]);
+        assert_eq!(
+            m.handle(ConnInput::Start, 0, 0.5),
+            vec![Emit(Event::Connecting {}), Open]
+        );
         assert_eq!(m.state(), ConnState::Connecting);
-        assert_eq!(m.handle(ConnInput::Opened, 5, 0.5), vec![Emit(Event::ConnectSuccess {}), LinkUp]);
+        assert_eq!(
+            m.handle(ConnInput::Opened, 5, 0.5),
+            vec![Emit(Event::ConnectSuccess {}), LinkUp]
+        );
         assert_eq!(m.phase(), Phase::Connected { since_ms: 5 });
     }
 
@@ -275,10 +281,19 @@ mod tests {
             ]
         );
         assert_eq!(m.next_retry_ms(10), Some(1000));
-        assert_eq!(m.handle(ConnInput::RetryDue, 1010, 0.5), vec![Emit(Event::Connecting {}), Open]);
-        assert_eq!(m.handle(failed(), 1020, 0.5).last(), Some(&ScheduleRetry(1600)));
+        assert_eq!(
+            m.handle(ConnInput::RetryDue, 1010, 0.5),
+            vec![Emit(Event::Connecting {}), Open]
+        );
+        assert_eq!(
+            m.handle(failed(), 1020, 0.5).last(),
+            Some(&ScheduleRetry(1600))
+        );
         m.handle(ConnInput::RetryDue, 2620, 0.5);
-        assert_eq!(m.handle(failed(), 2630, 0.5).last(), Some(&ScheduleRetry(2560)));
+        assert_eq!(
+            m.handle(failed(), 2630, 0.5).last(),
+            Some(&ScheduleRetry(2560))
+        );
         assert_eq!(m.failures(), 3);
     }
 
@@ -315,7 +330,10 @@ mod tests {
         assert_eq!(a.last(), Some(&ScheduleRetry(1000)));
         m.handle(ConnInput::RetryDue, 1050, 0.5);
         m.handle(ConnInput::Opened, 1060, 0.5);
-        assert_eq!(m.handle(lost(), 1100, 0.5).last(), Some(&ScheduleRetry(1600)));
+        assert_eq!(
+            m.handle(lost(), 1100, 0.5).last(),
+            Some(&ScheduleRetry(1600))
+        );
     }
 
     #[test]
@@ -330,14 +348,20 @@ mod tests {
             vec![CancelRetry, Emit(Event::Connecting {}), Open]
         );
         assert_eq!(m.failures(), 0);
-        assert_eq!(m.handle(failed(), 1200, 0.5).last(), Some(&ScheduleRetry(1000)));
+        assert_eq!(
+            m.handle(failed(), 1200, 0.5).last(),
+            Some(&ScheduleRetry(1000))
+        );
     }
 
     #[test]
     fn stop_from_every_phase_goes_idle() {
         for (setup, expect) in [
             (vec![ConnInput::Start], vec![Close]),
-            (vec![ConnInput::Start, ConnInput::Opened], vec![Close, LinkDown]),
+            (
+                vec![ConnInput::Start, ConnInput::Opened],
+                vec![Close, LinkDown],
+            ),
             (vec![ConnInput::Start, failed()], vec![CancelRetry]),
             (vec![], vec![]),
         ] {
@@ -365,7 +389,13 @@ mod tests {
         let mut m = machine();
         m.handle(ConnInput::Start, 0, 0.5);
         m.handle(ConnInput::Opened, 0, 0.5);
-        for i in [ConnInput::Opened, failed(), ConnInput::RetryDue, ConnInput::ReconnectNow, ConnInput::Start] {
+        for i in [
+            ConnInput::Opened,
+            failed(),
+            ConnInput::RetryDue,
+            ConnInput::ReconnectNow,
+            ConnInput::Start,
+        ] {
             assert!(m.handle(i, 1, 0.5).is_empty());
             assert_eq!(m.state(), ConnState::Connected);
         }

@@ -297,7 +297,9 @@ impl SessionMachine {
     pub fn user(&self) -> &str {
         match &self.phase {
             Phase::Logout => "",
-            Phase::Logining { user, .. } | Phase::Logined { user, .. } | Phase::LoggingOut { user, .. } => user,
+            Phase::Logining { user, .. }
+            | Phase::Logined { user, .. }
+            | Phase::LoggingOut { user, .. } => user,
         }
     }
 
@@ -333,13 +335,17 @@ impl SessionMachine {
                 expires_at,
             } => self.on_login(caller, user, sig, expires_at, now_s, &mut out),
             SessionInput::Logout { caller } => self.on_logout(Some(caller), &mut out),
-            SessionInput::Restore { saved, expires_at } => self.on_restore(saved, expires_at, now_s, &mut out),
+            SessionInput::Restore { saved, expires_at } => {
+                self.on_restore(saved, expires_at, now_s, &mut out)
+            }
             SessionInput::LinkUp => {
                 self.link_up = true;
                 self.try_send_login(now_s, &mut out);
             }
             SessionInput::LinkDown => self.on_link_down(&mut out),
-            SessionInput::LoginDone { req, result } => self.on_login_done(req, result, now_s, rand, &mut out),
+            SessionInput::LoginDone { req, result } => {
+                self.on_login_done(req, result, now_s, rand, &mut out)
+            }
             SessionInput::LogoutDone { req } => {
                 if matches!(&self.phase, Phase::LoggingOut { req: r, .. } if *r == req) {
                     self.finish_logout(&mut out);
@@ -418,7 +424,10 @@ impl SessionMachine {
             result: Err(Fail::new(code, desc)),
         };
         let Some(app_id) = self.app_id else {
-            out.push(fail(code::SDK_NOT_INITIALIZED, "SDK not initialised: call initSDK first"));
+            out.push(fail(
+                code::SDK_NOT_INITIALIZED,
+                "SDK not initialised: call initSDK first",
+            ));
             return;
         };
         if let Some(exp) = expires_at {
@@ -431,8 +440,13 @@ impl SessionMachine {
             }
         }
         match &mut self.phase {
-            Phase::Logining { .. } => out.push(fail(code::LOGIN_IN_PROGRESS, "a login is already in progress")),
-            Phase::LoggingOut { .. } => out.push(fail(code::LOGOUT_IN_PROGRESS, "a logout is in progress")),
+            Phase::Logining { .. } => out.push(fail(
+                code::LOGIN_IN_PROGRESS,
+                "a login is already in progress",
+            )),
+            Phase::LoggingOut { .. } => {
+                out.push(fail(code::LOGOUT_IN_PROGRESS, "a logout is in progress"))
+            }
             Phase::Logined {
                 user: cur,
                 sig: cur_sig,
@@ -447,7 +461,10 @@ impl SessionMachine {
                         result: Ok(Reply::RepeatLogin),
                     });
                 } else if renew.is_some() {
-                    out.push(fail(code::LOGIN_IN_PROGRESS, "a ticket renewal is already in progress"));
+                    out.push(fail(
+                        code::LOGIN_IN_PROGRESS,
+                        "a ticket renewal is already in progress",
+                    ));
                 } else if *online && self.link_up {
                     let req = self.next_req;
                     self.next_req += 1;
@@ -507,11 +524,20 @@ impl SessionMachine {
             inflight: None,
         };
         self.relogin_failures = 0;
-        out.push(SessionAction::SetTimer(Timer::LoginDeadline, self.settings.login_timeout_ms));
+        out.push(SessionAction::SetTimer(
+            Timer::LoginDeadline,
+            self.settings.login_timeout_ms,
+        ));
         self.try_send_login(now_s, out);
     }
 
-    fn on_restore(&mut self, saved: Saved, expires_at: Option<i64>, now_s: i64, out: &mut Vec<SessionAction>) {
+    fn on_restore(
+        &mut self,
+        saved: Saved,
+        expires_at: Option<i64>,
+        now_s: i64,
+        out: &mut Vec<SessionAction>,
+    ) {
         if self.phase != Phase::Logout {
             return;
         }
@@ -545,7 +571,9 @@ impl SessionMachine {
         let expired = self.expires_at().is_some_and(|e| now_s > e);
         let auto = match &self.phase {
             Phase::Logining {
-                inflight: None, origin, ..
+                inflight: None,
+                origin,
+                ..
             } => *origin == Origin::Restore,
             Phase::Logined {
                 online: false,
@@ -555,16 +583,28 @@ impl SessionMachine {
             _ => return,
         };
         if auto && expired {
-            self.end_session(LoginStatus::Logout, "userSigExpired", Event::UserSigExpired {}, code::USERSIG_EXPIRED_LOCAL, out);
+            self.end_session(
+                LoginStatus::Logout,
+                "userSigExpired",
+                Event::UserSigExpired {},
+                code::USERSIG_EXPIRED_LOCAL,
+                out,
+            );
             return;
         }
         let req = self.req();
         match &mut self.phase {
             Phase::Logining {
-                user, sig, inflight, ..
+                user,
+                sig,
+                inflight,
+                ..
             }
             | Phase::Logined {
-                user, sig, inflight, ..
+                user,
+                sig,
+                inflight,
+                ..
             } => {
                 *inflight = Some(req);
                 out.push(SessionAction::SendLogin {
@@ -594,7 +634,10 @@ impl SessionMachine {
                     for caller in r.callers {
                         out.push(SessionAction::Reply {
                             caller,
-                            result: Err(Fail::new(code::DISCONNECTED, "connection lost during the ticket renewal")),
+                            result: Err(Fail::new(
+                                code::DISCONNECTED,
+                                "connection lost during the ticket renewal",
+                            )),
                         });
                     }
                 }
@@ -639,7 +682,11 @@ impl SessionMachine {
                         out.push(status_event(
                             LoginStatus::Logined,
                             &user,
-                            if origin == Origin::Restore { "restore" } else { "login" },
+                            if origin == Origin::Restore {
+                                "restore"
+                            } else {
+                                "login"
+                            },
                         ));
                         for caller in callers {
                             out.push(SessionAction::Reply {
@@ -684,9 +731,7 @@ impl SessionMachine {
                 }
             }
             Phase::Logined {
-                inflight,
-                online,
-                ..
+                inflight, online, ..
             } if *inflight == Some(req) => match result {
                 Ok(_) => {
                     *inflight = None;
@@ -703,7 +748,10 @@ impl SessionMachine {
                 match result {
                     Ok(server_exp) => {
                         if let Phase::Logined {
-                            user, sig, expires_at, ..
+                            user,
+                            sig,
+                            expires_at,
+                            ..
                         } = &mut self.phase
                         {
                             *sig = r.sig.clone();
@@ -747,19 +795,42 @@ impl SessionMachine {
     /// An automatic re-login (restore or after reconnect) was refused.
     fn auto_login_refused(&mut self, f: Fail, rand: f64, out: &mut Vec<SessionAction>) {
         if f.code == code::KICKED_BY_OTHER_DEVICE {
-            self.end_session(LoginStatus::Logout, "kicked", Event::KickedOffline {}, f.code, out);
+            self.end_session(
+                LoginStatus::Logout,
+                "kicked",
+                Event::KickedOffline {},
+                f.code,
+                out,
+            );
         } else if is_ticket_refusal(f.code) {
-            self.end_session(LoginStatus::Logout, "userSigExpired", Event::UserSigExpired {}, f.code, out);
+            self.end_session(
+                LoginStatus::Logout,
+                "userSigExpired",
+                Event::UserSigExpired {},
+                f.code,
+                out,
+            );
         } else {
             self.relogin_failures = self.relogin_failures.saturating_add(1);
-            let delay = self.settings.backoff.delay(self.relogin_failures, rand).as_millis() as u64;
+            let delay = self
+                .settings
+                .backoff
+                .delay(self.relogin_failures, rand)
+                .as_millis() as u64;
             out.push(SessionAction::SetTimer(Timer::Relogin, delay));
         }
     }
 
     /// Ends the session for good: kick or dead ticket. The saved session is cleared before
     /// anything else happens, so a crash right after cannot resurrect it.
-    fn end_session(&mut self, status: LoginStatus, reason: &str, event: Event, code: i32, out: &mut Vec<SessionAction>) {
+    fn end_session(
+        &mut self,
+        status: LoginStatus,
+        reason: &str,
+        event: Event,
+        code: i32,
+        out: &mut Vec<SessionAction>,
+    ) {
         let user = self.user().to_owned();
         out.push(SessionAction::Persist(None));
         self.cancel_all_timers(out);
@@ -785,13 +856,25 @@ impl SessionMachine {
 
     fn on_kicked(&mut self, out: &mut Vec<SessionAction>) {
         if self.holds_server_login() {
-            self.end_session(LoginStatus::Logout, "kicked", Event::KickedOffline {}, code::KICKED_BY_OTHER_DEVICE, out);
+            self.end_session(
+                LoginStatus::Logout,
+                "kicked",
+                Event::KickedOffline {},
+                code::KICKED_BY_OTHER_DEVICE,
+                out,
+            );
         }
     }
 
     fn on_sig_expired(&mut self, out: &mut Vec<SessionAction>) {
         if self.holds_server_login() {
-            self.end_session(LoginStatus::Logout, "userSigExpired", Event::UserSigExpired {}, code::USERSIG_EXPIRED, out);
+            self.end_session(
+                LoginStatus::Logout,
+                "userSigExpired",
+                Event::UserSigExpired {},
+                code::USERSIG_EXPIRED,
+                out,
+            );
         }
     }
 
@@ -799,7 +882,12 @@ impl SessionMachine {
     /// pushes about that login apply.
     fn holds_server_login(&self) -> bool {
         match &self.phase {
-            Phase::Logined { online, inflight, renew, .. } => *online || inflight.is_some() || renew.is_some(),
+            Phase::Logined {
+                online,
+                inflight,
+                renew,
+                ..
+            } => *online || inflight.is_some() || renew.is_some(),
             Phase::Logining { inflight, .. } => inflight.is_some(),
             _ => false,
         }
@@ -819,7 +907,10 @@ impl SessionMachine {
             Phase::LoggingOut { callers, .. } => match caller {
                 Some(c) if !self.uninit_callers.contains(&c) => out.push(SessionAction::Reply {
                     caller: c,
-                    result: Err(Fail::new(code::LOGOUT_IN_PROGRESS, "a logout is already in progress")),
+                    result: Err(Fail::new(
+                        code::LOGOUT_IN_PROGRESS,
+                        "a logout is already in progress",
+                    )),
                 }),
                 Some(c) => callers.push(c),
                 None => {}
@@ -837,7 +928,10 @@ impl SessionMachine {
                 for c in login_callers {
                     out.push(SessionAction::Reply {
                         caller: c,
-                        result: Err(Fail::new(code::NOT_LOGGED_IN, "the login was cancelled by a logout")),
+                        result: Err(Fail::new(
+                            code::NOT_LOGGED_IN,
+                            "the login was cancelled by a logout",
+                        )),
                     });
                 }
                 if server_knows {
@@ -861,7 +955,9 @@ impl SessionMachine {
     }
 
     fn finish_logout(&mut self, out: &mut Vec<SessionAction>) {
-        if let Phase::LoggingOut { user, callers, .. } = std::mem::replace(&mut self.phase, Phase::Logout) {
+        if let Phase::LoggingOut { user, callers, .. } =
+            std::mem::replace(&mut self.phase, Phase::Logout)
+        {
             out.push(status_event(LoginStatus::Logout, &user, "logout"));
             for caller in callers {
                 out.push(SessionAction::Reply {
@@ -876,7 +972,12 @@ impl SessionMachine {
     }
 
     fn cancel_all_timers(&self, out: &mut Vec<SessionAction>) {
-        for t in [Timer::LoginDeadline, Timer::Relogin, Timer::Expiring, Timer::Expiry] {
+        for t in [
+            Timer::LoginDeadline,
+            Timer::Relogin,
+            Timer::Expiring,
+            Timer::Expiry,
+        ] {
             out.push(SessionAction::CancelTimer(t));
         }
     }
@@ -890,7 +991,10 @@ impl SessionMachine {
         let lead = i64::try_from(self.settings.expiring_lead_secs).unwrap_or(i64::MAX);
         let warn_at = exp.saturating_sub(lead);
         let ms = |secs: i64| u64::try_from(secs.max(0)).unwrap_or(0).saturating_mul(1000);
-        out.push(SessionAction::SetTimer(Timer::Expiring, ms(warn_at - now_s)));
+        out.push(SessionAction::SetTimer(
+            Timer::Expiring,
+            ms(warn_at - now_s),
+        ));
         // Valid while now <= exp: it is dead from exp + 1.
         out.push(SessionAction::SetTimer(Timer::Expiry, ms(exp + 1 - now_s)));
     }
@@ -934,8 +1038,23 @@ impl SessionMachine {
             }
             Timer::Expiry => {
                 let dead = self.expires_at().is_some_and(|e| now_s > e);
-                if dead && matches!(self.phase, Phase::Logined { .. } | Phase::Logining { origin: Origin::Restore, .. }) {
-                    self.end_session(LoginStatus::Logout, "userSigExpired", Event::UserSigExpired {}, code::USERSIG_EXPIRED, out);
+                if dead
+                    && matches!(
+                        self.phase,
+                        Phase::Logined { .. }
+                            | Phase::Logining {
+                                origin: Origin::Restore,
+                                ..
+                            }
+                    )
+                {
+                    self.end_session(
+                        LoginStatus::Logout,
+                        "userSigExpired",
+                        Event::UserSigExpired {},
+                        code::USERSIG_EXPIRED,
+                        out,
+                    );
                 }
             }
         }
