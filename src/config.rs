@@ -237,7 +237,10 @@ pub const MAX_SOCKET_PATH_BYTES: usize = 107;
 
 /// systemd may pass several directories separated by `:`; the first is ours.
 fn first_dir(v: &str) -> Option<PathBuf> {
-    v.split(':').next().filter(|d| !d.is_empty()).map(PathBuf::from)
+    v.split(':')
+        .next()
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
 }
 
 /// `$RUNTIME_DIRECTORY/imlinkd.sock`, else `/run/imlink/imlinkd.sock` as root, else
@@ -314,7 +317,10 @@ impl Env {
         V: Into<String>,
     {
         Env {
-            vars: vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            vars: vars
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
             uid,
         }
     }
@@ -585,7 +591,10 @@ impl Raw {
             Raw::Int(n) => n.to_string(),
             Raw::Float(x) => x.to_string(),
             Raw::Bool(b) => b.to_string(),
-            Raw::Array(a) => format!("[{}]", a.iter().map(Raw::shown).collect::<Vec<_>>().join(", ")),
+            Raw::Array(a) => format!(
+                "[{}]",
+                a.iter().map(Raw::shown).collect::<Vec<_>>().join(", ")
+            ),
             Raw::Table => "a table".into(),
             Raw::Nil => "nothing".into(),
         }
@@ -617,7 +626,10 @@ fn parse_mode(raw: &Raw) -> Result<u32, String> {
         Raw::Int(n) => u32::try_from(*n).ok(),
         Raw::Text(s) | Raw::Str(s) => {
             let t = s.trim();
-            let digits = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")).unwrap_or(t);
+            let digits = t
+                .strip_prefix("0o")
+                .or_else(|| t.strip_prefix("0O"))
+                .unwrap_or(t);
             if digits.is_empty() {
                 None
             } else {
@@ -799,7 +811,8 @@ impl Layer {
             origin: origin.clone(),
             problem,
         })?;
-        self.values.insert(key.into(), config::Value::new(None, value));
+        self.values
+            .insert(key.into(), config::Value::new(None, value));
         self.origin_of.insert(key, origin);
         Ok(())
     }
@@ -822,7 +835,8 @@ fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
         path: path.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
     let table = config::File::from_str(&text, config::FileFormat::Toml)
         .collect()
         .map_err(|e| file_error(e.to_string()))?;
@@ -849,7 +863,11 @@ fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
         }
         let sorted: BTreeMap<_, _> = entries.iter().collect();
         for (name, v) in sorted {
-            layer.set(&format!("{section}.{name}"), &Raw::from_value(v), origin.clone())?;
+            layer.set(
+                &format!("{section}.{name}"),
+                &Raw::from_value(v),
+                origin.clone(),
+            )?;
         }
     }
     Ok(layer)
@@ -898,13 +916,25 @@ fn path_raw(p: &Path) -> Raw {
 fn flag_layer(o: &Overrides) -> Result<Layer, ConfigError> {
     let mut layer = Layer::new();
     if let Some(n) = o.sdk_app_id {
-        layer.set("sdk.app_id", &Raw::Int(i128::from(n)), Origin::Flag("--sdk-app-id"))?;
+        layer.set(
+            "sdk.app_id",
+            &Raw::Int(i128::from(n)),
+            Origin::Flag("--sdk-app-id"),
+        )?;
     }
     if let Some(l) = o.log_level {
-        layer.set("sdk.log_level", &Raw::Text(l.short_name().into()), Origin::Flag("--log-level"))?;
+        layer.set(
+            "sdk.log_level",
+            &Raw::Text(l.short_name().into()),
+            Origin::Flag("--log-level"),
+        )?;
     }
     if let Some(url) = &o.server {
-        layer.set("server.url", &Raw::Text(url.clone()), Origin::Flag("--server"))?;
+        layer.set(
+            "server.url",
+            &Raw::Text(url.clone()),
+            Origin::Flag("--server"),
+        )?;
     }
     for (key, flag, path) in [
         ("api.socket", "--socket", &o.socket),
@@ -954,19 +984,25 @@ pub fn load(o: &Overrides, env: &Env) -> Result<Loaded, ConfigError> {
     load_with_default_path(o, env, Path::new(DEFAULT_CONFIG_PATH))
 }
 
-fn load_with_default_path(o: &Overrides, env: &Env, default_path: &Path) -> Result<Loaded, ConfigError> {
+fn load_with_default_path(
+    o: &Overrides,
+    env: &Env,
+    default_path: &Path,
+) -> Result<Loaded, ConfigError> {
     let file = match &o.config {
         Some(p) => Some(p.clone()),
         // A missing default file is fine; one that exists but cannot be read is not.
         None => default_path.exists().then(|| default_path.to_path_buf()),
     };
     let defaults = Config::defaults_in(env);
-    let mut builder = config::Config::builder().add_source(
-        config::Config::try_from(&defaults).map_err(|e| ConfigError::Inconsistent {
-            message: format!("internal error: the defaults do not serialise: {e}"),
-        })?,
-    );
-    let mut origins: BTreeMap<&'static str, Origin> = keys().map(|k| (k, Origin::Default)).collect();
+    let mut builder =
+        config::Config::builder().add_source(config::Config::try_from(&defaults).map_err(|e| {
+            ConfigError::Inconsistent {
+                message: format!("internal error: the defaults do not serialise: {e}"),
+            }
+        })?);
+    let mut origins: BTreeMap<&'static str, Origin> =
+        keys().map(|k| (k, Origin::Default)).collect();
     let mut layers = Vec::new();
     if let Some(path) = &file {
         layers.push(file_layer(path)?);
@@ -983,7 +1019,11 @@ fn load_with_default_path(o: &Overrides, env: &Env, default_path: &Path) -> Resu
         .map_err(|e| ConfigError::Inconsistent {
             message: format!("internal error: the checked configuration does not deserialise: {e}"),
         })?;
-    let loaded = Loaded { config, file, origins };
+    let loaded = Loaded {
+        config,
+        file,
+        origins,
+    };
     check_consistency(&loaded)?;
     Ok(loaded)
 }
@@ -1003,9 +1043,15 @@ fn check_consistency(l: &Loaded) -> Result<(), ConfigError> {
     };
     rule(
         c.server.heartbeat_timeout_ms > c.server.heartbeat_interval_ms,
-        ("server.heartbeat_timeout_ms", c.server.heartbeat_timeout_ms.to_string()),
+        (
+            "server.heartbeat_timeout_ms",
+            c.server.heartbeat_timeout_ms.to_string(),
+        ),
         "greater than",
-        ("server.heartbeat_interval_ms", c.server.heartbeat_interval_ms.to_string()),
+        (
+            "server.heartbeat_interval_ms",
+            c.server.heartbeat_interval_ms.to_string(),
+        ),
     )?;
     rule(
         c.reconnect.initial_ms <= c.reconnect.max_ms,
@@ -1048,9 +1094,16 @@ impl Loaded {
         let mut out = String::from("# Effective configuration of imlinkd\n");
         match &self.file {
             Some(p) => out.push_str(&format!("# file: {}\n", p.display())),
-            None => out.push_str(&format!("# file: none ({DEFAULT_CONFIG_PATH} does not exist)\n")),
+            None => out.push_str(&format!(
+                "# file: none ({DEFAULT_CONFIG_PATH} does not exist)\n"
+            )),
         }
-        let ids = |v: &[u32]| format!("[{}]", v.iter().map(u32::to_string).collect::<Vec<_>>().join(", "));
+        let ids = |v: &[u32]| {
+            format!(
+                "[{}]",
+                v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            )
+        };
         let s = |v: &str| toml::Value::String(v.into()).to_string();
         let p = |v: &Path| s(&v.to_string_lossy());
         let f = |x: f64| toml::Value::Float(x).to_string();
@@ -1058,31 +1111,64 @@ impl Loaded {
             ("sdk.app_id", c.sdk.app_id.map(|n| n.to_string())),
             ("sdk.log_level", Some(s(c.sdk.log_level.short_name()))),
             ("sdk.platform", Some(s(c.sdk.platform.name()))),
-            ("sdk.usersig_expiring_lead_secs", Some(c.sdk.usersig_expiring_lead_secs.to_string())),
+            (
+                "sdk.usersig_expiring_lead_secs",
+                Some(c.sdk.usersig_expiring_lead_secs.to_string()),
+            ),
             ("server.url", Some(s(&c.server.url))),
             ("server.ca_file", c.server.ca_file.as_deref().map(p)),
-            ("server.connect_timeout_ms", Some(c.server.connect_timeout_ms.to_string())),
-            ("server.request_timeout_ms", Some(c.server.request_timeout_ms.to_string())),
-            ("server.login_timeout_ms", Some(c.server.login_timeout_ms.to_string())),
-            ("server.heartbeat_interval_ms", Some(c.server.heartbeat_interval_ms.to_string())),
-            ("server.heartbeat_timeout_ms", Some(c.server.heartbeat_timeout_ms.to_string())),
-            ("reconnect.initial_ms", Some(c.reconnect.initial_ms.to_string())),
+            (
+                "server.connect_timeout_ms",
+                Some(c.server.connect_timeout_ms.to_string()),
+            ),
+            (
+                "server.request_timeout_ms",
+                Some(c.server.request_timeout_ms.to_string()),
+            ),
+            (
+                "server.login_timeout_ms",
+                Some(c.server.login_timeout_ms.to_string()),
+            ),
+            (
+                "server.heartbeat_interval_ms",
+                Some(c.server.heartbeat_interval_ms.to_string()),
+            ),
+            (
+                "server.heartbeat_timeout_ms",
+                Some(c.server.heartbeat_timeout_ms.to_string()),
+            ),
+            (
+                "reconnect.initial_ms",
+                Some(c.reconnect.initial_ms.to_string()),
+            ),
             ("reconnect.max_ms", Some(c.reconnect.max_ms.to_string())),
             ("reconnect.multiplier", Some(f(c.reconnect.multiplier))),
             ("reconnect.jitter", Some(f(c.reconnect.jitter))),
-            ("reconnect.stable_ms", Some(c.reconnect.stable_ms.to_string())),
+            (
+                "reconnect.stable_ms",
+                Some(c.reconnect.stable_ms.to_string()),
+            ),
             ("api.socket", Some(p(&c.api.socket))),
-            ("api.socket_mode", Some(s(&format!("{:04o}", c.api.socket_mode)))),
+            (
+                "api.socket_mode",
+                Some(s(&format!("{:04o}", c.api.socket_mode))),
+            ),
             ("api.allow_uids", Some(ids(&c.api.allow_uids))),
             ("api.allow_gids", Some(ids(&c.api.allow_gids))),
             ("api.readonly_uids", Some(ids(&c.api.readonly_uids))),
             ("api.readonly_gids", Some(ids(&c.api.readonly_gids))),
             ("api.max_clients", Some(c.api.max_clients.to_string())),
             ("api.max_line_bytes", Some(c.api.max_line_bytes.to_string())),
-            ("api.subscriber_queue", Some(c.api.subscriber_queue.to_string())),
+            (
+                "api.subscriber_queue",
+                Some(c.api.subscriber_queue.to_string()),
+            ),
             ("events.history", Some(c.events.history.to_string())),
             ("state.dir", Some(p(&c.state.dir))),
-            ("state.restore_session", Some(c.state.restore_session.to_string())),
+            (
+                "state.restore_session",
+                Some(c.state.restore_session.to_string()),
+            ),
         ];
         let mut section = "";
         for (key, value) in values {
@@ -1098,5 +1184,660 @@ impl Loaded {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codes::LogLevel;
+    use std::io::Write;
+
+    /// A non-root user's environment with nothing of imlink in it.
+    fn user_env(extra: &[(&str, &str)]) -> Env {
+        let mut vars = vec![
+            ("HOME", "/home/u"),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+            ("XDG_STATE_HOME", "/home/u/.state"),
+        ];
+        vars.extend_from_slice(extra);
+        Env::new(vars, 1000)
+    }
+
+    fn toml_file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn with_file(f: &tempfile::NamedTempFile) -> Overrides {
+        Overrides {
+            config: Some(f.path().to_path_buf()),
+            ..Overrides::default()
+        }
+    }
+
+    fn load_err(o: &Overrides, env: &Env) -> String {
+        load_with_default_path(o, env, Path::new("/nonexistent/imlinkd.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn load_ok(o: &Overrides, env: &Env) -> Loaded {
+        load_with_default_path(o, env, Path::new("/nonexistent/imlinkd.toml")).unwrap()
+    }
+
+    #[test]
+    fn nothing_configured_gives_the_design_defaults() {
+        let l = load_ok(&Overrides::default(), &user_env(&[]));
+        let mut expected = Config::default();
+        expected.api.socket = "/run/user/1000/imlink/imlinkd.sock".into();
+        expected.state.dir = "/home/u/.state/imlink".into();
+        assert_eq!(l.config, expected);
+        assert_eq!(l.config.server.url, "ws://127.0.0.1:8600/v1/connect");
+        assert_eq!(l.config.api.socket_mode, 0o660);
+        assert_eq!(l.file, None);
+        assert!(l.origins.values().all(|o| *o == Origin::Default));
+        assert_eq!(l.origins.len(), KEYS.len());
+    }
+
+    #[test]
+    fn default_paths_follow_systemd_then_root_then_xdg() {
+        let systemd = Env::new(
+            [
+                ("RUNTIME_DIRECTORY", "/run/imlink:/run/other"),
+                ("STATE_DIRECTORY", "/var/lib/x"),
+            ],
+            0,
+        );
+        assert_eq!(
+            default_socket_path_in(&systemd),
+            PathBuf::from("/run/imlink/imlinkd.sock")
+        );
+        assert_eq!(default_state_dir_in(&systemd), PathBuf::from("/var/lib/x"));
+        let root = Env::new([("XDG_RUNTIME_DIR", "/run/user/0")], 0);
+        assert_eq!(
+            default_socket_path_in(&root),
+            PathBuf::from("/run/imlink/imlinkd.sock")
+        );
+        assert_eq!(
+            default_state_dir_in(&root),
+            PathBuf::from("/var/lib/imlink")
+        );
+        let user = user_env(&[]);
+        assert_eq!(
+            default_socket_path_in(&user),
+            PathBuf::from("/run/user/1000/imlink/imlinkd.sock")
+        );
+        assert_eq!(
+            default_state_dir_in(&user),
+            PathBuf::from("/home/u/.state/imlink")
+        );
+        let bare = Env::new([("HOME", "/h")], 42);
+        assert_eq!(
+            default_socket_path_in(&bare),
+            PathBuf::from("/tmp/imlink-42/imlinkd.sock")
+        );
+        assert_eq!(
+            default_state_dir_in(&bare),
+            PathBuf::from("/h/.local/state/imlink")
+        );
+    }
+
+    #[test]
+    fn precedence_is_defaults_then_file_then_env_then_flags() {
+        let f = toml_file(
+            "[server]\nurl = \"ws://file:1/v1/connect\"\nconnect_timeout_ms = 111\nrequest_timeout_ms = 222\n\
+             [sdk]\nlog_level = \"warn\"\n",
+        );
+        let env = user_env(&[
+            ("IMLINK_SERVER__URL", "ws://env:2/v1/connect"),
+            ("IMLINK_SERVER__CONNECT_TIMEOUT_MS", "333"),
+        ]);
+        let o = Overrides {
+            server: Some("wss://flag:3/v1/connect".into()),
+            ..with_file(&f)
+        };
+        let l = load_ok(&o, &env);
+        assert_eq!(l.config.server.url, "wss://flag:3/v1/connect");
+        assert_eq!(l.origin("server.url"), &Origin::Flag("--server"));
+        assert_eq!(l.config.server.connect_timeout_ms, 333);
+        assert_eq!(
+            l.origin("server.connect_timeout_ms"),
+            &Origin::Env("IMLINK_SERVER__CONNECT_TIMEOUT_MS".into())
+        );
+        assert_eq!(l.config.server.request_timeout_ms, 222);
+        assert_eq!(
+            l.origin("server.request_timeout_ms"),
+            &Origin::File(f.path().to_path_buf())
+        );
+        assert_eq!(l.config.sdk.log_level, LogLevel::Warn);
+        assert_eq!(l.config.server.login_timeout_ms, 30_000);
+        assert_eq!(l.origin("server.login_timeout_ms"), &Origin::Default);
+
+        // Without the flag the environment wins; without the environment, the file.
+        let l = load_ok(&with_file(&f), &env);
+        assert_eq!(l.config.server.url, "ws://env:2/v1/connect");
+        let l = load_ok(&with_file(&f), &user_env(&[]));
+        assert_eq!(l.config.server.url, "ws://file:1/v1/connect");
+    }
+
+    #[test]
+    fn every_flag_overrides_its_key() {
+        let f = toml_file("[sdk]\napp_id = 1\nlog_level = 3\n[api]\nsocket = \"/f.sock\"\n[state]\ndir = \"/f\"\n");
+        let env = user_env(&[("IMLINK_SDK__APP_ID", "2"), ("IMLINK_STATE__DIR", "/e")]);
+        let o = Overrides {
+            sdk_app_id: Some(1400000001),
+            log_level: Some(LogLevel::Error),
+            server: Some("ws://x:1/".into()),
+            socket: Some("/flag.sock".into()),
+            state_dir: Some("/flag-state".into()),
+            ..with_file(&f)
+        };
+        let c = load_ok(&o, &env).config;
+        assert_eq!(c.sdk.app_id, Some(1400000001));
+        assert_eq!(c.sdk.log_level, LogLevel::Error);
+        assert_eq!(c.server.url, "ws://x:1/");
+        assert_eq!(c.api.socket, PathBuf::from("/flag.sock"));
+        assert_eq!(c.state.dir, PathBuf::from("/flag-state"));
+    }
+
+    #[test]
+    fn env_sets_every_kind_of_value() {
+        let env = user_env(&[
+            ("IMLINK_SDK__APP_ID", "1400000000"),
+            ("IMLINK_SDK__LOG_LEVEL", "V2TIM_LOG_DEBUG"),
+            ("IMLINK_SDK__PLATFORM", "ipad"),
+            ("IMLINK_SERVER__CA_FILE", "/etc/ca.pem"),
+            ("IMLINK_RECONNECT__MULTIPLIER", "2"),
+            ("IMLINK_RECONNECT__JITTER", "0"),
+            ("IMLINK_API__ALLOW_UIDS", "0, 1000,1001"),
+            ("IMLINK_API__READONLY_GIDS", ""),
+            ("IMLINK_API__SOCKET_MODE", "600"),
+            ("IMLINK_STATE__RESTORE_SESSION", "false"),
+            // imlinkctl's variable is not a configuration key and must not be refused.
+            ("IMLINK_SOCKET", "/elsewhere.sock"),
+        ]);
+        let c = load_ok(&Overrides::default(), &env).config;
+        assert_eq!(c.sdk.app_id, Some(1400000000));
+        assert_eq!(c.sdk.log_level, LogLevel::Debug);
+        assert_eq!(c.sdk.platform, Platform::IPad);
+        assert_eq!(c.server.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(c.reconnect.multiplier, 2.0);
+        assert_eq!(c.reconnect.jitter, 0.0);
+        assert_eq!(c.api.allow_uids, vec![0, 1000, 1001]);
+        assert_eq!(c.api.readonly_gids, Vec::<u32>::new());
+        assert_eq!(c.api.socket_mode, 0o600);
+        assert!(!c.state.restore_session);
+        assert_eq!(
+            c.api.socket,
+            PathBuf::from("/run/user/1000/imlink/imlinkd.sock")
+        );
+    }
+
+    #[test]
+    fn an_empty_env_value_unsets_an_optional_key_from_the_file() {
+        let f = toml_file("[sdk]\napp_id = 7\n[server]\nca_file = \"/ca.pem\"\n");
+        let env = user_env(&[("IMLINK_SDK__APP_ID", ""), ("IMLINK_SERVER__CA_FILE", "")]);
+        let c = load_ok(&with_file(&f), &env).config;
+        assert_eq!(c.sdk.app_id, None);
+        assert_eq!(c.server.ca_file, None);
+        assert_eq!(
+            load_ok(&with_file(&f), &user_env(&[])).config.sdk.app_id,
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_the_file_names_key_and_file() {
+        let f = toml_file("[server]\nurll = \"ws://x/\"\n");
+        let e = load_err(&with_file(&f), &user_env(&[]));
+        assert_eq!(
+            e,
+            format!(
+                "{}: unknown key server.urll (did you mean server.url?)",
+                f.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_section_and_top_level_key_in_the_file_are_refused() {
+        let f = toml_file("[servers]\nurl = \"ws://x/\"\n");
+        let e = load_err(&with_file(&f), &user_env(&[]));
+        assert!(
+            e.starts_with(&format!("{}: unknown key servers", f.path().display())),
+            "{e}"
+        );
+        let f = toml_file("log_level = \"info\"\n");
+        let e = load_err(&with_file(&f), &user_env(&[]));
+        assert!(
+            e.starts_with(&format!("{}: unknown key log_level", f.path().display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_the_environment_names_the_variable() {
+        let e = load_err(
+            &Overrides::default(),
+            &user_env(&[("IMLINK_SERVER__NOPE", "1")]),
+        );
+        assert_eq!(e, "IMLINK_SERVER__NOPE: unknown key server.nope");
+        let e = load_err(
+            &Overrides::default(),
+            &user_env(&[("IMLINK_NOPE__URL", "1")]),
+        );
+        assert!(
+            e.starts_with("IMLINK_NOPE__URL: unknown key nope.url"),
+            "{e}"
+        );
+        let e = load_err(
+            &Overrides::default(),
+            &user_env(&[("IMLINK_SERVER__URLL", "ws://h/")]),
+        );
+        assert_eq!(
+            e,
+            "IMLINK_SERVER__URLL: unknown key server.urll (did you mean server.url?)"
+        );
+    }
+
+    #[test]
+    fn bad_env_value_names_variable_value_and_key() {
+        let e = load_err(
+            &Overrides::default(),
+            &user_env(&[("IMLINK_SERVER__CONNECT_TIMEOUT_MS", "abc")]),
+        );
+        assert_eq!(
+            e,
+            "IMLINK_SERVER__CONNECT_TIMEOUT_MS=abc: server.connect_timeout_ms must be a positive integer"
+        );
+        let e = load_err(
+            &Overrides::default(),
+            &user_env(&[("IMLINK_SDK__USERSIG_EXPIRING_LEAD_SECS", "-1")]),
+        );
+        assert_eq!(
+            e,
+            "IMLINK_SDK__USERSIG_EXPIRING_LEAD_SECS=-1: sdk.usersig_expiring_lead_secs must be a non-negative integer"
+        );
+    }
+
+    #[test]
+    fn bad_file_value_names_file_key_and_value() {
+        let f = toml_file("[server]\nconnect_timeout_ms = \"abc\"\n");
+        let e = load_err(&with_file(&f), &user_env(&[]));
+        assert_eq!(
+            e,
+            format!(
+                "{}: server.connect_timeout_ms = \"abc\": server.connect_timeout_ms must be a positive integer",
+                f.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn bad_flag_value_names_the_flag() {
+        let o = Overrides {
+            server: Some("http://x/".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            load_err(&o, &user_env(&[])),
+            "--server http://x/: server.url must be a ws:// or wss:// URL"
+        );
+        let o = Overrides {
+            sdk_app_id: Some(0),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            load_err(&o, &user_env(&[])),
+            "--sdk-app-id 0: sdk.app_id must be a positive integer (the SDKAppID)"
+        );
+        let long = format!("/{}", "s".repeat(MAX_SOCKET_PATH_BYTES));
+        let o = Overrides {
+            socket: Some(long.clone().into()),
+            ..Overrides::default()
+        };
+        let e = load_err(&o, &user_env(&[]));
+        assert!(
+            e.starts_with(&format!(
+                "--socket {long}: api.socket must be a non-empty path of at most 107 bytes"
+            )),
+            "{e}"
+        );
+    }
+
+    /// Each per-key rule refuses what it should; the message names key, value and source.
+    #[test]
+    fn every_value_rule_refuses_bad_values() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("sdk.app_id", "0", "must be a positive integer"),
+            ("sdk.app_id", "x", "must be a positive integer"),
+            ("sdk.log_level", "verbose", "must be none, debug, info"),
+            ("sdk.log_level", "2", "must be none, debug, info"),
+            ("sdk.platform", "BeOS", "must be one of Android"),
+            ("server.url", "http://h/", "must be a ws:// or wss:// URL"),
+            ("server.url", "ws://", "must be a ws:// or wss:// URL"),
+            ("server.url", "not a url", "must be a ws:// or wss:// URL"),
+            (
+                "server.request_timeout_ms",
+                "0",
+                "must be a positive integer",
+            ),
+            (
+                "server.login_timeout_ms",
+                "1.5",
+                "must be a positive integer",
+            ),
+            (
+                "server.heartbeat_interval_ms",
+                "",
+                "must be a positive integer",
+            ),
+            ("reconnect.multiplier", "0.9", "must be a number >= 1"),
+            ("reconnect.multiplier", "NaN", "must be a number >= 1"),
+            ("reconnect.jitter", "1", "must be a number >= 0 and < 1"),
+            ("reconnect.jitter", "-0.1", "must be a number >= 0 and < 1"),
+            ("reconnect.stable_ms", "0", "must be a positive integer"),
+            ("api.socket", "", "must be a non-empty path"),
+            (
+                "api.socket_mode",
+                "1777",
+                "must be a file mode from 0 to 0777",
+            ),
+            (
+                "api.socket_mode",
+                "0689",
+                "must be a file mode from 0 to 0777",
+            ),
+            ("api.allow_uids", "1,x", "must be a list of numeric ids"),
+            ("api.allow_gids", "-1", "must be a list of numeric ids"),
+            ("api.max_clients", "0", "must be a positive integer"),
+            ("api.max_line_bytes", "1e6", "must be a positive integer"),
+            ("api.subscriber_queue", "0", "must be a positive integer"),
+            ("events.history", "0", "must be a positive integer"),
+            ("state.dir", "", "must be a non-empty path"),
+            ("state.restore_session", "maybe", "must be true or false"),
+        ];
+        for (key, value, problem) in cases {
+            let var = env_var_for(key);
+            let e = load_err(&Overrides::default(), &user_env(&[(&var, value)]));
+            assert!(
+                e.starts_with(&format!("{var}={value}: {key} {problem}")),
+                "{key}={value:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_values_must_have_the_right_toml_type() {
+        for (line, key) in [
+            (
+                "[server]\nconnect_timeout_ms = -5",
+                "server.connect_timeout_ms = -5",
+            ),
+            (
+                "[state]\nrestore_session = \"yes\"",
+                "state.restore_session = \"yes\"",
+            ),
+            ("[api]\nallow_uids = \"1,2\"", "api.allow_uids = \"1,2\""),
+            ("[api]\nallow_uids = [1, -2]", "api.allow_uids = [1, -2]"),
+            (
+                "[sdk]\napp_id = \"1400000000\"",
+                "sdk.app_id = \"1400000000\"",
+            ),
+            ("[server]\nurl = 5", "server.url = 5"),
+        ] {
+            let f = toml_file(line);
+            let e = load_err(&with_file(&f), &user_env(&[]));
+            assert!(
+                e.starts_with(&format!("{}: {key}: ", f.path().display())),
+                "{line}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn socket_mode_accepts_octal_strings_and_integers() {
+        for (toml, mode) in [
+            ("\"0660\"", 0o660),
+            ("\"660\"", 0o660),
+            ("\"0o600\"", 0o600),
+            ("\"0777\"", 0o777),
+            ("\"0\"", 0),
+            ("0o640", 0o640),
+            ("432", 0o660),
+        ] {
+            let f = toml_file(&format!("[api]\nsocket_mode = {toml}\n"));
+            assert_eq!(
+                load_ok(&with_file(&f), &user_env(&[]))
+                    .config
+                    .api
+                    .socket_mode,
+                mode,
+                "{toml}"
+            );
+        }
+        // Decimal 660 is the classic slip for octal 0660: refused, with a hint.
+        let f = toml_file("[api]\nsocket_mode = 660\n");
+        let e = load_err(&with_file(&f), &user_env(&[]));
+        assert!(
+            e.contains("api.socket_mode = 660") && e.contains("did you mean \"0660\""),
+            "{e}"
+        );
+        let f = toml_file("[api]\nsocket_mode = 0o1777\n");
+        assert!(load_err(&with_file(&f), &user_env(&[])).contains("api.socket_mode = 1023"));
+    }
+
+    #[test]
+    fn socket_mode_deserialises_from_string_or_integer() {
+        let c: ApiConfig = toml::from_str("socket_mode = \"0600\"").unwrap();
+        assert_eq!(c.socket_mode, 0o600);
+        let c: ApiConfig = toml::from_str("socket_mode = 0o640").unwrap();
+        assert_eq!(c.socket_mode, 0o640);
+        assert!(toml::from_str::<ApiConfig>("socket_mode = \"0999\"").is_err());
+    }
+
+    #[test]
+    fn log_level_accepts_names_short_forms_and_numbers() {
+        for (v, l) in [
+            ("\"none\"", LogLevel::None),
+            ("\"V2TIM_LOG_WARN\"", LogLevel::Warn),
+            ("\"ERROR\"", LogLevel::Error),
+            ("0", LogLevel::None),
+            ("3", LogLevel::Debug),
+            ("4", LogLevel::Info),
+            ("\"5\"", LogLevel::Warn),
+            ("6", LogLevel::Error),
+        ] {
+            let f = toml_file(&format!("[sdk]\nlog_level = {v}\n"));
+            assert_eq!(
+                load_ok(&with_file(&f), &user_env(&[])).config.sdk.log_level,
+                l,
+                "{v}"
+            );
+        }
+        let f = toml_file("[sdk]\nlog_level = 1\n");
+        assert!(load_err(&with_file(&f), &user_env(&[]))
+            .contains("sdk.log_level = 1: sdk.log_level must be"));
+    }
+
+    #[test]
+    fn heartbeat_timeout_must_exceed_the_interval() {
+        let f = toml_file("[server]\nheartbeat_interval_ms = 5000\n");
+        let env = user_env(&[("IMLINK_SERVER__HEARTBEAT_TIMEOUT_MS", "5000")]);
+        let e = load_err(&with_file(&f), &env);
+        assert_eq!(
+            e,
+            format!(
+                "server.heartbeat_timeout_ms = 5000 (environment IMLINK_SERVER__HEARTBEAT_TIMEOUT_MS) must be greater than server.heartbeat_interval_ms = 5000 (file {})",
+                f.path().display()
+            )
+        );
+        let env = user_env(&[("IMLINK_SERVER__HEARTBEAT_TIMEOUT_MS", "5001")]);
+        assert_eq!(
+            load_ok(&with_file(&f), &env)
+                .config
+                .server
+                .heartbeat_timeout_ms,
+            5001
+        );
+    }
+
+    #[test]
+    fn backoff_initial_must_not_exceed_max() {
+        let env = user_env(&[("IMLINK_RECONNECT__INITIAL_MS", "30001")]);
+        let e = load_err(&Overrides::default(), &env);
+        assert_eq!(
+            e,
+            "reconnect.initial_ms = 30001 (environment IMLINK_RECONNECT__INITIAL_MS) must be at most reconnect.max_ms = 30000 (default)"
+        );
+        let env = user_env(&[("IMLINK_RECONNECT__INITIAL_MS", "30000")]);
+        assert_eq!(
+            load_ok(&Overrides::default(), &env)
+                .config
+                .reconnect
+                .initial_ms,
+            30000
+        );
+    }
+
+    #[test]
+    fn an_explicit_missing_file_is_an_error_but_a_missing_default_file_is_not() {
+        let o = Overrides {
+            config: Some("/nonexistent/imlink/x.toml".into()),
+            ..Overrides::default()
+        };
+        let e = load_err(&o, &user_env(&[]));
+        assert!(
+            e.starts_with("/nonexistent/imlink/x.toml: cannot read:"),
+            "{e}"
+        );
+        assert!(load_with_default_path(
+            &Overrides::default(),
+            &user_env(&[]),
+            Path::new("/nonexistent/d.toml")
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn the_default_path_is_read_when_it_exists() {
+        let f = toml_file("[events]\nhistory = 5\n");
+        let l = load_with_default_path(&Overrides::default(), &user_env(&[]), f.path()).unwrap();
+        assert_eq!(l.config.events.history, 5);
+        assert_eq!(l.file.as_deref(), Some(f.path()));
+    }
+
+    #[test]
+    fn toml_syntax_errors_name_the_file() {
+        let f = toml_file("[server\nurl = 1\n");
+        let e = load_err(&with_file(&f), &user_env(&[]));
+        assert!(e.starts_with(&format!("{}: ", f.path().display())), "{e}");
+        assert!(e.contains("line 1") || e.contains("TOML"), "{e}");
+    }
+
+    /// The shipped file documents every key, and its example values are the defaults
+    /// (for root under no systemd) except the two optional keys.
+    #[test]
+    fn the_shipped_default_file_documents_every_key_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/imlinkd.toml");
+        let root = Env::new([("HOME", "/root")], 0);
+        let o = Overrides {
+            config: Some(path.clone()),
+            ..Overrides::default()
+        };
+        // As shipped (everything commented out): the defaults.
+        let l = load_with_default_path(&o, &root, Path::new("/nonexistent")).unwrap();
+        assert_eq!(l.config, Config::defaults_in(&root));
+
+        // Uncommented: every key present once, and the values are the documented defaults.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut uncommented = String::new();
+        let mut section = String::new();
+        let mut seen = Vec::new();
+        for line in text.lines() {
+            if let Some(s) = line.strip_prefix('[') {
+                section = s.trim_end_matches(']').to_owned();
+            }
+            match line.strip_prefix('#') {
+                Some(setting) if setting.starts_with(|c: char| c.is_ascii_lowercase()) => {
+                    let name = setting.split(" =").next().unwrap();
+                    seen.push(format!("{section}.{name}"));
+                    uncommented.push_str(setting);
+                }
+                _ => uncommented.push_str(line),
+            }
+            uncommented.push('\n');
+        }
+        assert_eq!(seen, keys().collect::<Vec<_>>());
+        let f = toml_file(&uncommented);
+        let l = load_with_default_path(&with_file(&f), &root, Path::new("/nonexistent")).unwrap();
+        let mut expected = Config::defaults_in(&root);
+        expected.sdk.app_id = Some(1400000000);
+        expected.server.ca_file = Some("/etc/imlink/ca.pem".into());
+        assert_eq!(l.config, expected);
+    }
+
+    #[test]
+    fn the_rendered_configuration_loads_back_to_the_same_values() {
+        let env = user_env(&[
+            ("IMLINK_SDK__APP_ID", "1400000000"),
+            ("IMLINK_API__ALLOW_UIDS", "0,1000"),
+            ("IMLINK_API__SOCKET_MODE", "0600"),
+            ("IMLINK_RECONNECT__MULTIPLIER", "2"),
+            ("IMLINK_SERVER__CA_FILE", "/ca.pem"),
+        ]);
+        let l = load_ok(&Overrides::default(), &env);
+        let text = l.to_toml();
+        assert!(
+            text.contains("app_id = 1400000000  # environment IMLINK_SDK__APP_ID\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("socket_mode = \"0600\"  # environment IMLINK_API__SOCKET_MODE\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("login_timeout_ms = 30000  # default\n"),
+            "{text}"
+        );
+        for key in keys() {
+            let name = key.split_once('.').unwrap().1;
+            assert!(
+                text.contains(&format!("\n{name} = ")),
+                "{key} missing in\n{text}"
+            );
+        }
+        let f = toml_file(&text);
+        let again = load_ok(&with_file(&f), &user_env(&[]));
+        assert_eq!(again.config, l.config);
+
+        let unset = load_ok(&Overrides::default(), &user_env(&[])).to_toml();
+        assert!(unset.contains("# app_id is unset  # default\n"), "{unset}");
+        let f = toml_file(&unset);
+        assert_eq!(
+            load_ok(&with_file(&f), &user_env(&[])).config.sdk.app_id,
+            None
+        );
+    }
+
+    #[test]
+    fn the_reloader_reads_the_file_again() {
+        let mut f = toml_file("[sdk]\nlog_level = \"info\"\n");
+        let reload = reloader(with_file(&f), user_env(&[("IMLINK_EVENTS__HISTORY", "9")]));
+        let c = reload().unwrap();
+        assert_eq!((c.sdk.log_level, c.events.history), (LogLevel::Info, 9));
+        f.as_file_mut().set_len(0).unwrap();
+        std::fs::write(f.path(), "[sdk]\nlog_level = \"debug\"\n").unwrap();
+        assert_eq!(reload().unwrap().sdk.log_level, LogLevel::Debug);
+        std::fs::write(f.path(), "[sdk]\nlog_levle = \"debug\"\n").unwrap();
+        assert!(reload().unwrap_err().contains("unknown key sdk.log_levle"));
+    }
+
+    #[test]
+    fn env_var_names_map_to_keys() {
+        assert_eq!(env_var_for("server.url"), "IMLINK_SERVER__URL");
+        assert_eq!(env_var_for("api.allow_uids"), "IMLINK_API__ALLOW_UIDS");
     }
 }
