@@ -23,7 +23,7 @@ use crate::codes::LogLevel;
 use crate::proto::ws::Platform;
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[sdk]`: the SDK's own settings.
@@ -131,19 +131,6 @@ pub struct StateConfig {
     pub dir: PathBuf,
     /// Resume a saved login at start.
     pub restore_session: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            sdk: SdkConfig::default(),
-            server: ServerConfig::default(),
-            reconnect: ReconnectConfig::default(),
-            api: ApiConfig::default(),
-            events: EventsConfig::default(),
-            state: StateConfig::default(),
-        }
-    }
 }
 
 impl Default for SdkConfig {
@@ -731,7 +718,7 @@ fn normalise(kind: Kind, raw: &Raw) -> Result<config::ValueKind, String> {
             None => Err("must be a ws:// or wss:// URL".into()),
         },
         Kind::OptPath => match text {
-            Some(t) if t.is_empty() => Ok(V::Nil),
+            Some("") => Ok(V::Nil),
             Some(t) => Ok(V::String(t.into())),
             None => Err("must be a path (or empty for none)".into()),
         },
@@ -905,6 +892,55 @@ pub struct Overrides {
     pub socket: Option<PathBuf>,
     /// `--state-dir PATH`.
     pub state_dir: Option<PathBuf>,
+}
+
+/// The command line of `imlinkd`. Kept in the library so that manual pages and shell
+/// completions can be generated from it.
+#[derive(Debug, Clone, PartialEq, clap::Parser)]
+#[command(
+    name = "imlinkd",
+    version,
+    about = "Keeps an instant-messaging account logged in and serves a JSON-RPC API on a Unix socket",
+    after_help = "Configuration: defaults < file < IMLINK_<SECTION>__<KEY> environment < flags. \
+                  See docs/configuration.md."
+)]
+pub struct DaemonArgs {
+    /// Configuration file [default: /etc/imlink/imlinkd.toml, if it exists]
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The SDKAppID to initialise with (sdk.app_id)
+    #[arg(long, value_name = "N")]
+    pub sdk_app_id: Option<u64>,
+    /// none|debug|info|warn|error, V2TIM_LOG_*, or 0|3|4|5|6 (sdk.log_level)
+    #[arg(long, value_name = "LEVEL", value_parser = crate::codes::LogLevel::parse)]
+    pub log_level: Option<crate::codes::LogLevel>,
+    /// ws:// or wss:// URL of the access endpoint (server.url)
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Path of the API socket (api.socket)
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Directory of session.json (state.dir)
+    #[arg(long, value_name = "PATH")]
+    pub state_dir: Option<PathBuf>,
+    /// Print the effective configuration and where each value came from, then exit
+    /// (status 1 and the problem on stderr if it is invalid)
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+impl DaemonArgs {
+    /// The flags that take part in the configuration.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config: self.config.clone(),
+            sdk_app_id: self.sdk_app_id,
+            log_level: self.log_level,
+            server: self.server.clone(),
+            socket: self.socket.clone(),
+            state_dir: self.state_dir.clone(),
+        }
+    }
 }
 
 fn path_raw(p: &Path) -> Raw {
@@ -1833,6 +1869,43 @@ mod tests {
         assert_eq!(reload().unwrap().sdk.log_level, LogLevel::Debug);
         std::fs::write(f.path(), "[sdk]\nlog_levle = \"debug\"\n").unwrap();
         assert!(reload().unwrap_err().contains("unknown key sdk.log_levle"));
+    }
+
+    #[test]
+    fn daemon_flags_become_overrides() {
+        use clap::Parser;
+        let a = DaemonArgs::try_parse_from([
+            "imlinkd",
+            "--config",
+            "/c.toml",
+            "--sdk-app-id",
+            "1400000000",
+            "--log-level",
+            "V2TIM_LOG_WARN",
+            "--server",
+            "wss://h/v1/connect",
+            "--socket",
+            "/s.sock",
+            "--state-dir",
+            "/st",
+            "--check-config",
+        ])
+        .unwrap();
+        assert!(a.check_config);
+        assert_eq!(
+            a.overrides(),
+            Overrides {
+                config: Some("/c.toml".into()),
+                sdk_app_id: Some(1400000000),
+                log_level: Some(LogLevel::Warn),
+                server: Some("wss://h/v1/connect".into()),
+                socket: Some("/s.sock".into()),
+                state_dir: Some("/st".into()),
+            }
+        );
+        assert!(DaemonArgs::try_parse_from(["imlinkd", "--log-level", "loud"]).is_err());
+        assert!(DaemonArgs::try_parse_from(["imlinkd", "--sdk-app-id", "-1"]).is_err());
+        <DaemonArgs as clap::CommandFactory>::command().debug_assert();
     }
 
     #[test]
