@@ -149,7 +149,10 @@ async fn run(hub: Arc<Hub>, mut session: Session, stream: actix_ws::MessageStrea
                 continue;
             }
             let expiry_at = expiry.map(|(_, at)| at);
+            // Biased: fault signals, then pushes queued before the next request is read, so a
+            // client sees a kick before the answer to a request it sent after the kick.
             tokio::select! {
+                biased;
                 r = signals.changed() => if r.is_err() { break End::Dropped },
                 out = outbound.recv() => match out {
                     Some(Outbound::Frame(f)) => {
