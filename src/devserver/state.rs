@@ -1,0 +1,666 @@
+//! Accounts, logins, connections and counters: the devserver's whole mutable state.
+//!
+//! One [`Hub`] is shared by every HTTP worker. Its [`State`] sits behind one mutex; every
+//! operation takes the lock briefly, decides, and hands frames for other connections to
+//! their outbound queues (never awaiting under the lock). Connection tasks
+//! (`access.rs`) own their sockets; the state only knows each connection's queue.
+//!
+//! A *login* is the record of (app, user, instanceid). It is *online* while a connection
+//! holds it, *offline* after that connection dropped (it still counts for the policy and an
+//! `auto` login of the same instance resumes it), and *displaced* when a newer login on a
+//! conflicting platform replaced it while it was offline (an `auto` login of it then gets
+//! 6208). A displaced login is no longer a login; it is only that mark.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use super::policy::{self, Policy};
+use crate::codes::code;
+use crate::proto::profile::UserFullInfo;
+use crate::proto::ws::{InfoBody, KickReason, Kicked, LoginBody, LoginResult, Platform, Push};
+use crate::usersig;
+
+/// Identifies one WebSocket connection for the life of the process.
+pub type ConnId = u64;
+
+/// What the state asks a connection task to do.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Send this text frame (a serialised push).
+    Frame(String),
+    /// Send a close frame with this code and reason, then end.
+    Close(u16, String),
+}
+
+/// Fault signals every connection task watches (`faults.rs` sets them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Signals {
+    /// While set and in the future, connections read and write nothing.
+    pub silent_until: Option<tokio::time::Instant>,
+    /// Bumped by the `drop` fault: every connection opened before closes its TCP abruptly.
+    pub drop_generation: u64,
+}
+
+/// The server's fixed settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// SDKAppID → secret key.
+    pub apps: BTreeMap<u64, String>,
+    /// The REST administrator's UserID.
+    pub admin: String,
+    /// The multi-device policy.
+    pub policy: Policy,
+    /// How many Web logins one user may hold at once.
+    pub web_instances: usize,
+    /// Whether the fault endpoints are enabled.
+    pub faults: bool,
+    /// A connection silent this long is closed (4001).
+    pub idle_timeout_ms: u64,
+}
+
+/// The shared server: settings, state and fault signals.
+pub struct Hub {
+    /// Fixed settings.
+    pub settings: Settings,
+    state: Mutex<State>,
+    /// Fault signals watched by every connection.
+    pub signals: watch::Sender<Signals>,
+}
+
+/// One connection's entry.
+#[derive(Debug)]
+struct Conn {
+    tx: mpsc::UnboundedSender<Outbound>,
+    app: u64,
+    platform: Platform,
+    instance: String,
+    login: Option<u64>,
+}
+
+/// One login (see the module docs).
+#[derive(Debug, Clone)]
+struct Login {
+    id: u64,
+    app: u64,
+    user: String,
+    instance: String,
+    platform: Platform,
+    conn: Option<ConnId>,
+    displaced: bool,
+    expires_at: i64,
+}
+
+/// Per-user counters of `/debug/stats`.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserStats {
+    /// `login` requests that named this user.
+    pub login_attempts: u64,
+    /// Of those, successful (including re-authentications).
+    pub logins: u64,
+    /// Of the attempts, those with `auto: true`.
+    pub auto_logins: u64,
+    /// Failed attempts by error code.
+    pub failed: BTreeMap<i32, u64>,
+    /// `logout` requests that ended a login of this user.
+    pub logouts: u64,
+    /// Logins ended by a newer login elsewhere.
+    pub kicked_multi_device: u64,
+    /// Logins ended by the REST kick.
+    pub kicked_rest_api: u64,
+    /// Logins ended by ticket expiry while online.
+    pub expired: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    accounts: HashMap<(u64, String), UserFullInfo>,
+    /// (app, user) → the second of the last REST kick.
+    kicked_at: HashMap<(u64, String), i64>,
+    logins: Vec<Login>,
+    conns: HashMap<ConnId, Conn>,
+    next_id: u64,
+    connections_total: u64,
+    stats: BTreeMap<String, UserStats>,
+    fail_logins: Option<(u64, i32)>,
+    delay_ms: u64,
+    refuse_until: Option<tokio::time::Instant>,
+}
+
+/// A login request's refusal: Tencent code and reason.
+pub type Refusal = (i32, String);
+
+/// What happened when a connection's expiry timer fired.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ExpiryCheck {
+    /// The login ended; push `userSigExpired`.
+    Expired,
+    /// The ticket is still valid until this unix second (clock skew or a renewal).
+    NotYet(i64),
+    /// The connection no longer holds that login.
+    Gone,
+}
+
+/// A row of `/debug/sessions`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRow {
+    /// SDKAppID.
+    pub sdk_app_id: u64,
+    /// UserID.
+    #[serde(rename = "userID")]
+    pub user_id: String,
+    /// Platform name.
+    pub platform: Platform,
+    /// The client's instance id.
+    pub instance_id: String,
+    /// `online`, `offline` or `displaced`.
+    pub state: &'static str,
+    /// Whether a displaced mark is set.
+    pub displaced: bool,
+    /// Ticket expiry, unix seconds.
+    pub user_sig_expire_at: i64,
+}
+
+/// One `Detail` entry of `query_online_status`: an online platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineDetail {
+    /// The platform of a connected login.
+    pub platform: Platform,
+}
+
+/// Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether `s` is a valid UserID (`[A-Za-z0-9_-]{1,32}`).
+pub fn valid_user_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn push_json(p: &Push) -> String {
+    serde_json::to_string(p).unwrap_or_else(|_| String::from("{}"))
+}
+
+impl State {
+    fn stats(&mut self, user: &str) -> &mut UserStats {
+        self.stats.entry(user.to_owned()).or_default()
+    }
+
+    fn send(&self, conn: ConnId, out: Outbound) {
+        if let Some(c) = self.conns.get(&conn) {
+            // A closed queue means the task is ending; it unregisters itself.
+            let _ = c.tx.send(out);
+        }
+    }
+
+    fn login_index(&self, id: u64) -> Option<usize> {
+        self.logins.iter().position(|l| l.id == id)
+    }
+
+    /// Removes a login; detaches its connection. Returns the record.
+    fn end_login(&mut self, id: u64) -> Option<Login> {
+        let i = self.login_index(id)?;
+        let l = self.logins.remove(i);
+        if let Some(c) = l.conn {
+            if let Some(conn) = self.conns.get_mut(&c) {
+                if conn.login == Some(id) {
+                    conn.login = None;
+                }
+            }
+        }
+        Some(l)
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+impl Hub {
+    /// A hub with no accounts and no connections.
+    pub fn new(settings: Settings) -> Hub {
+        let (signals, _) = watch::channel(Signals::default());
+        Hub {
+            settings,
+            state: Mutex::new(State::default()),
+            signals,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic under the lock cannot leave the state half-updated in a way that matters
+        // more than stopping the emulator would; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new connection and returns its id and outbound queue.
+    pub fn register(&self, app: u64, platform: Platform, instance: &str) -> (ConnId, mpsc::UnboundedReceiver<Outbound>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut s = self.lock();
+        let id = s.next_id();
+        s.connections_total += 1;
+        s.conns.insert(
+            id,
+            Conn {
+                tx,
+                app,
+                platform,
+                instance: instance.to_owned(),
+                login: None,
+            },
+        );
+        (id, rx)
+    }
+
+    /// The connection ended (any way): its login, if any, stays registered but offline.
+    pub fn disconnect(&self, conn: ConnId) {
+        let mut s = self.lock();
+        if let Some(c) = s.conns.remove(&conn) {
+            if let Some(id) = c.login {
+                if let Some(i) = s.login_index(id) {
+                    s.logins[i].conn = None;
+                    tracing::info!(conn, user = %s.logins[i].user, platform = %c.platform, "login offline (connection gone)");
+                }
+            }
+        }
+    }
+
+    /// Handles a `login` request on `conn` at unix second `now`.
+    pub fn login(&self, conn: ConnId, body: &LoginBody, now: i64) -> Result<LoginResult, Refusal> {
+        let mut s = self.lock();
+        let r = self.login_locked(&mut s, conn, body, now);
+        let st = s.stats(&body.user_id);
+        st.login_attempts += 1;
+        if body.auto {
+            st.auto_logins += 1;
+        }
+        match &r {
+            Ok(_) => st.logins += 1,
+            Err((c, _)) => *st.failed.entry(*c).or_default() += 1,
+        }
+        r
+    }
+
+    fn login_locked(&self, s: &mut State, conn: ConnId, body: &LoginBody, now: i64) -> Result<LoginResult, Refusal> {
+        let (app, platform, instance, current) = match s.conns.get(&conn) {
+            Some(c) => (c.app, c.platform, c.instance.clone(), c.login),
+            None => return Err((code::INVALID_PARAMETERS, "connection is closing".into())),
+        };
+        let user = body.user_id.as_str();
+        if let Some((left, c)) = s.fail_logins {
+            if left > 0 {
+                s.fail_logins = if left > 1 { Some((left - 1, c)) } else { None };
+                tracing::warn!(conn, user, code = c, "fault: login failed on purpose");
+                return Err((c, format!("injected failure (fail-logins fault), code {c}")));
+            }
+        }
+        if body.user_sig.trim().is_empty() {
+            return Err((code::INVALID_PARAMETERS, "userSig is empty".into()));
+        }
+        if !valid_user_id(user) {
+            return Err((code::INVALID_USERID, "userID must match [A-Za-z0-9_-]{1,32}".into()));
+        }
+        let key = self
+            .settings
+            .apps
+            .get(&app)
+            .ok_or_else(|| (code::USERSIG_SDKAPPID_MISMATCH, format!("unknown SDKAppID {app}")))?;
+        let ticket = usersig::verify(&body.user_sig, app, key, user, now).map_err(|e| (e.code(), e.to_string()))?;
+        if let Some(k) = s.kicked_at.get(&(app, user.to_owned())) {
+            if ticket.time <= *k {
+                return Err((
+                    code::USERSIG_INVALIDATED,
+                    format!("UserSig issued at {} was invalidated by a kick at {k}", ticket.time),
+                ));
+            }
+        }
+        let expires_at = ticket.expires_at();
+
+        // Already logged in on this connection.
+        if let Some(lid) = current {
+            if let Some(i) = s.login_index(lid) {
+                if s.logins[i].user == user {
+                    s.logins[i].expires_at = expires_at;
+                    tracing::info!(conn, user, %platform, expires_at, "re-authenticated");
+                    let info = s.accounts.get(&(app, user.to_owned())).cloned().unwrap_or_default();
+                    return Ok(LoginResult {
+                        user_id: user.to_owned(),
+                        server_time: now_ms(),
+                        user_sig_expire_at: expires_at,
+                        info,
+                    });
+                }
+                let old = s.end_login(lid);
+                if let Some(old) = old {
+                    tracing::info!(conn, user = %old.user, "logged out (another user logs in on the connection)");
+                }
+            }
+        }
+
+        // The instance's own records in this app.
+        let mine: Vec<Login> = s
+            .logins
+            .iter()
+            .filter(|l| l.app == app && l.instance == instance)
+            .cloned()
+            .collect();
+        if body.auto && mine.iter().any(|l| l.user == user && l.displaced) {
+            return Err((
+                code::KICKED_BY_OTHER_DEVICE,
+                "this device was displaced by a newer login while it was disconnected".into(),
+            ));
+        }
+        for l in mine {
+            s.end_login(l.id);
+            if let Some(c) = l.conn {
+                if c != conn {
+                    tracing::info!(conn = c, user = %l.user, "login taken over by a new connection of the same instance");
+                }
+            }
+        }
+
+        // The policy over the user's other logins, oldest first.
+        let others: Vec<Login> = s
+            .logins
+            .iter()
+            .filter(|l| l.app == app && l.user == user && !l.displaced)
+            .cloned()
+            .collect();
+        let platforms: Vec<Platform> = others.iter().map(|l| l.platform).collect();
+        for i in policy::displaced(self.settings.policy, self.settings.web_instances, &platforms, platform) {
+            let Some(old) = others.get(i) else { continue };
+            if let Some(c) = old.conn {
+                s.end_login(old.id);
+                s.send(
+                    c,
+                    Outbound::Frame(push_json(&Push::KickedOffline(Kicked {
+                        reason: KickReason::MultiDevice,
+                        platform: Some(platform),
+                    }))),
+                );
+                s.stats(user).kicked_multi_device += 1;
+                tracing::info!(conn = c, user, platform = %old.platform, by = %platform, "kicked offline (multi_device)");
+            } else if let Some(j) = s.login_index(old.id) {
+                s.logins[j].displaced = true;
+                s.stats(user).kicked_multi_device += 1;
+                tracing::info!(user, platform = %old.platform, instance = %old.instance, by = %platform, "offline login displaced");
+            }
+        }
+
+        let info = s
+            .accounts
+            .entry((app, user.to_owned()))
+            .or_insert_with(|| {
+                tracing::info!(app, user, "account created at first login");
+                UserFullInfo {
+                    user_id: user.to_owned(),
+                    ..UserFullInfo::default()
+                }
+            })
+            .clone();
+        let id = s.next_id();
+        s.logins.push(Login {
+            id,
+            app,
+            user: user.to_owned(),
+            instance,
+            platform,
+            conn: Some(conn),
+            displaced: false,
+            expires_at,
+        });
+        if let Some(c) = s.conns.get_mut(&conn) {
+            c.login = Some(id);
+        }
+        tracing::info!(conn, user, %platform, auto = body.auto, expires_at, "logged in");
+        Ok(LoginResult {
+            user_id: user.to_owned(),
+            server_time: now_ms(),
+            user_sig_expire_at: expires_at,
+            info,
+        })
+    }
+
+    /// The login id and expiry of the connection's login, if any.
+    pub fn login_of(&self, conn: ConnId) -> Option<(u64, i64)> {
+        let s = self.lock();
+        let id = s.conns.get(&conn)?.login?;
+        let i = s.login_index(id)?;
+        Some((id, s.logins[i].expires_at))
+    }
+
+    /// Handles `logout`: ends the connection's login, if any; the instance is forgotten.
+    pub fn logout(&self, conn: ConnId) {
+        let mut s = self.lock();
+        let Some(id) = s.conns.get(&conn).and_then(|c| c.login) else {
+            return;
+        };
+        if let Some(l) = s.end_login(id) {
+            s.stats(&l.user).logouts += 1;
+            tracing::info!(conn, user = %l.user, platform = %l.platform, "logged out");
+        }
+    }
+
+    /// The expiry timer of `conn` fired for login `login`.
+    pub fn expire(&self, conn: ConnId, login: u64, now: i64) -> ExpiryCheck {
+        let mut s = self.lock();
+        if s.conns.get(&conn).and_then(|c| c.login) != Some(login) {
+            return ExpiryCheck::Gone;
+        }
+        let Some(i) = s.login_index(login) else {
+            return ExpiryCheck::Gone;
+        };
+        let l = &s.logins[i];
+        if now <= l.expires_at {
+            return ExpiryCheck::NotYet(l.expires_at);
+        }
+        if let Some(l) = s.end_login(login) {
+            s.stats(&l.user).expired += 1;
+            tracing::info!(conn, user = %l.user, expired_at = l.expires_at, "UserSig expired while online");
+        }
+        ExpiryCheck::Expired
+    }
+
+    /// The profile of the connection's user, or `None` when it is logged out.
+    pub fn self_info(&self, conn: ConnId) -> Option<UserFullInfo> {
+        let s = self.lock();
+        let id = s.conns.get(&conn)?.login?;
+        let l = &s.logins[s.login_index(id)?];
+        Some(
+            s.accounts
+                .get(&(l.app, l.user.clone()))
+                .cloned()
+                .unwrap_or_else(|| UserFullInfo {
+                    user_id: l.user.clone(),
+                    ..UserFullInfo::default()
+                }),
+        )
+    }
+
+    /// `account_import`: creates the account or updates its nick and face.
+    pub fn import_account(&self, app: u64, user: &str, nick: Option<&str>, face: Option<&str>) {
+        let mut s = self.lock();
+        let info = s.accounts.entry((app, user.to_owned())).or_insert_with(|| UserFullInfo {
+            user_id: user.to_owned(),
+            ..UserFullInfo::default()
+        });
+        if let Some(n) = nick {
+            info.nick_name = n.to_owned();
+        }
+        if let Some(f) = face {
+            info.face_url = f.to_owned();
+        }
+        tracing::info!(app, user, "account imported");
+    }
+
+    /// Whether the account exists.
+    pub fn account_exists(&self, app: u64, user: &str) -> bool {
+        self.lock().accounts.contains_key(&(app, user.to_owned()))
+    }
+
+    /// The REST kick: every login of the user ends (connected ones get `kickedOffline`
+    /// `rest_api`) and every ticket issued at or before `now` is refused from now on.
+    pub fn kick(&self, app: u64, user: &str, now: i64) -> usize {
+        let mut s = self.lock();
+        s.kicked_at.insert((app, user.to_owned()), now);
+        let ids: Vec<u64> = s
+            .logins
+            .iter()
+            .filter(|l| l.app == app && l.user == user)
+            .map(|l| l.id)
+            .collect();
+        let mut n = 0;
+        for id in ids {
+            let Some(l) = s.end_login(id) else { continue };
+            if l.displaced {
+                continue;
+            }
+            n += 1;
+            s.stats(user).kicked_rest_api += 1;
+            if let Some(c) = l.conn {
+                s.send(
+                    c,
+                    Outbound::Frame(push_json(&Push::KickedOffline(Kicked {
+                        reason: KickReason::RestApi,
+                        platform: None,
+                    }))),
+                );
+            }
+            tracing::info!(user, platform = %l.platform, online = l.conn.is_some(), "kicked offline (rest_api)");
+        }
+        tracing::info!(app, user, kicked_at = now, logins = n, "REST kick: tickets issued until now are invalid");
+        n
+    }
+
+    /// Changes the user's profile with `f` and pushes `selfInfoUpdated` to every online
+    /// connection of the user. Returns the number of connections pushed to, or `None` when
+    /// the account does not exist.
+    pub fn update_profile(&self, app: u64, user: &str, f: impl FnOnce(&mut UserFullInfo)) -> Option<usize> {
+        let mut s = self.lock();
+        let info = s.accounts.get_mut(&(app, user.to_owned()))?;
+        f(info);
+        info.user_id = user.to_owned();
+        let frame = push_json(&Push::SelfInfoUpdated(InfoBody { info: info.clone() }));
+        let conns: Vec<ConnId> = s
+            .logins
+            .iter()
+            .filter(|l| l.app == app && l.user == user && !l.displaced)
+            .filter_map(|l| l.conn)
+            .collect();
+        for c in &conns {
+            s.send(*c, Outbound::Frame(frame.clone()));
+        }
+        Some(conns.len())
+    }
+
+    /// The platforms of the user's online (connected) logins.
+    pub fn online(&self, app: u64, user: &str) -> Vec<OnlineDetail> {
+        let s = self.lock();
+        s.logins
+            .iter()
+            .filter(|l| l.app == app && l.user == user && !l.displaced && l.conn.is_some())
+            .map(|l| OnlineDetail { platform: l.platform })
+            .collect()
+    }
+
+    /// Sends a close frame to every connection (server shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        let s = self.lock();
+        for c in s.conns.values() {
+            let _ = c.tx.send(Outbound::Close(code, reason.to_owned()));
+        }
+    }
+
+    /// The `fail-logins` fault: the next `count` logins fail with `code`.
+    pub fn set_fail_logins(&self, count: u64, code: i32) {
+        self.lock().fail_logins = if count > 0 { Some((count, code)) } else { None };
+    }
+
+    /// The `delay` fault: responses to requests wait this long.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.lock().delay_ms = ms;
+    }
+
+    /// The current response delay.
+    pub fn delay_ms(&self) -> u64 {
+        self.lock().delay_ms
+    }
+
+    /// The `refuse` fault: upgrades are answered 503 until `until`.
+    pub fn set_refuse_until(&self, until: Option<tokio::time::Instant>) {
+        self.lock().refuse_until = until;
+    }
+
+    /// Whether new connections are refused now.
+    pub fn refusing(&self) -> bool {
+        self.lock()
+            .refuse_until
+            .is_some_and(|u| tokio::time::Instant::now() < u)
+    }
+
+    /// Clears every fault.
+    pub fn clear_faults(&self) {
+        {
+            let mut s = self.lock();
+            s.fail_logins = None;
+            s.delay_ms = 0;
+            s.refuse_until = None;
+        }
+        self.signals.send_modify(|sig| sig.silent_until = None);
+    }
+
+    /// The JSON of `/debug/stats`.
+    pub fn stats_json(&self) -> serde_json::Value {
+        let s = self.lock();
+        let online = s.logins.iter().filter(|l| l.conn.is_some()).count();
+        let offline = s.logins.iter().filter(|l| l.conn.is_none() && !l.displaced).count();
+        let (left, code) = s.fail_logins.unwrap_or((0, 0));
+        serde_json::json!({
+            "connectionsOpen": s.conns.len(),
+            "connectionsTotal": s.connections_total,
+            "loginsOnline": online,
+            "loginsOffline": offline,
+            "accounts": s.accounts.len(),
+            "users": s.stats,
+            "faults": {
+                "failLoginsLeft": left,
+                "failLoginsCode": code,
+                "delayMs": s.delay_ms,
+                "refusing": s.refuse_until.is_some_and(|u| tokio::time::Instant::now() < u),
+                "silent": self.signals.borrow().silent_until.is_some_and(|u| tokio::time::Instant::now() < u),
+            },
+        })
+    }
+
+    /// The rows of `/debug/sessions`, oldest login first.
+    pub fn sessions(&self) -> Vec<SessionRow> {
+        let s = self.lock();
+        s.logins
+            .iter()
+            .map(|l| SessionRow {
+                sdk_app_id: l.app,
+                user_id: l.user.clone(),
+                platform: l.platform,
+                instance_id: l.instance.clone(),
+                state: if l.displaced {
+                    "displaced"
+                } else if l.conn.is_some() {
+                    "online"
+                } else {
+                    "offline"
+                },
+                displaced: l.displaced,
+                user_sig_expire_at: l.expires_at,
+            })
+            .collect()
+    }
+}

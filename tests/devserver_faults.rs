@@ -1,0 +1,187 @@
+//! Fault injection, the push burst and wss://, end to end.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::*;
+use tungstenite::Message;
+
+const T: Duration = Duration::from_secs(10);
+
+#[test]
+fn fault_endpoints_exist_only_with_the_flag() {
+    let server = DevServer::start(&[]);
+    for p in ["drop", "silence?ms=10", "refuse?ms=10", "delay?ms=10", "fail-logins?count=1&code=9999", "clear"] {
+        assert_eq!(server.http("POST", &format!("/faults/{p}"), "").0, 404, "{p}");
+    }
+    let server = DevServer::start(&["--faults"]);
+    assert_eq!(server.http("POST", "/faults/silence?ms=x", "").0, 400);
+    server.fault("clear");
+}
+
+#[test]
+fn drop_closes_every_connection_without_a_close_frame() {
+    let server = DevServer::start(&["--faults"]);
+    let mut a = WsClient::connect(&server, "Linux", "i1");
+    let mut b = WsClient::connect(&server, "Android", "i2");
+    assert_eq!(a.login("alice", &ticket("alice", 3600), false)["code"], 0);
+    server.fault("drop");
+    for c in [&mut a, &mut b] {
+        match c.wait_close(T) {
+            Closed::Abrupt(_) => {}
+            other => panic!("expected an abrupt close, got {other:?}"),
+        }
+    }
+    wait_until(T, "no connections", || server.stats()["connectionsOpen"] == 0);
+    assert_eq!(server.sessions()[0]["state"], "offline");
+    // New connections work.
+    let mut c = WsClient::connect(&server, "Linux", "i1");
+    assert_eq!(c.login("alice", &ticket("alice", 3600), true)["code"], 0);
+}
+
+#[test]
+fn silence_answers_nothing_then_resumes() {
+    let server = DevServer::start(&["--faults"]);
+    let mut c = WsClient::connect(&server, "Linux", "i1");
+    server.fault("silence?ms=1200");
+    let sent = Instant::now();
+    c.send_message(Message::Ping(b"x".to_vec())).unwrap();
+    c.send_text(r#"{"seq":1,"cmd":"heartbeat","body":{}}"#);
+    // Nothing at all (no pong, no response) during the silence.
+    assert!(c.next_message(Duration::from_millis(800)).unwrap().is_none());
+    // Afterwards both are answered.
+    let mut pong = false;
+    let mut resp = false;
+    while !(pong && resp) {
+        match c.next_message(T).unwrap().expect("answers after the silence") {
+            Message::Pong(_) => pong = true,
+            Message::Text(t) => resp = t.contains("\"seq\":1"),
+            _ => {}
+        }
+    }
+    assert!(sent.elapsed() >= Duration::from_millis(1100));
+    assert_eq!(c.request("heartbeat", json!({}))["code"], 0);
+}
+
+#[test]
+fn refuse_answers_upgrades_with_503_for_a_while() {
+    let server = DevServer::start(&["--faults"]);
+    let mut existing = WsClient::connect(&server, "Linux", "i0");
+    server.fault("refuse?ms=800");
+    match WsClient::connect_url(&server.ws_url("Linux", "i1"), None) {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 503),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("connected while refusing"),
+    }
+    assert_eq!(existing.request("heartbeat", json!({}))["code"], 0);
+    wait_until(T, "refusal over", || WsClient::connect_url(&server.ws_url("Linux", "i1"), None).is_ok());
+}
+
+#[test]
+fn delay_holds_responses_but_not_pongs() {
+    let server = DevServer::start(&["--faults"]);
+    let mut c = WsClient::connect(&server, "Linux", "i1");
+    server.fault("delay?ms=700");
+    let start = Instant::now();
+    c.send_text(r#"{"seq":1,"cmd":"heartbeat","body":{}}"#);
+    c.send_message(Message::Ping(b"x".to_vec())).unwrap();
+    match c.next_message(T).unwrap().unwrap() {
+        Message::Pong(_) => assert!(start.elapsed() < Duration::from_millis(600)),
+        other => panic!("expected the pong first, got {other:?}"),
+    }
+    assert_eq!(c.response(1, T).unwrap()["code"], 0);
+    assert!(start.elapsed() >= Duration::from_millis(700));
+    server.fault("delay?ms=0");
+    let start = Instant::now();
+    assert_eq!(c.request("heartbeat", json!({}))["code"], 0);
+    assert!(start.elapsed() < Duration::from_millis(600));
+}
+
+#[test]
+fn fail_logins_fails_exactly_the_next_k() {
+    let server = DevServer::start(&["--faults"]);
+    let mut c = WsClient::connect(&server, "Linux", "i1");
+    server.fault("fail-logins?count=2&code=9999");
+    let sig = ticket("alice", 3600);
+    assert_eq!(c.login("alice", &sig, false)["code"], 9999);
+    assert_eq!(c.login("alice", &sig, true)["code"], 9999);
+    assert_eq!(c.login("alice", &sig, false)["code"], 0);
+    assert_eq!(server.user_stats("alice")["failed"]["9999"], 2);
+    assert_eq!(server.user_stats("alice")["loginAttempts"], 3);
+}
+
+#[test]
+fn clear_ends_every_fault() {
+    let server = DevServer::start(&["--faults"]);
+    server.fault("refuse?ms=60000");
+    server.fault("delay?ms=60000");
+    server.fault("fail-logins?count=5&code=9999");
+    server.fault("clear");
+    let mut c = WsClient::connect(&server, "Linux", "i1");
+    assert_eq!(c.login("alice", &ticket("alice", 3600), false)["code"], 0);
+    let f = &server.stats()["faults"];
+    assert_eq!(f["failLoginsLeft"], 0);
+    assert_eq!(f["delayMs"], 0);
+}
+
+#[test]
+fn push_burst_delivers_numbered_updates_in_order() {
+    let server = DevServer::start(&["--faults"]);
+    let mut c = WsClient::connect(&server, "Linux", "i1");
+    assert_eq!(c.login("alice", &ticket("alice", 3600), false)["code"], 0);
+    let r = server.fault("push-burst?user=alice&count=500");
+    assert_eq!(r["pushed"], 500);
+    assert_eq!(r["connections"], 1);
+    for i in 1..=500 {
+        let info = c.expect_push("selfInfoUpdated", T)["info"].clone();
+        assert_eq!(info["customInfo"]["Tag_Profile_Custom_Seq"], i.to_string());
+        assert!(info["customInfo"]["Tag_Profile_Custom_SentAtMs"].as_str().is_some());
+    }
+    // Paced: 20 per second → 10 pushes take about half a second.
+    let start = Instant::now();
+    let r = server.fault("push-burst?user=alice&count=10&rate=20");
+    assert_eq!(r["pushed"], 10);
+    assert!(start.elapsed() >= Duration::from_millis(400));
+    for i in 1..=10 {
+        let info = c.expect_push("selfInfoUpdated", T)["info"].clone();
+        assert_eq!(info["customInfo"]["Tag_Profile_Custom_Seq"], i.to_string());
+    }
+}
+
+#[test]
+fn wss_login_with_a_test_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    // A CA, and a certificate for localhost/127.0.0.1 signed by it.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "imlink test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+
+    let server = DevServer::start_with(Options {
+        tls: Some((cert_path, key_path)),
+        ..Options::default()
+    });
+    let url = server.ws_url("Linux", "i1");
+    assert!(url.starts_with("wss://localhost:"));
+    let mut c = WsClient::connect_url(&url, Some(tls_client_config(&ca.pem()))).unwrap();
+    assert_eq!(c.hello["version"], 1);
+    assert_eq!(c.login("alice", &ticket("alice", 3600), false)["code"], 0);
+    assert_eq!(c.request("getSelfInfo", json!({}))["code"], 0);
+
+    // A client that does not trust the CA cannot connect.
+    let other_ca = rcgen::generate_simple_self_signed(vec!["x".to_string()]).unwrap();
+    assert!(WsClient::connect_url(&url, Some(tls_client_config(&other_ca.cert.pem()))).is_err());
+}
