@@ -1,13 +1,13 @@
 //! A small zlib (RFC 1950/1951) compressor whose output is byte-identical to what the
-//! official ticket generator gets from Node.js's `zlib.deflateSync` on x86-64 machines
-//! with SSE4.2 (and on ARMv8 with CRC32).
+//! official ticket generator gets from Node.js's `zlib.deflateSync`.
 //!
 //! Node bundles a zlib fork that finds repeated strings with a different hash than
-//! canonical zlib: it hashes the **four** bytes at each position with the CRC32C
-//! instruction, where canonical zlib rolls a hash over three bytes. Every hash chain
-//! therefore holds only positions that share their first four bytes, so three-byte
-//! matches are never found and the chains are shorter; the compressed bytes differ from
-//! canonical zlib even though both are valid. Everything else is the classic algorithm
+//! canonical zlib: it reads the **four** bytes at each position as a little-endian word
+//! and keeps bits 16..31 of `word * 2654435761` (a multiplicative hash, masked to 15
+//! bits), where canonical zlib rolls a hash over three bytes. A hash chain therefore
+//! holds, apart from collisions, only positions that share their first four bytes:
+//! three-byte matches are almost never found and the chains are shorter, so the
+//! compressed bytes differ from canonical zlib although both are valid. Everything else is the classic algorithm
 //! at level 6: lazy matching (`good 8, lazy 16, nice 128, chain 128`), a 32 KiB window,
 //! blocks of at most 16383 symbols, and for each block the smallest of a stored, a
 //! fixed-Huffman and a dynamic-Huffman encoding, built the way zlib builds them.
@@ -23,6 +23,8 @@ const WINDOW_SIZE: usize = 1 << 15;
 const MAX_DIST: usize = WINDOW_SIZE - (MAX_MATCH + MIN_MATCH + 1);
 const HASH_BITS: u32 = 15;
 const HASH_MASK: u32 = (1 << HASH_BITS) - 1;
+/// Knuth's multiplicative-hash constant, 2^32 divided by the golden ratio.
+const HASH_MULTIPLIER: u32 = 2_654_435_761;
 /// Three-byte matches farther back than this are not worth a length/distance pair.
 const TOO_FAR: usize = 4096;
 
@@ -96,18 +98,10 @@ fn adler32(data: &[u8]) -> u32 {
     (b << 16) | a
 }
 
-/// CRC32C (Castagnoli) of one little-endian 32-bit word with a zero seed and no final
-/// inversion — what the SSE4.2 `crc32` instruction computes.
-fn crc32c_u32(word: u32) -> u32 {
-    let mut crc = word;
-    for _ in 0..32 {
-        crc = if crc & 1 == 1 {
-            (crc >> 1) ^ 0x82F6_3B78
-        } else {
-            crc >> 1
-        };
-    }
-    crc
+/// The hash of the four bytes at a position (bytes past the input read as zero).
+fn hash4(w: &[u8]) -> usize {
+    let word = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+    ((word.wrapping_mul(HASH_MULTIPLIER) >> 16) & HASH_MASK) as usize
 }
 
 /// Bits go out least significant first, as DEFLATE requires.
@@ -321,9 +315,7 @@ impl Deflater {
     /// Inserts the string at `pos` into its hash chain and returns the previous head
     /// (0 means none, so position 0 is never matched, as in zlib).
     fn insert_string(&mut self, pos: usize) -> usize {
-        let w = &self.window[pos..pos + 4];
-        let word = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-        let h = (crc32c_u32(word) & HASH_MASK) as usize;
+        let h = hash4(&self.window[pos..pos + 4]);
         let old = self.head[h];
         self.prev[pos] = old;
         self.head[h] = pos as u32;
