@@ -25,7 +25,15 @@ fn cases() -> Vec<Case> {
         "clé-秘密-🔑",
         "a key with spaces\tand\\escapes\"",
     ];
-    let users = ["alice", "bob_01", "user-with-dash", "张三", "a\"quote\\back", "x", "administrator_with_a_long_id_0123"];
+    let users = [
+        "alice",
+        "bob_01",
+        "user-with-dash",
+        "张三",
+        "a\"quote\\back",
+        "x",
+        "administrator_with_a_long_id_0123",
+    ];
     let apps = [1400000001u64, 1400123456, 20000001, 1];
     let expires = [86400i64, 1, 300, 180 * 86400, 0];
     let times = [1764000000i64, 1700000000, 1, 2000000000];
@@ -56,9 +64,19 @@ fn official(cases: &[Case]) -> Vec<(String, String)> {
     let dir = tempfile::tempdir().unwrap();
     let prefix = dir.path().to_str().unwrap();
     let install = Command::new("npm")
-        .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix", prefix, "tls-sig-api-v2@1.0.2"])
+        .args([
+            "install",
+            "--silent",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            prefix,
+            "tls-sig-api-v2@1.0.2",
+        ])
         .output()
-        .expect("this test needs `npm` on PATH and the npm registry reachable (CI installs Node.js)");
+        .expect(
+            "this test needs `npm` on PATH and the npm registry reachable (CI installs Node.js)",
+        );
     assert!(
         install.status.success(),
         "npm install tls-sig-api-v2 failed: {}",
@@ -87,10 +105,19 @@ for (const c of cases) {
 }
 "#;
     let out = Command::new("node")
-        .args(["-e", script, prefix, &serde_json::to_string(&input).unwrap()])
+        .args([
+            "-e",
+            script,
+            prefix,
+            &serde_json::to_string(&input).unwrap(),
+        ])
         .output()
         .expect("this test needs `node` on PATH (CI installs Node.js)");
-    assert!(out.status.success(), "node failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "node failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -102,7 +129,10 @@ for (const c of cases) {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[test]
@@ -113,13 +143,26 @@ fn tickets_equal_the_official_generator_and_its_tickets_verify() {
     for (c, (sig, buf)) in cases.iter().zip(&theirs) {
         let userbuf = (!buf.is_empty()).then(|| unhex(buf));
         assert_eq!(c.map.is_some(), userbuf.is_some());
-        let ours = usersig::generate_with_userbuf(c.app, c.key, c.user, c.expire, c.time, userbuf.as_deref());
-        assert_eq!(&ours, sig, "app {} user {:?} key {:?} expire {} time {}", c.app, c.user, c.key, c.expire, c.time);
+        let ours = usersig::generate_with_userbuf(
+            c.app,
+            c.key,
+            c.user,
+            c.expire,
+            c.time,
+            userbuf.as_deref(),
+        );
+        assert_eq!(
+            &ours, sig,
+            "app {} user {:?} key {:?} expire {} time {}",
+            c.app, c.user, c.key, c.expire, c.time
+        );
         let t = usersig::verify(sig, c.app, c.key, c.user, c.time + c.expire)
             .unwrap_or_else(|e| panic!("official ticket for {:?} refused: {e}", c.user));
         assert_eq!(t.userbuf.is_some(), c.map.is_some());
         assert_eq!(
-            usersig::verify(sig, c.app, c.key, c.user, c.time + c.expire + 1).unwrap_err().code(),
+            usersig::verify(sig, c.app, c.key, c.user, c.time + c.expire + 1)
+                .unwrap_err()
+                .code(),
             70001
         );
     }
