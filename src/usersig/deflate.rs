@@ -824,3 +824,50 @@ impl Deflater {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_input_is_a_fixed_block_with_only_the_end_code() {
+        assert_eq!(
+            zlib_compress(b""),
+            [0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]
+        );
+    }
+
+    #[test]
+    fn adler32_of_a_known_string() {
+        assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);
+    }
+
+    #[test]
+    fn three_byte_repeats_stay_literals_like_the_reference() {
+        // Canonical zlib would code the second "abc" as a match; the reference does not.
+        let z = zlib_compress(b"QabcXabcY");
+        assert_eq!(
+            z,
+            [
+                0x78, 0x9c, 0x0b, 0x4c, 0x4c, 0x4a, 0x8e, 0x48, 0x4c, 0x4a, 0x8e, 0x04, 0x00, 0x10,
+                0x6b, 0x03, 0x4f
+            ]
+        );
+    }
+
+    #[test]
+    fn incompressible_input_goes_into_a_stored_block() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let data: Vec<u8> = (0..2000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        let z = zlib_compress(&data);
+        assert_eq!(z[2] & 0b111, 0b001, "final stored block");
+        assert_eq!(z.len(), 2 + 5 + data.len() + 4);
+    }
+}

@@ -8,6 +8,10 @@
 //! generator so that, for the same inputs and clock, the ticket is byte-identical to it;
 //! [`decode`] parses the JSON by key, so tickets from libraries that order keys differently
 //! verify too.
+//!
+//! Byte identity also needs the same compressed bytes: the official generator compresses
+//! with the zlib that Node.js bundles, whose match finder differs from canonical zlib's.
+//! [`deflate`] reproduces it; flate2 is used only to inflate.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
