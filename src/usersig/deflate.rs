@@ -3,7 +3,7 @@
 //!
 //! Node bundles a zlib fork that finds repeated strings with a different hash than
 //! canonical zlib: it reads the **four** bytes at each position as a little-endian word
-//! and keeps bits 16..31 of `word * 2654435761` (a multiplicative hash, masked to 15
+//! and keeps bits 16..30 of `word * 2654435761` (a multiplicative hash of 15
 //! bits), where canonical zlib rolls a hash over three bytes. A hash chain therefore
 //! holds, apart from collisions, only positions that share their first four bytes:
 //! three-byte matches are almost never found and the chains are shorter, so the
