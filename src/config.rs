@@ -202,9 +202,7 @@ impl Default for StateConfig {
 
 fn is_root() -> bool {
     // The effective uid is what decides which directories we may create.
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
 }
 
 /// `$RUNTIME_DIRECTORY/imlinkd.sock`, else `/run/imlink/imlinkd.sock` as root, else
@@ -212,12 +210,7 @@ fn is_root() -> bool {
 pub fn default_socket_path() -> PathBuf {
     if let Some(d) = std::env::var_os("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
         // systemd may pass several directories separated by ':'; the first is ours.
-        let first = d
-            .to_string_lossy()
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let first = d.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
         return PathBuf::from(first).join("imlinkd.sock");
     }
     if is_root() {
@@ -226,9 +219,7 @@ pub fn default_socket_path() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("imlink/imlinkd.sock");
     }
-    let uid = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-        .unwrap_or(0);
+    let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(0);
     PathBuf::from(format!("/tmp/imlink-{uid}/imlinkd.sock"))
 }
 
@@ -236,12 +227,7 @@ pub fn default_socket_path() -> PathBuf {
 /// (else `~/.local/state/imlink`).
 pub fn default_state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
-        let first = d
-            .to_string_lossy()
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let first = d.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
         return PathBuf::from(first);
     }
     if is_root() {
