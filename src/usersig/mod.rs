@@ -8,19 +8,23 @@
 //! generator so that, for the same inputs and clock, the ticket is byte-identical to it;
 //! [`decode`] parses the JSON by key, so tickets from libraries that order keys differently
 //! verify too.
+//!
+//! Byte identity also needs the same compressed bytes: the official generator compresses
+//! with the zlib that Node.js bundles, whose match finder differs from canonical zlib's.
+//! [`deflate`] reproduces it; flate2 is used only to inflate.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use flate2::read::ZlibDecoder;
-use flate2::write::ZlibEncoder;
-use flate2::Compression;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
-use std::io::{Read, Write};
+use std::io::Read;
 use subtle::ConstantTimeEq;
 
 use crate::codes::code;
+
+pub mod deflate;
 
 /// The longest ticket text accepted for decoding; real tickets are a few hundred bytes.
 pub const MAX_TICKET_LEN: usize = 16 * 1024;
@@ -188,13 +192,7 @@ pub fn generate_with_userbuf(
         Ok(j) => j,
         Err(_) => unreachable!("a struct of strings and integers always serialises"),
     };
-    let mut z = ZlibEncoder::new(Vec::with_capacity(json.len()), Compression::new(6));
-    // Writing into a Vec cannot fail.
-    let compressed = match z.write_all(&json).and_then(|_| z.finish()) {
-        Ok(c) => c,
-        Err(_) => unreachable!("compressing into memory cannot fail"),
-    };
-    escape(&STANDARD.encode(compressed))
+    escape(&STANDARD.encode(deflate::zlib_compress(&json)))
 }
 
 fn field<'a>(
