@@ -36,7 +36,9 @@ fn reads_the_key_from_a_file() {
     let keyfile = dir.path().join("key");
     std::fs::write(&keyfile, "file-key\n").unwrap();
     let server = DevServer::start(&["--app", &format!("1400000002:@{}", keyfile.display())]);
-    let url = server.ws_url("Linux", "i1").replace(&APP.to_string(), "1400000002");
+    let url = server
+        .ws_url("Linux", "i1")
+        .replace(&APP.to_string(), "1400000002");
     let mut c = WsClient::connect_url(&url, None).unwrap();
     let sig = ticket_for(1400000002, "file-key", "alice", 3600, now_unix());
     assert_eq!(c.login("alice", &sig, false)["code"], 0);
@@ -73,11 +75,23 @@ fn refuses_bad_connect_parameters() {
     let server = DevServer::start(&[]);
     let base = format!("ws://{}/v1/connect", server.addr);
     let cases = [
-        (format!("{base}?sdkappid=1&platform=Linux&instanceid=a"), 403),
-        (format!("{base}?sdkappid={APP}&platform=BeOS&instanceid=a"), 400),
-        (format!("{base}?sdkappid={APP}&platform=Linux&instanceid=bad!id"), 400),
+        (
+            format!("{base}?sdkappid=1&platform=Linux&instanceid=a"),
+            403,
+        ),
+        (
+            format!("{base}?sdkappid={APP}&platform=BeOS&instanceid=a"),
+            400,
+        ),
+        (
+            format!("{base}?sdkappid={APP}&platform=Linux&instanceid=bad!id"),
+            400,
+        ),
         (format!("{base}?sdkappid={APP}&platform=Linux"), 400),
-        (format!("{base}?sdkappid={APP}&platform=Linux&instanceid=a&ver=7,8"), 400),
+        (
+            format!("{base}?sdkappid={APP}&platform=Linux&instanceid=a&ver=7,8"),
+            400,
+        ),
     ];
     for (url, status) in cases {
         match WsClient::connect_url(&url, None) {
@@ -124,15 +138,27 @@ fn each_usersig_failure_has_its_code() {
     let now = now_unix();
     let good = ticket("alice", 3600);
     let cases: Vec<(&str, String, i64)> = vec![
-        ("alice", ticket_for(1400000099, KEY, "alice", 3600, now), 70014),
+        (
+            "alice",
+            ticket_for(1400000099, KEY, "alice", 3600, now),
+            70014,
+        ),
         ("alice", ticket("bob", 3600), 70013),
         ("alice", ticket_at("alice", 10, now - 100), 70001),
-        ("alice", ticket_for(APP, "wrong-key", "alice", 3600, now), 70003),
+        (
+            "alice",
+            ticket_for(APP, "wrong-key", "alice", 3600, now),
+            70003,
+        ),
         ("alice", good[..good.len() / 2].to_string(), 70003),
         ("alice", "not a ticket".to_string(), 70003),
         ("alice", String::new(), 6017),
         ("al ice", ticket("al ice", 3600), 7003),
-        ("a-very-long-user-id-that-exceeds-32-bytes", good.clone(), 7003),
+        (
+            "a-very-long-user-id-that-exceeds-32-bytes",
+            good.clone(),
+            7003,
+        ),
     ];
     for (user, sig, code) in &cases {
         let r = c.login(user, sig, false);
@@ -153,7 +179,11 @@ fn each_usersig_failure_has_its_code() {
 fn logout_ends_the_login_and_keeps_the_connection() {
     let server = DevServer::start(&[]);
     let mut c = WsClient::connect(&server, "Linux", "i1");
-    assert_eq!(c.request("logout", json!({}))["code"], 0, "logout when logged out succeeds");
+    assert_eq!(
+        c.request("logout", json!({}))["code"],
+        0,
+        "logout when logged out succeeds"
+    );
     assert_eq!(c.login("alice", &ticket("alice", 3600), false)["code"], 0);
     assert_eq!(c.request("logout", json!({}))["code"], 0);
     assert_eq!(c.request("getSelfInfo", json!({}))["code"], 6014);
@@ -174,14 +204,9 @@ fn heartbeats_answer_with_the_server_time_and_pings_with_pongs() {
     assert_eq!(c.response(77, T).unwrap()["code"], 0);
 
     c.send_message(Message::Ping(b"p1".to_vec())).unwrap();
-    loop {
-        match c.next_message(T).unwrap().expect("pong") {
-            Message::Pong(p) => {
-                assert_eq!(p, b"p1");
-                break;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
+    match c.next_message(T).unwrap().expect("pong") {
+        Message::Pong(p) => assert_eq!(p, b"p1"),
+        other => panic!("unexpected {other:?}"),
     }
 }
 
@@ -190,7 +215,10 @@ fn relogin_same_user_reauthenticates_and_other_user_replaces() {
     let server = DevServer::start(&[]);
     let mut c = WsClient::connect(&server, "Linux", "i1");
     let now = now_unix();
-    assert_eq!(c.login("alice", &ticket_at("alice", 100, now), false)["code"], 0);
+    assert_eq!(
+        c.login("alice", &ticket_at("alice", 100, now), false)["code"],
+        0
+    );
     let r = c.login("alice", &ticket_at("alice", 7200, now), false);
     assert_eq!(r["code"], 0);
     assert_eq!(r["body"]["userSigExpireAt"], now + 7200);
@@ -203,7 +231,10 @@ fn relogin_same_user_reauthenticates_and_other_user_replaces() {
     let s = server.sessions();
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!(s[0]["userID"], "bob");
-    assert_eq!(c.request("getSelfInfo", json!({}))["body"]["info"]["userID"], "bob");
+    assert_eq!(
+        c.request("getSelfInfo", json!({}))["body"]["info"]["userID"],
+        "bob"
+    );
     c.assert_no_push(Duration::from_millis(200));
 }
 
@@ -221,7 +252,9 @@ fn malformed_frames_get_6017_and_the_connection_lives() {
     ];
     for (text, seq) in cases {
         c.send_text(text);
-        let r = c.response(*seq, T).unwrap_or_else(|| panic!("no answer to {text}"));
+        let r = c
+            .response(*seq, T)
+            .unwrap_or_else(|| panic!("no answer to {text}"));
         assert_eq!(r["code"], 6017, "{text}: {r}");
     }
     c.send_message(Message::Binary(vec![1, 2, 3])).unwrap();
@@ -233,7 +266,10 @@ fn malformed_frames_get_6017_and_the_connection_lives() {
 fn an_oversized_frame_closes_with_1009() {
     let server = DevServer::start(&[]);
     let mut c = WsClient::connect(&server, "Linux", "i1");
-    let big = format!(r#"{{"seq":1,"cmd":"heartbeat","body":{{"pad":"{}"}}}}"#, "x".repeat(70 * 1024));
+    let big = format!(
+        r#"{{"seq":1,"cmd":"heartbeat","body":{{"pad":"{}"}}}}"#,
+        "x".repeat(70 * 1024)
+    );
     c.send_text(&big);
     match c.wait_close(T) {
         Closed::Frame(Some(f)) => {
@@ -274,7 +310,10 @@ fn a_silent_connection_is_closed_4001_and_its_login_goes_offline() {
         let s = server.sessions();
         s.len() == 1 && s[0]["state"] == "offline"
     });
-    let q = server.rest("openim/query_online_status", json!({"To_Account": ["alice"]}));
+    let q = server.rest(
+        "openim/query_online_status",
+        json!({"To_Account": ["alice"]}),
+    );
     assert_eq!(q["QueryResult"][0]["Status"], "Offline");
 }
 
@@ -341,7 +380,10 @@ fn many_connections(n: usize) {
     assert_eq!(server.stats()["connectionsOpen"], n);
     // The first and the last still work.
     assert_eq!(clients[0].request("heartbeat", json!({}))["code"], 0);
-    assert_eq!(clients[n - 1].login("alice", &ticket("alice", 3600), false)["code"], 0);
+    assert_eq!(
+        clients[n - 1].login("alice", &ticket("alice", 3600), false)["code"],
+        0
+    );
     drop(clients);
     wait_until(Duration::from_secs(30), "connections closed", || {
         server.stats()["connectionsOpen"] == 0

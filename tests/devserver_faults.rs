@@ -14,8 +14,19 @@ const T: Duration = Duration::from_secs(10);
 #[test]
 fn fault_endpoints_exist_only_with_the_flag() {
     let server = DevServer::start(&[]);
-    for p in ["drop", "silence?ms=10", "refuse?ms=10", "delay?ms=10", "fail-logins?count=1&code=9999", "clear"] {
-        assert_eq!(server.http("POST", &format!("/faults/{p}"), "").0, 404, "{p}");
+    for p in [
+        "drop",
+        "silence?ms=10",
+        "refuse?ms=10",
+        "delay?ms=10",
+        "fail-logins?count=1&code=9999",
+        "clear",
+    ] {
+        assert_eq!(
+            server.http("POST", &format!("/faults/{p}"), "").0,
+            404,
+            "{p}"
+        );
     }
     let server = DevServer::start(&["--faults"]);
     assert_eq!(server.http("POST", "/faults/silence?ms=x", "").0, 400);
@@ -35,7 +46,9 @@ fn drop_closes_every_connection_without_a_close_frame() {
             other => panic!("expected an abrupt close, got {other:?}"),
         }
     }
-    wait_until(T, "no connections", || server.stats()["connectionsOpen"] == 0);
+    wait_until(T, "no connections", || {
+        server.stats()["connectionsOpen"] == 0
+    });
     assert_eq!(server.sessions()[0]["state"], "offline");
     // New connections work.
     let mut c = WsClient::connect(&server, "Linux", "i1");
@@ -51,12 +64,19 @@ fn silence_answers_nothing_then_resumes() {
     c.send_message(Message::Ping(b"x".to_vec())).unwrap();
     c.send_text(r#"{"seq":1,"cmd":"heartbeat","body":{}}"#);
     // Nothing at all (no pong, no response) during the silence.
-    assert!(c.next_message(Duration::from_millis(800)).unwrap().is_none());
+    assert!(c
+        .next_message(Duration::from_millis(800))
+        .unwrap()
+        .is_none());
     // Afterwards both are answered.
     let mut pong = false;
     let mut resp = false;
     while !(pong && resp) {
-        match c.next_message(T).unwrap().expect("answers after the silence") {
+        match c
+            .next_message(T)
+            .unwrap()
+            .expect("answers after the silence")
+        {
             Message::Pong(_) => pong = true,
             Message::Text(t) => resp = t.contains("\"seq\":1"),
             _ => {}
@@ -77,7 +97,9 @@ fn refuse_answers_upgrades_with_503_for_a_while() {
         Ok(_) => panic!("connected while refusing"),
     }
     assert_eq!(existing.request("heartbeat", json!({}))["code"], 0);
-    wait_until(T, "refusal over", || WsClient::connect_url(&server.ws_url("Linux", "i1"), None).is_ok());
+    wait_until(T, "refusal over", || {
+        WsClient::connect_url(&server.ws_url("Linux", "i1"), None).is_ok()
+    });
 }
 
 #[test]
@@ -138,7 +160,9 @@ fn push_burst_delivers_numbered_updates_in_order() {
     for i in 1..=500 {
         let info = c.expect_push("selfInfoUpdated", T)["info"].clone();
         assert_eq!(info["customInfo"]["Tag_Profile_Custom_Seq"], i.to_string());
-        assert!(info["customInfo"]["Tag_Profile_Custom_SentAtMs"].as_str().is_some());
+        assert!(info["customInfo"]["Tag_Profile_Custom_SentAtMs"]
+            .as_str()
+            .is_some());
     }
     // Paced: 20 per second → 10 pushes take about half a second.
     let start = Instant::now();
@@ -163,7 +187,9 @@ fn wss_login_with_a_test_ca() {
         .push(rcgen::DnType::CommonName, "imlink test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
     let cert_path = dir.path().join("cert.pem");
     let key_path = dir.path().join("key.pem");

@@ -48,14 +48,36 @@ fn matrix(policy: &str) -> Vec<(&'static str, &'static str, bool)> {
 fn policy_matrix() {
     // The expectations, written out, for the table above.
     let expected: &[(&str, &[bool])] = &[
-        ("single", &[true, true, true, true, true, true, true, true, true, true]),
-        ("dual", &[true, true, true, true, true, true, false, false, true, false]),
-        ("triple", &[true, true, false, true, true, false, false, false, true, false]),
-        ("multi", &[true, false, false, false, false, false, false, false, true, false]),
+        (
+            "single",
+            &[true, true, true, true, true, true, true, true, true, true],
+        ),
+        (
+            "dual",
+            &[
+                true, true, true, true, true, true, false, false, true, false,
+            ],
+        ),
+        (
+            "triple",
+            &[
+                true, true, false, true, true, false, false, false, true, false,
+            ],
+        ),
+        (
+            "multi",
+            &[
+                true, false, false, false, false, false, false, false, true, false,
+            ],
+        ),
     ];
     for (policy, kicks) in expected {
         let m = matrix(policy);
-        assert_eq!(m.iter().map(|x| x.2).collect::<Vec<_>>(), kicks.to_vec(), "{policy}");
+        assert_eq!(
+            m.iter().map(|x| x.2).collect::<Vec<_>>(),
+            kicks.to_vec(),
+            "{policy}"
+        );
         let server = DevServer::start(&["--policy", policy]);
         for (i, (a, b, kicked)) in m.into_iter().enumerate() {
             let user = format!("u{i}");
@@ -66,7 +88,11 @@ fn policy_matrix() {
             let state = first.request("getSelfInfo", json!({}));
             if kicked {
                 let body = first.expect_push("kickedOffline", T);
-                assert_eq!(body, json!({"reason": "multi_device", "platform": b}), "{policy}: {a} then {b}");
+                assert_eq!(
+                    body,
+                    json!({"reason": "multi_device", "platform": b}),
+                    "{policy}: {a} then {b}"
+                );
                 assert_eq!(state["code"], 6014, "{policy}: {a} then {b}");
             } else {
                 assert_eq!(state["code"], 0, "{policy}: {a} then {b} must coexist");
@@ -93,7 +119,10 @@ fn web_instances_allow_several_web_logins_and_kick_the_oldest() {
     assert_eq!(w1.expect_push("kickedOffline", T)["platform"], "Web");
     assert_eq!(w2.request("getSelfInfo", json!({}))["code"], 0);
     w2.assert_no_push(Duration::from_millis(50));
-    let q = server.rest("openim/query_online_status", json!({"To_Account": ["alice"], "IsNeedDetail": 1}));
+    let q = server.rest(
+        "openim/query_online_status",
+        json!({"To_Account": ["alice"], "IsNeedDetail": 1}),
+    );
     assert_eq!(q["QueryResult"][0]["Detail"].as_array().unwrap().len(), 2);
 }
 
@@ -105,7 +134,10 @@ fn a_device_displaced_while_disconnected_gets_6208_on_auto_relogin() {
     assert_eq!(a.login("alice", &sig, false)["code"], 0);
     drop(a); // the network drops: the login stays, offline
     wait_until(T, "alice offline", || {
-        server.sessions().iter().any(|s| s["instanceId"] == "inst-a" && s["state"] == "offline")
+        server
+            .sessions()
+            .iter()
+            .any(|s| s["instanceId"] == "inst-a" && s["state"] == "offline")
     });
 
     let mut b = WsClient::connect(&server, "Linux", "inst-b");
@@ -139,7 +171,10 @@ fn an_auto_login_resumes_an_offline_login_that_was_not_displaced() {
     assert_eq!(a.login("alice", &sig, false)["code"], 0);
     drop(a);
     wait_until(T, "alice offline", || {
-        server.sessions().first().is_some_and(|s| s["state"] == "offline")
+        server
+            .sessions()
+            .first()
+            .is_some_and(|s| s["state"] == "offline")
     });
     let mut a = WsClient::connect(&server, "Linux", "inst-a");
     assert_eq!(a.login("alice", &sig, true)["code"], 0);

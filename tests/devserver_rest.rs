@@ -24,13 +24,21 @@ fn rest_calls_are_authenticated_by_the_admin_usersig() {
         ("alice", ticket("alice", 3600), 70403),
     ];
     for (identifier, sig, code) in cases {
-        let r = server.rest_as("im_open_login_svc/account_import", identifier, &sig, body.clone());
+        let r = server.rest_as(
+            "im_open_login_svc/account_import",
+            identifier,
+            &sig,
+            body.clone(),
+        );
         assert_eq!(r["ActionStatus"], "FAIL", "{r}");
         assert_eq!(r["ErrorCode"], code, "{r}");
         assert!(!r["ErrorInfo"].as_str().unwrap().is_empty());
     }
     let r = server.rest("im_open_login_svc/account_import", body);
-    assert_eq!(r, json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""}));
+    assert_eq!(
+        r,
+        json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""})
+    );
 }
 
 #[test]
@@ -64,7 +72,10 @@ fn account_import_creates_the_profile_seen_at_login() {
     let mut c = WsClient::connect(&server, "Linux", "i1");
     let r = c.login("alice", &ticket("alice", 3600), false);
     assert_eq!(r["body"]["info"]["nickName"], "Alice");
-    assert_eq!(r["body"]["info"]["faceUrl"], "https://example.invalid/a.png");
+    assert_eq!(
+        r["body"]["info"]["faceUrl"],
+        "https://example.invalid/a.png"
+    );
 }
 
 #[test]
@@ -77,14 +88,23 @@ fn kick_ends_every_login_and_invalidates_earlier_tickets() {
     assert_eq!(phone.login("alice", &old, false)["code"], 0);
 
     let r = server.rest("im_open_login_svc/kick", json!({"UserID": "alice"}));
-    assert_eq!(r, json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""}));
+    assert_eq!(
+        r,
+        json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""})
+    );
     let kick_second = now_unix();
     for c in [&mut linux, &mut phone] {
-        assert_eq!(c.expect_push("kickedOffline", T), json!({"reason": "rest_api"}));
+        assert_eq!(
+            c.expect_push("kickedOffline", T),
+            json!({"reason": "rest_api"})
+        );
         assert_eq!(c.request("getSelfInfo", json!({}))["code"], 6014);
     }
     assert!(server.sessions().is_empty());
-    let q = server.rest("openim/query_online_status", json!({"To_Account": ["alice"]}));
+    let q = server.rest(
+        "openim/query_online_status",
+        json!({"To_Account": ["alice"]}),
+    );
     assert_eq!(q["QueryResult"][0]["Status"], "Offline");
 
     // The old ticket, and any issued in the kick's second, are dead.
@@ -105,8 +125,16 @@ fn kick_also_ends_offline_logins() {
         let mut c = WsClient::connect(&server, "Linux", "i1");
         assert_eq!(c.login("alice", &sig, false)["code"], 0);
     }
-    wait_until(T, "offline", || server.sessions().first().is_some_and(|s| s["state"] == "offline"));
-    assert_eq!(server.rest("im_open_login_svc/kick", json!({"UserID": "alice"}))["ActionStatus"], "OK");
+    wait_until(T, "offline", || {
+        server
+            .sessions()
+            .first()
+            .is_some_and(|s| s["state"] == "offline")
+    });
+    assert_eq!(
+        server.rest("im_open_login_svc/kick", json!({"UserID": "alice"}))["ActionStatus"],
+        "OK"
+    );
     assert!(server.sessions().is_empty());
 }
 
@@ -120,7 +148,10 @@ fn query_online_status_reports_each_online_platform() {
     assert_eq!(linux.login("alice", &sig, false)["code"], 0);
     assert_eq!(web.login("alice", &sig, false)["code"], 0);
     drop(offline);
-    assert_eq!(server.rest("im_open_login_svc/account_import", json!({"UserID": "bob"}))["ActionStatus"], "OK");
+    assert_eq!(
+        server.rest("im_open_login_svc/account_import", json!({"UserID": "bob"}))["ActionStatus"],
+        "OK"
+    );
 
     let q = server.rest(
         "openim/query_online_status",
@@ -148,13 +179,27 @@ fn query_online_status_reports_each_online_platform() {
     // Without IsNeedDetail there is no Detail; a dropped connection is Offline.
     drop(web);
     wait_until(T, "Web gone", || {
-        let q = server.rest("openim/query_online_status", json!({"To_Account": ["alice"], "IsNeedDetail": 1}));
-        q["QueryResult"][0]["Detail"].as_array().is_some_and(|d| d.len() == 1)
+        let q = server.rest(
+            "openim/query_online_status",
+            json!({"To_Account": ["alice"], "IsNeedDetail": 1}),
+        );
+        q["QueryResult"][0]["Detail"]
+            .as_array()
+            .is_some_and(|d| d.len() == 1)
     });
-    let q = server.rest("openim/query_online_status", json!({"To_Account": ["alice"]}));
-    assert_eq!(q["QueryResult"][0], json!({"To_Account": "alice", "Status": "Online"}));
+    let q = server.rest(
+        "openim/query_online_status",
+        json!({"To_Account": ["alice"]}),
+    );
+    assert_eq!(
+        q["QueryResult"][0],
+        json!({"To_Account": "alice", "Status": "Online"})
+    );
     assert_eq!(linux.request("logout", json!({}))["code"], 0);
-    let q = server.rest("openim/query_online_status", json!({"To_Account": ["alice"]}));
+    let q = server.rest(
+        "openim/query_online_status",
+        json!({"To_Account": ["alice"]}),
+    );
     assert_eq!(q["QueryResult"][0]["Status"], "Offline");
 }
 
@@ -207,7 +252,10 @@ fn portrait_set_maps_the_tags_and_pushes_self_info_updated() {
             ]}),
         );
         let info = a.expect_push("selfInfoUpdated", T)["info"].clone();
-        assert_eq!((info["gender"].clone(), info["allowType"].clone()), (json!(gn), json!(an)));
+        assert_eq!(
+            (info["gender"].clone(), info["allowType"].clone()),
+            (json!(gn), json!(an))
+        );
         assert_eq!(info["nickName"], "Alice", "other fields are kept");
     }
 
@@ -224,7 +272,13 @@ fn portrait_set_maps_the_tags_and_pushes_self_info_updated() {
         assert_eq!(r["ActionStatus"], "FAIL", "{r}");
     }
     a.assert_no_push(Duration::from_millis(100));
-    assert_eq!(a.request("getSelfInfo", json!({}))["body"]["info"]["nickName"], "Alice");
-    let r = server.rest("profile/portrait_set", json!({"From_Account": "nobody", "ProfileItem": []}));
+    assert_eq!(
+        a.request("getSelfInfo", json!({}))["body"]["info"]["nickName"],
+        "Alice"
+    );
+    let r = server.rest(
+        "profile/portrait_set",
+        json!({"From_Account": "nobody", "ProfileItem": []}),
+    );
     assert_eq!(r["ErrorCode"], 70107);
 }

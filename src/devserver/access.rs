@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use super::state::{now_ms, ConnId, ExpiryCheck, Hub, Outbound};
 use crate::codes::code;
 use crate::proto::ws::{
-    Command, Empty, HeartbeatResult, Hello, InfoBody, Platform, Push, Request, Response, MAX_FRAME_BYTES,
-    PROTOCOL_VERSIONS,
+    Command, Empty, HeartbeatResult, Hello, InfoBody, Platform, Push, Request, Response,
+    MAX_FRAME_BYTES, PROTOCOL_VERSIONS,
 };
 use crate::usersig;
 
@@ -31,11 +31,16 @@ struct ConnInfo {
 }
 
 fn valid_instance(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn refuse(status: actix_web::http::StatusCode, why: &str) -> HttpResponse {
-    HttpResponse::build(status).content_type("text/plain; charset=utf-8").body(format!("{why}\n"))
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{why}\n"))
 }
 
 /// `GET /v1/connect?sdkappid=&platform=&instanceid=&ver=`.
@@ -49,7 +54,10 @@ pub async fn connect(
     let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     if hub.refusing() {
         tracing::warn!(%peer, "fault: connection refused (503)");
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "refusing connections (fault injection)");
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "refusing connections (fault injection)",
+        );
     }
     let app = match query.get("sdkappid").map(|s| s.trim().parse::<u64>()) {
         Some(Ok(a)) if hub.settings.apps.contains_key(&a) => a,
@@ -63,13 +71,23 @@ pub async fn connect(
     };
     let instance = match query.get("instanceid") {
         Some(i) if valid_instance(i) => i.clone(),
-        _ => return refuse(StatusCode::BAD_REQUEST, "missing or malformed instanceid: [A-Za-z0-9_-]{1,64}"),
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "missing or malformed instanceid: [A-Za-z0-9_-]{1,64}",
+            )
+        }
     };
     let offered: Vec<u32> = query
         .get("ver")
         .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1]);
-    let Some(version) = PROTOCOL_VERSIONS.iter().rev().find(|v| offered.contains(v)).copied() else {
+    let Some(version) = PROTOCOL_VERSIONS
+        .iter()
+        .rev()
+        .find(|v| offered.contains(v))
+        .copied()
+    else {
         return refuse(StatusCode::BAD_REQUEST, "no common protocol version");
     };
     let (response, session, stream) = match actix_ws::handle(&req, body) {
@@ -218,7 +236,9 @@ async fn run(hub: Arc<Hub>, mut session: Session, stream: actix_ws::MessageStrea
     hub.disconnect(id);
     match end {
         End::Closed => tracing::info!(conn = id, peer = %info.peer, "connection closed"),
-        End::Dropped => tracing::warn!(conn = id, peer = %info.peer, "connection dropped (no close frame)"),
+        End::Dropped => {
+            tracing::warn!(conn = id, peer = %info.peer, "connection dropped (no close frame)")
+        }
     }
     // Dropping the session and the stream ends the response: the TCP connection closes,
     // without a close frame when none was sent.
@@ -264,25 +284,45 @@ async fn respond(hub: &Hub, session: &mut Session, r: Response) {
 
 /// Parses one request frame; on failure, the error response to send.
 fn parse(text: &str) -> Result<Request, Response> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| error(0, code::INVALID_PARAMETERS, &format!("not JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| error(0, code::INVALID_PARAMETERS, &format!("not JSON: {e}")))?;
     let serde_json::Value::Object(mut obj) = value else {
-        return Err(error(0, code::INVALID_PARAMETERS, "a frame must be a JSON object"));
+        return Err(error(
+            0,
+            code::INVALID_PARAMETERS,
+            "a frame must be a JSON object",
+        ));
     };
     let seq = obj.get("seq").and_then(|s| s.as_u64()).unwrap_or(0);
     if seq == 0 {
-        return Err(error(0, code::INVALID_PARAMETERS, "seq must be a positive integer"));
+        return Err(error(
+            0,
+            code::INVALID_PARAMETERS,
+            "seq must be a positive integer",
+        ));
     }
     if !obj.contains_key("body") || obj.get("body").is_some_and(|b| b.is_null()) {
         obj.insert("body".into(), serde_json::json!({}));
     }
-    let cmd = obj.get("cmd").and_then(|c| c.as_str()).unwrap_or("").to_owned();
+    let cmd = obj
+        .get("cmd")
+        .and_then(|c| c.as_str())
+        .unwrap_or("")
+        .to_owned();
     serde_json::from_value::<Request>(serde_json::Value::Object(obj)).map_err(|e| {
         let known = ["login", "logout", "heartbeat", "getSelfInfo"];
         if known.contains(&cmd.as_str()) {
-            error(seq, code::INVALID_PARAMETERS, &format!("bad body for {cmd}: {e}"))
+            error(
+                seq,
+                code::INVALID_PARAMETERS,
+                &format!("bad body for {cmd}: {e}"),
+            )
         } else {
-            error(seq, code::INVALID_PARAMETERS, &format!("unknown cmd {cmd:?}"))
+            error(
+                seq,
+                code::INVALID_PARAMETERS,
+                &format!("unknown cmd {cmd:?}"),
+            )
         }
     })
 }
@@ -309,7 +349,12 @@ async fn handle_text(hub: &Hub, id: ConnId, session: &mut Session, text: &str) {
             hub.logout(id);
             ok(seq, &Empty {})
         }
-        Command::Heartbeat(_) => ok(seq, &HeartbeatResult { server_time: now_ms() }),
+        Command::Heartbeat(_) => ok(
+            seq,
+            &HeartbeatResult {
+                server_time: now_ms(),
+            },
+        ),
         Command::GetSelfInfo(_) => match hub.self_info(id) {
             Some(info) => ok(seq, &InfoBody { info }),
             None => error(seq, code::NOT_LOGGED_IN, "not logged in"),

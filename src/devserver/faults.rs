@@ -16,10 +16,12 @@ fn bad(why: &str) -> HttpResponse {
     HttpResponse::BadRequest().json(json!({"ok": false, "error": why}))
 }
 
-fn num(q: &Query, name: &str) -> Result<u64, HttpResponse> {
+fn num(q: &Query, name: &str) -> Result<u64, String> {
     match q.get(name).map(|v| v.trim().parse::<u64>()) {
         Some(Ok(n)) => Ok(n),
-        _ => Err(bad(&format!("query parameter {name} must be a non-negative integer"))),
+        _ => Err(format!(
+            "query parameter {name} must be a non-negative integer"
+        )),
     }
 }
 
@@ -48,7 +50,7 @@ async fn drop_all(hub: web::Data<Hub>) -> HttpResponse {
 async fn silence(hub: web::Data<Hub>, q: Query) -> HttpResponse {
     let ms = match num(&q, "ms") {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return bad(&e),
     };
     let until = Instant::now() + Duration::from_millis(ms);
     hub.signals.send_modify(|s| s.silent_until = Some(until));
@@ -60,7 +62,7 @@ async fn silence(hub: web::Data<Hub>, q: Query) -> HttpResponse {
 async fn refuse(hub: web::Data<Hub>, q: Query) -> HttpResponse {
     let ms = match num(&q, "ms") {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return bad(&e),
     };
     hub.set_refuse_until(Some(Instant::now() + Duration::from_millis(ms)));
     tracing::warn!(ms, "fault: refusing new connections");
@@ -71,7 +73,7 @@ async fn refuse(hub: web::Data<Hub>, q: Query) -> HttpResponse {
 async fn delay(hub: web::Data<Hub>, q: Query) -> HttpResponse {
     let ms = match num(&q, "ms") {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return bad(&e),
     };
     hub.set_delay_ms(ms);
     tracing::warn!(ms, "fault: delaying responses");
@@ -82,7 +84,7 @@ async fn delay(hub: web::Data<Hub>, q: Query) -> HttpResponse {
 async fn fail_logins(hub: web::Data<Hub>, q: Query) -> HttpResponse {
     let count = match num(&q, "count") {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return bad(&e),
     };
     let code = match q.get("code").map(|c| c.trim().parse::<i32>()) {
         Some(Ok(c)) if c != 0 => c,
@@ -110,14 +112,14 @@ async fn push_burst(hub: web::Data<Hub>, q: Query) -> HttpResponse {
     };
     let count = match num(&q, "count") {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(e) => return bad(&e),
     };
     let rate = match q.get("rate") {
         None => None,
         Some(_) => match num(&q, "rate") {
             Ok(0) => None,
             Ok(r) => Some(r),
-            Err(r) => return r,
+            Err(e) => return bad(&e),
         },
     };
     let app = match q.get("sdkappid").map(|a| a.trim().parse::<u64>()) {
@@ -141,8 +143,10 @@ async fn push_burst(hub: web::Data<Hub>, q: Query) -> HttpResponse {
         let sent = super::state::now_ms().to_string();
         let seq = i.to_string();
         let n = hub.update_profile(app, &user, |info: &mut UserFullInfo| {
-            info.custom_info.insert("Tag_Profile_Custom_Seq".into(), seq);
-            info.custom_info.insert("Tag_Profile_Custom_SentAtMs".into(), sent);
+            info.custom_info
+                .insert("Tag_Profile_Custom_Seq".into(), seq);
+            info.custom_info
+                .insert("Tag_Profile_Custom_SentAtMs".into(), sent);
         });
         connections = n.unwrap_or(0);
         if rate.is_none() && i % 256 == 0 {

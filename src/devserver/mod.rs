@@ -73,9 +73,12 @@ pub struct Args {
 
 /// Parses `SDKAPPID:KEY` / `SDKAPPID:@FILE`.
 pub fn parse_app(spec: &str) -> Result<(u64, String), String> {
-    let (id, key) = spec
-        .split_once(':')
-        .ok_or_else(|| format!("--app {:?}: expected SDKAPPID:KEY or SDKAPPID:@KEYFILE", redact(spec)))?;
+    let (id, key) = spec.split_once(':').ok_or_else(|| {
+        format!(
+            "--app {:?}: expected SDKAPPID:KEY or SDKAPPID:@KEYFILE",
+            redact(spec)
+        )
+    })?;
     let id: u64 = id
         .trim()
         .parse()
@@ -136,7 +139,10 @@ pub fn run(args: Args) -> ExitCode {
         }
     }
     if !state::valid_user_id(&args.admin) {
-        eprintln!("imlink-devserver: --admin {:?} is not a valid UserID", args.admin);
+        eprintln!(
+            "imlink-devserver: --admin {:?} is not a valid UserID",
+            args.admin
+        );
         return ExitCode::from(2);
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -180,8 +186,13 @@ async fn sessions(hub: web::Data<Hub>) -> HttpResponse {
 }
 
 /// Binds, prints `listening on …`, serves until a signal.
-pub async fn serve(listen: SocketAddr, settings: Settings, tls: Option<rustls::ServerConfig>) -> Result<(), String> {
-    let listener = std::net::TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+pub async fn serve(
+    listen: SocketAddr,
+    settings: Settings,
+    tls: Option<rustls::ServerConfig>,
+) -> Result<(), String> {
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let faults = settings.faults;
     let scheme = if tls.is_some() { "wss" } else { "ws" };
@@ -201,7 +212,10 @@ pub async fn serve(listen: SocketAddr, settings: Settings, tls: Option<rustls::S
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(1024 * 1024))
             .route("/healthz", web::get().to(healthz))
-            .route(crate::proto::ws::CONNECT_PATH, web::get().to(access::connect))
+            .route(
+                crate::proto::ws::CONNECT_PATH,
+                web::get().to(access::connect),
+            )
             .route("/v4/{service}/{command}", web::post().to(rest::handle))
             .route("/debug/stats", web::get().to(stats))
             .route("/debug/sessions", web::get().to(sessions));
@@ -244,7 +258,10 @@ pub async fn serve(listen: SocketAddr, settings: Settings, tls: Option<rustls::S
 
 async fn wait_for_signal() {
     use actix_web::rt::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };

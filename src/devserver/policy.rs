@@ -62,7 +62,12 @@ pub fn conflicts(policy: Policy, new: Platform, old: Platform) -> bool {
 ///
 /// `existing` must not contain the new login's own instance (re-logging an instance
 /// replaces its record; that is not a displacement).
-pub fn displaced(policy: Policy, web_instances: usize, existing: &[Platform], new: Platform) -> Vec<usize> {
+pub fn displaced(
+    policy: Policy,
+    web_instances: usize,
+    existing: &[Platform],
+    new: Platform,
+) -> Vec<usize> {
     let mut out = Vec::new();
     let webs: Vec<usize> = existing
         .iter()
@@ -137,8 +142,16 @@ mod tests {
         for policy in [Single, Dual, Triple, Multi] {
             assert_eq!(displaced(policy, 1, &[Web], Web), vec![0], "{policy:?}");
             assert!(displaced(policy, 2, &[Web], Web).is_empty(), "{policy:?}");
-            assert_eq!(displaced(policy, 2, &[Web, Web], Web), vec![0], "{policy:?}");
-            assert_eq!(displaced(policy, 3, &[Web, Web, Web], Web), vec![0], "{policy:?}");
+            assert_eq!(
+                displaced(policy, 2, &[Web, Web], Web),
+                vec![0],
+                "{policy:?}"
+            );
+            assert_eq!(
+                displaced(policy, 3, &[Web, Web, Web], Web),
+                vec![0],
+                "{policy:?}"
+            );
             // 0 behaves as 1: a Web login needs room for itself.
             assert_eq!(displaced(policy, 0, &[Web], Web), vec![0], "{policy:?}");
         }
@@ -146,7 +159,10 @@ mod tests {
 
     #[test]
     fn mixed_sets() {
-        assert_eq!(displaced(Single, 2, &[Linux, Web, Android], Web), vec![0, 2]);
+        assert_eq!(
+            displaced(Single, 2, &[Linux, Web, Android], Web),
+            vec![0, 2]
+        );
         assert_eq!(displaced(Dual, 1, &[Linux, Web, Web], Web), vec![1, 2]);
         assert_eq!(displaced(Dual, 1, &[Linux, Web], Android), vec![0]);
         assert_eq!(displaced(Triple, 1, &[Linux, Android, Web], IPad), vec![1]);

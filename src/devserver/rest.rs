@@ -36,7 +36,9 @@ fn answer(r: Result<Map<String, Value>, Fail>) -> HttpResponse {
             m.append(&mut fields);
             Value::Object(m)
         }
-        Err(Fail(code, info)) => json!({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": info}),
+        Err(Fail(code, info)) => {
+            json!({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": info})
+        }
     };
     HttpResponse::Ok().json(body)
 }
@@ -58,16 +60,20 @@ fn authenticate(hub: &Hub, q: &HashMap<String, String>) -> Result<u64, Fail> {
         .get("sdkappid")
         .and_then(|s| s.trim().parse::<u64>().ok())
         .ok_or_else(|| fail(INVALID_PARAMS, "sdkappid is missing or not a number"))?;
-    let key = hub
-        .settings
-        .apps
-        .get(&app)
-        .ok_or_else(|| fail(crate::codes::code::USERSIG_SDKAPPID_MISMATCH, format!("unknown sdkappid {app}")))?;
+    let key = hub.settings.apps.get(&app).ok_or_else(|| {
+        fail(
+            crate::codes::code::USERSIG_SDKAPPID_MISMATCH,
+            format!("unknown sdkappid {app}"),
+        )
+    })?;
     let identifier = q
         .get("identifier")
         .ok_or_else(|| fail(INVALID_PARAMS, "identifier is missing"))?;
-    let sig = q.get("usersig").ok_or_else(|| fail(INVALID_PARAMS, "usersig is missing"))?;
-    usersig::verify(sig, app, key, identifier, usersig::now_unix()).map_err(|e| fail(e.code(), e.to_string()))?;
+    let sig = q
+        .get("usersig")
+        .ok_or_else(|| fail(INVALID_PARAMS, "usersig is missing"))?;
+    usersig::verify(sig, app, key, identifier, usersig::now_unix())
+        .map_err(|e| fail(e.code(), e.to_string()))?;
     if *identifier != hub.settings.admin {
         return Err(fail(
             NEEDS_ADMIN,
@@ -85,7 +91,8 @@ fn dispatch(
     body: &[u8],
 ) -> Result<Map<String, Value>, Fail> {
     let app = authenticate(hub, q)?;
-    let body: Value = serde_json::from_slice(body).map_err(|e| fail(INVALID_PARAMS, format!("body is not JSON: {e}")))?;
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|e| fail(INVALID_PARAMS, format!("body is not JSON: {e}")))?;
     let body = body
         .as_object()
         .ok_or_else(|| fail(INVALID_PARAMS, "body must be a JSON object"))?;
@@ -95,7 +102,10 @@ fn dispatch(
         ("im_open_login_svc", "kick") => kick(hub, app, body),
         ("openim", "query_online_status") => query_online_status(hub, app, body),
         ("profile", "portrait_set") => portrait_set(hub, app, body),
-        _ => Err(fail(INVALID_PARAMS, format!("unknown command v4/{service}/{command}"))),
+        _ => Err(fail(
+            INVALID_PARAMS,
+            format!("unknown command v4/{service}/{command}"),
+        )),
     }
 }
 
@@ -105,12 +115,19 @@ fn user_field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a str, F
         .and_then(Value::as_str)
         .ok_or_else(|| fail(INVALID_PARAMS, format!("{name} is missing or not a string")))?;
     if !valid_user_id(u) {
-        return Err(fail(INVALID_PARAMS, format!("{name} must match [A-Za-z0-9_-]{{1,32}}")));
+        return Err(fail(
+            INVALID_PARAMS,
+            format!("{name} must match [A-Za-z0-9_-]{{1,32}}"),
+        ));
     }
     Ok(u)
 }
 
-fn account_import(hub: &Hub, app: u64, body: &Map<String, Value>) -> Result<Map<String, Value>, Fail> {
+fn account_import(
+    hub: &Hub,
+    app: u64,
+    body: &Map<String, Value>,
+) -> Result<Map<String, Value>, Fail> {
     let user = user_field(body, "UserID")?;
     let nick = body.get("Nick").and_then(Value::as_str);
     let face = body.get("FaceUrl").and_then(Value::as_str);
@@ -127,17 +144,28 @@ fn kick(hub: &Hub, app: u64, body: &Map<String, Value>) -> Result<Map<String, Va
     Ok(Map::new())
 }
 
-fn query_online_status(hub: &Hub, app: u64, body: &Map<String, Value>) -> Result<Map<String, Value>, Fail> {
+fn query_online_status(
+    hub: &Hub,
+    app: u64,
+    body: &Map<String, Value>,
+) -> Result<Map<String, Value>, Fail> {
     let to = body
         .get("To_Account")
         .and_then(Value::as_array)
         .ok_or_else(|| fail(INVALID_PARAMS, "To_Account must be an array of UserIDs"))?;
-    let detail = body.get("IsNeedDetail").and_then(Value::as_i64).unwrap_or(0) == 1;
+    let detail = body
+        .get("IsNeedDetail")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        == 1;
     let mut results = Vec::new();
     let mut errors = Vec::new();
     for u in to {
         let Some(u) = u.as_str() else {
-            return Err(fail(INVALID_PARAMS, "To_Account must be an array of strings"));
+            return Err(fail(
+                INVALID_PARAMS,
+                "To_Account must be an array of strings",
+            ));
         };
         if !valid_user_id(u) {
             errors.push(json!({"To_Account": u, "ErrorCode": INVALID_PARAMS}));
@@ -146,7 +174,14 @@ fn query_online_status(hub: &Hub, app: u64, body: &Map<String, Value>) -> Result
         let online = hub.online(app, u);
         let mut r = Map::new();
         r.insert("To_Account".into(), json!(u));
-        r.insert("Status".into(), json!(if online.is_empty() { "Offline" } else { "Online" }));
+        r.insert(
+            "Status".into(),
+            json!(if online.is_empty() {
+                "Offline"
+            } else {
+                "Online"
+            }),
+        );
         if detail && !online.is_empty() {
             let d: Vec<Value> = online
                 .iter()
@@ -179,7 +214,12 @@ fn apply_tag(info: &mut UserFullInfo, tag: &str, value: &Value) -> Result<(), Fa
             Value::String(s) => s.trim().parse().ok(),
             _ => None,
         }
-        .ok_or_else(|| fail(INVALID_PARAMS, format!("{tag} needs a non-negative integer value")))
+        .ok_or_else(|| {
+            fail(
+                INVALID_PARAMS,
+                format!("{tag} needs a non-negative integer value"),
+            )
+        })
     };
     match tag {
         "Tag_Profile_IM_Nick" => info.nick_name = string()?,
@@ -190,7 +230,12 @@ fn apply_tag(info: &mut UserFullInfo, tag: &str, value: &Value) -> Result<(), Fa
                 "Gender_Type_Unknown" => 0,
                 "Gender_Type_Male" => 1,
                 "Gender_Type_Female" => 2,
-                other => return Err(fail(INVALID_PARAMS, format!("bad Tag_Profile_IM_Gender value {other:?}"))),
+                other => {
+                    return Err(fail(
+                        INVALID_PARAMS,
+                        format!("bad Tag_Profile_IM_Gender value {other:?}"),
+                    ))
+                }
             }
         }
         "Tag_Profile_IM_AllowType" => {
@@ -198,7 +243,12 @@ fn apply_tag(info: &mut UserFullInfo, tag: &str, value: &Value) -> Result<(), Fa
                 "AllowType_Type_AllowAny" => 0,
                 "AllowType_Type_NeedConfirm" => 1,
                 "AllowType_Type_DenyAny" => 2,
-                other => return Err(fail(INVALID_PARAMS, format!("bad Tag_Profile_IM_AllowType value {other:?}"))),
+                other => {
+                    return Err(fail(
+                        INVALID_PARAMS,
+                        format!("bad Tag_Profile_IM_AllowType value {other:?}"),
+                    ))
+                }
             }
         }
         "Tag_Profile_IM_BirthDay" => info.birthday = number()?,
@@ -207,12 +257,21 @@ fn apply_tag(info: &mut UserFullInfo, tag: &str, value: &Value) -> Result<(), Fa
         t if t.starts_with("Tag_Profile_Custom_") && t.len() > "Tag_Profile_Custom_".len() => {
             info.custom_info.insert(t.to_owned(), string()?);
         }
-        other => return Err(fail(BAD_TAG, format!("unknown or unsupported profile tag {other:?}"))),
+        other => {
+            return Err(fail(
+                BAD_TAG,
+                format!("unknown or unsupported profile tag {other:?}"),
+            ))
+        }
     }
     Ok(())
 }
 
-fn portrait_set(hub: &Hub, app: u64, body: &Map<String, Value>) -> Result<Map<String, Value>, Fail> {
+fn portrait_set(
+    hub: &Hub,
+    app: u64,
+    body: &Map<String, Value>,
+) -> Result<Map<String, Value>, Fail> {
     let user = user_field(body, "From_Account")?;
     let items = body
         .get("ProfileItem")
@@ -239,7 +298,12 @@ fn portrait_set(hub: &Hub, app: u64, body: &Map<String, Value>) -> Result<Map<St
             }
         })
         .ok_or_else(|| fail(NO_ACCOUNT, format!("account {user} does not exist")))?;
-    tracing::info!(user, tags = pairs.len(), pushed, "profile set; selfInfoUpdated pushed");
+    tracing::info!(
+        user,
+        tags = pairs.len(),
+        pushed,
+        "profile set; selfInfoUpdated pushed"
+    );
     let mut out = Map::new();
     out.insert("ErrorDisplay".into(), json!(""));
     Ok(out)

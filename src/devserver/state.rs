@@ -182,7 +182,10 @@ pub fn now_ms() -> i64 {
 
 /// Whether `s` is a valid UserID (`[A-Za-z0-9_-]{1,32}`).
 pub fn valid_user_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn push_json(p: &Push) -> String {
@@ -243,7 +246,12 @@ impl Hub {
     }
 
     /// Registers a new connection and returns its id and outbound queue.
-    pub fn register(&self, app: u64, platform: Platform, instance: &str) -> (ConnId, mpsc::UnboundedReceiver<Outbound>) {
+    pub fn register(
+        &self,
+        app: u64,
+        platform: Platform,
+        instance: &str,
+    ) -> (ConnId, mpsc::UnboundedReceiver<Outbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut s = self.lock();
         let id = s.next_id();
@@ -290,7 +298,13 @@ impl Hub {
         r
     }
 
-    fn login_locked(&self, s: &mut State, conn: ConnId, body: &LoginBody, now: i64) -> Result<LoginResult, Refusal> {
+    fn login_locked(
+        &self,
+        s: &mut State,
+        conn: ConnId,
+        body: &LoginBody,
+        now: i64,
+    ) -> Result<LoginResult, Refusal> {
         let (app, platform, instance, current) = match s.conns.get(&conn) {
             Some(c) => (c.app, c.platform, c.instance.clone(), c.login),
             None => return Err((code::INVALID_PARAMETERS, "connection is closing".into())),
@@ -307,19 +321,27 @@ impl Hub {
             return Err((code::INVALID_PARAMETERS, "userSig is empty".into()));
         }
         if !valid_user_id(user) {
-            return Err((code::INVALID_USERID, "userID must match [A-Za-z0-9_-]{1,32}".into()));
+            return Err((
+                code::INVALID_USERID,
+                "userID must match [A-Za-z0-9_-]{1,32}".into(),
+            ));
         }
-        let key = self
-            .settings
-            .apps
-            .get(&app)
-            .ok_or_else(|| (code::USERSIG_SDKAPPID_MISMATCH, format!("unknown SDKAppID {app}")))?;
-        let ticket = usersig::verify(&body.user_sig, app, key, user, now).map_err(|e| (e.code(), e.to_string()))?;
+        let key = self.settings.apps.get(&app).ok_or_else(|| {
+            (
+                code::USERSIG_SDKAPPID_MISMATCH,
+                format!("unknown SDKAppID {app}"),
+            )
+        })?;
+        let ticket = usersig::verify(&body.user_sig, app, key, user, now)
+            .map_err(|e| (e.code(), e.to_string()))?;
         if let Some(k) = s.kicked_at.get(&(app, user.to_owned())) {
             if ticket.time <= *k {
                 return Err((
                     code::USERSIG_INVALIDATED,
-                    format!("UserSig issued at {} was invalidated by a kick at {k}", ticket.time),
+                    format!(
+                        "UserSig issued at {} was invalidated by a kick at {k}",
+                        ticket.time
+                    ),
                 ));
             }
         }
@@ -331,7 +353,11 @@ impl Hub {
                 if s.logins[i].user == user {
                     s.logins[i].expires_at = expires_at;
                     tracing::info!(conn, user, %platform, expires_at, "re-authenticated");
-                    let info = s.accounts.get(&(app, user.to_owned())).cloned().unwrap_or_default();
+                    let info = s
+                        .accounts
+                        .get(&(app, user.to_owned()))
+                        .cloned()
+                        .unwrap_or_default();
                     return Ok(LoginResult {
                         user_id: user.to_owned(),
                         server_time: now_ms(),
@@ -376,7 +402,12 @@ impl Hub {
             .cloned()
             .collect();
         let platforms: Vec<Platform> = others.iter().map(|l| l.platform).collect();
-        for i in policy::displaced(self.settings.policy, self.settings.web_instances, &platforms, platform) {
+        for i in policy::displaced(
+            self.settings.policy,
+            self.settings.web_instances,
+            &platforms,
+            platform,
+        ) {
             let Some(old) = others.get(i) else { continue };
             if let Some(c) = old.conn {
                 s.end_login(old.id);
@@ -489,10 +520,13 @@ impl Hub {
     /// `account_import`: creates the account or updates its nick and face.
     pub fn import_account(&self, app: u64, user: &str, nick: Option<&str>, face: Option<&str>) {
         let mut s = self.lock();
-        let info = s.accounts.entry((app, user.to_owned())).or_insert_with(|| UserFullInfo {
-            user_id: user.to_owned(),
-            ..UserFullInfo::default()
-        });
+        let info = s
+            .accounts
+            .entry((app, user.to_owned()))
+            .or_insert_with(|| UserFullInfo {
+                user_id: user.to_owned(),
+                ..UserFullInfo::default()
+            });
         if let Some(n) = nick {
             info.nick_name = n.to_owned();
         }
@@ -537,14 +571,25 @@ impl Hub {
             }
             tracing::info!(user, platform = %l.platform, online = l.conn.is_some(), "kicked offline (rest_api)");
         }
-        tracing::info!(app, user, kicked_at = now, logins = n, "REST kick: tickets issued until now are invalid");
+        tracing::info!(
+            app,
+            user,
+            kicked_at = now,
+            logins = n,
+            "REST kick: tickets issued until now are invalid"
+        );
         n
     }
 
     /// Changes the user's profile with `f` and pushes `selfInfoUpdated` to every online
     /// connection of the user. Returns the number of connections pushed to, or `None` when
     /// the account does not exist.
-    pub fn update_profile(&self, app: u64, user: &str, f: impl FnOnce(&mut UserFullInfo)) -> Option<usize> {
+    pub fn update_profile(
+        &self,
+        app: u64,
+        user: &str,
+        f: impl FnOnce(&mut UserFullInfo),
+    ) -> Option<usize> {
         let mut s = self.lock();
         let info = s.accounts.get_mut(&(app, user.to_owned()))?;
         f(info);
@@ -568,7 +613,9 @@ impl Hub {
         s.logins
             .iter()
             .filter(|l| l.app == app && l.user == user && !l.displaced && l.conn.is_some())
-            .map(|l| OnlineDetail { platform: l.platform })
+            .map(|l| OnlineDetail {
+                platform: l.platform,
+            })
             .collect()
     }
 
@@ -622,7 +669,11 @@ impl Hub {
     pub fn stats_json(&self) -> serde_json::Value {
         let s = self.lock();
         let online = s.logins.iter().filter(|l| l.conn.is_some()).count();
-        let offline = s.logins.iter().filter(|l| l.conn.is_none() && !l.displaced).count();
+        let offline = s
+            .logins
+            .iter()
+            .filter(|l| l.conn.is_none() && !l.displaced)
+            .count();
         let (left, code) = s.fail_logins.unwrap_or((0, 0));
         serde_json::json!({
             "connectionsOpen": s.conns.len(),

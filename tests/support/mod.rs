@@ -23,7 +23,12 @@
 //!   `login(user, sig, auto)`, `next_push(timeout)`, `expect_push(name, timeout)`,
 //!   `send_text`, `send_message`, `next_message(timeout)` (raw), `wait_close(timeout)`.
 //! - [`wait_until`]: poll a condition with a deadline (never a bare sleep).
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::result_large_err,
+    dead_code
+)]
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -118,7 +123,11 @@ impl DevServer {
             log_path,
             _dir: dir,
         };
-        s.spawn(s.options.listen.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()));
+        s.spawn(
+            s.options
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()),
+        );
         s
     }
 
@@ -148,7 +157,12 @@ impl DevServer {
         let addr = line
             .trim()
             .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("devserver did not start: stdout {line:?}; log:\n{}", self.log()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "devserver did not start: stdout {line:?}; log:\n{}",
+                    self.log()
+                )
+            });
         self.addr = addr.parse().unwrap();
         self.child = Some(child);
     }
@@ -274,7 +288,11 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Str
     s.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (status, rest.to_string())
 }
 
@@ -305,23 +323,31 @@ pub fn tls_client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
         roots.add(c.unwrap()).unwrap();
     }
     Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
     )
 }
 
 impl WsClient {
     /// Connects to `server` as `platform`/`instance` and reads `hello`.
     pub fn connect(server: &DevServer, platform: &str, instance: &str) -> WsClient {
-        assert!(!server.tls, "use connect_url with a TLS config for a wss server");
+        assert!(
+            !server.tls,
+            "use connect_url with a TLS config for a wss server"
+        );
         WsClient::connect_url(&server.ws_url(platform, instance), None).unwrap()
     }
 
     /// Connects to `url` (with `tls` for wss://) and reads `hello`.
-    pub fn connect_url(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<WsClient, tungstenite::Error> {
+    pub fn connect_url(
+        url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<WsClient, tungstenite::Error> {
         let (host, port) = {
             let rest = url.split_once("://").map(|x| x.1).unwrap_or(url);
             let hostport = rest.split('/').next().unwrap();
@@ -331,10 +357,14 @@ impl WsClient {
         let tcp = TcpStream::connect((host.as_str(), port)).map_err(tungstenite::Error::Io)?;
         tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let connector = tls.map(tungstenite::Connector::Rustls);
-        let (ws, _) = tungstenite::client_tls_with_config(url, tcp, None, connector).map_err(|e| match e {
-            tungstenite::HandshakeError::Failure(e) => e,
-            tungstenite::HandshakeError::Interrupted(_) => tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into()),
-        })?;
+        let (ws, _) = tungstenite::client_tls_with_config(url, tcp, None, connector).map_err(
+            |e| match e {
+                tungstenite::HandshakeError::Failure(e) => e,
+                tungstenite::HandshakeError::Interrupted(_) => {
+                    tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into())
+                }
+            },
+        )?;
         let mut c = WsClient {
             ws,
             next_seq: 0,
@@ -367,7 +397,10 @@ impl WsClient {
     }
 
     /// The next raw message within `timeout` (`Ok(None)` on timeout).
-    pub fn next_message(&mut self, timeout: Duration) -> Result<Option<Message>, tungstenite::Error> {
+    pub fn next_message(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Message>, tungstenite::Error> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -378,7 +411,10 @@ impl WsClient {
             match self.ws.read() {
                 Ok(m) => return Ok(Some(m)),
                 Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
                 {
                     continue
                 }
@@ -402,7 +438,9 @@ impl WsClient {
                     }
                     return true;
                 }
-                Some(Message::Close(f)) => panic!("connection closed while waiting for a frame: {f:?}"),
+                Some(Message::Close(f)) => {
+                    panic!("connection closed while waiting for a frame: {f:?}")
+                }
                 Some(_) => continue,
             }
         }
@@ -437,7 +475,10 @@ impl WsClient {
 
     /// `login`; returns the response frame.
     pub fn login(&mut self, user: &str, sig: &str, auto: bool) -> Value {
-        self.request("login", json!({"userID": user, "userSig": sig, "auto": auto}))
+        self.request(
+            "login",
+            json!({"userID": user, "userSig": sig, "auto": auto}),
+        )
     }
 
     /// The next push within `timeout`.
