@@ -206,7 +206,9 @@ impl LogLevel {
 
     /// From the SDK's number.
     pub fn from_number(n: i64) -> Option<LogLevel> {
-        LogLevel::ALL.into_iter().find(|l| i64::from(l.number()) == n)
+        LogLevel::ALL
+            .into_iter()
+            .find(|l| i64::from(l.number()) == n)
     }
 }
 
@@ -234,10 +236,11 @@ impl<'de> Deserialize<'de> for LogLevel {
         let v = serde_json::Value::deserialize(d)?;
         match &v {
             serde_json::Value::String(s) => LogLevel::parse(s).map_err(serde::de::Error::custom),
-            serde_json::Value::Number(n) => n
-                .as_i64()
-                .and_then(LogLevel::from_number)
-                .ok_or_else(|| serde::de::Error::custom(format!("unknown log level {n}: expected 0|3|4|5|6"))),
+            serde_json::Value::Number(n) => {
+                n.as_i64().and_then(LogLevel::from_number).ok_or_else(|| {
+                    serde::de::Error::custom(format!("unknown log level {n}: expected 0|3|4|5|6"))
+                })
+            }
             other => Err(serde::de::Error::custom(format!(
                 "log level must be a name or a number, not {other}"
             ))),

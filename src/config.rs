@@ -664,7 +664,7 @@ fn url_problem(s: &str) -> Option<String> {
         Some("ws") | Some("wss") => {}
         _ => return Some("must be a ws:// or wss:// URL".into()),
     }
-    if uri.host().map_or(true, str::is_empty) {
+    if uri.host().is_none_or(str::is_empty) {
         return Some("must be a ws:// or wss:// URL with a host".into());
     }
     None

@@ -373,6 +373,8 @@ struct WriterGone;
 
 type Outcome = (Option<Value>, Option<u64>, Option<u64>);
 type BoxFut<T> = Pin<Box<dyn Future<Output = T>>>;
+/// A method's result, and the subscription it created or removed.
+type Dispatched = (Result<Value, RpcError>, Option<u64>, Option<u64>);
 
 impl Actor for ClientConn {
     type Context = Context<Self>;
@@ -603,12 +605,8 @@ impl ClientConn {
         })
     }
 
-    fn dispatch(
-        &mut self,
-        method: &str,
-        params: Value,
-    ) -> BoxFut<(Result<Value, RpcError>, Option<u64>, Option<u64>)> {
-        let plain = |r: Result<Value, RpcError>| -> BoxFut<(Result<Value, RpcError>, Option<u64>, Option<u64>)> {
+    fn dispatch(&mut self, method: &str, params: Value) -> BoxFut<Dispatched> {
+        let plain = |r: Result<Value, RpcError>| -> BoxFut<Dispatched> {
             Box::pin(async move { (r, None, None) })
         };
         if param_names(method).is_none() {
@@ -639,7 +637,7 @@ impl ClientConn {
         let session = self.shared.session.clone();
         let events = self.shared.events.clone();
         let m = method.to_owned();
-        let call = |c: SessionCall| -> BoxFut<(Result<Value, RpcError>, Option<u64>, Option<u64>)> {
+        let call = |c: SessionCall| -> BoxFut<Dispatched> {
             let session = session.clone();
             Box::pin(async move {
                 let r = match session.send(c).await {

@@ -180,7 +180,7 @@ impl EventLog {
             if sub.filter.as_ref().is_some_and(|f| !f.contains(name)) {
                 continue;
             }
-            if !Self::offer(sub, &lost_line, seq, &body) {
+            if !Self::offer(sub, lost_line, seq, &body) {
                 dead.push(*id);
             }
         }
@@ -243,7 +243,7 @@ impl Handler<Subscribe> for EventLog {
                 if sub.filter.as_ref().is_some_and(|f| !f.contains(r.name)) {
                     continue;
                 }
-                Self::offer(&mut sub, &lost_line, r.seq, &r.body);
+                Self::offer(&mut sub, lost_line, r.seq, &r.body);
             }
         }
         let status = self.status();

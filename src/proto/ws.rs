@@ -274,23 +274,45 @@ mod tests {
             serde_json::to_value(&r).unwrap(),
             json!({"seq":7,"cmd":"login","body":{"userID":"alice","userSig":"SIG","auto":false}})
         );
-        let hb = Request { seq: 8, cmd: Command::Heartbeat(Empty {}) };
-        assert_eq!(serde_json::to_value(&hb).unwrap(), json!({"seq":8,"cmd":"heartbeat","body":{}}));
-        let back: Request = serde_json::from_value(json!({"seq":9,"cmd":"getSelfInfo","body":{}})).unwrap();
+        let hb = Request {
+            seq: 8,
+            cmd: Command::Heartbeat(Empty {}),
+        };
+        assert_eq!(
+            serde_json::to_value(&hb).unwrap(),
+            json!({"seq":8,"cmd":"heartbeat","body":{}})
+        );
+        let back: Request =
+            serde_json::from_value(json!({"seq":9,"cmd":"getSelfInfo","body":{}})).unwrap();
         assert_eq!(back.cmd, Command::GetSelfInfo(Empty {}));
     }
 
     #[test]
     fn server_frames_parse_as_push_or_response() {
-        let f: ServerFrame =
-            serde_json::from_value(json!({"push":"kickedOffline","body":{"reason":"multi_device","platform":"Linux"}})).unwrap();
+        let f: ServerFrame = serde_json::from_value(
+            json!({"push":"kickedOffline","body":{"reason":"multi_device","platform":"Linux"}}),
+        )
+        .unwrap();
         assert_eq!(
             f,
-            ServerFrame::Push(Push::KickedOffline(Kicked { reason: KickReason::MultiDevice, platform: Some(Platform::Linux) }))
+            ServerFrame::Push(Push::KickedOffline(Kicked {
+                reason: KickReason::MultiDevice,
+                platform: Some(Platform::Linux)
+            }))
         );
-        let f: ServerFrame = serde_json::from_value(json!({"seq":3,"code":70001,"desc":"expired","body":{}})).unwrap();
-        assert!(matches!(f, ServerFrame::Response(Response { seq: 3, code: 70001, .. })));
-        let f: ServerFrame = serde_json::from_value(json!({"push":"userSigExpired","body":{}})).unwrap();
+        let f: ServerFrame =
+            serde_json::from_value(json!({"seq":3,"code":70001,"desc":"expired","body":{}}))
+                .unwrap();
+        assert!(matches!(
+            f,
+            ServerFrame::Response(Response {
+                seq: 3,
+                code: 70001,
+                ..
+            })
+        ));
+        let f: ServerFrame =
+            serde_json::from_value(json!({"push":"userSigExpired","body":{}})).unwrap();
         assert_eq!(f, ServerFrame::Push(Push::UserSigExpired(Empty {})));
     }
 

@@ -109,7 +109,13 @@ impl Ticket {
 }
 
 /// The text that `TLS.sig` signs.
-fn signed_text(identifier: &str, sdkappid: u64, time: i64, expire: i64, userbuf: Option<&str>) -> String {
+fn signed_text(
+    identifier: &str,
+    sdkappid: u64,
+    time: i64,
+    expire: i64,
+    userbuf: Option<&str>,
+) -> String {
     let mut s = format!(
         "TLS.identifier:{identifier}\nTLS.sdkappid:{sdkappid}\nTLS.time:{time}\nTLS.expire:{expire}\n"
     );
@@ -168,7 +174,10 @@ pub fn generate_with_userbuf(
     userbuf: Option<&[u8]>,
 ) -> String {
     let userbuf = userbuf.map(|b| STANDARD.encode(b));
-    let sig = STANDARD.encode(mac(key, &signed_text(identifier, sdkappid, time, expire, userbuf.as_deref())));
+    let sig = STANDARD.encode(mac(
+        key,
+        &signed_text(identifier, sdkappid, time, expire, userbuf.as_deref()),
+    ));
     let ticket = Ticket {
         ver: "2.0".to_owned(),
         identifier: identifier.to_owned(),
@@ -186,12 +195,18 @@ pub fn generate_with_userbuf(
     escape(&STANDARD.encode(deflate::zlib_compress(&json)))
 }
 
-fn field<'a>(obj: &'a serde_json::Map<String, serde_json::Value>, name: &str) -> Result<&'a serde_json::Value, SigError> {
+fn field<'a>(
+    obj: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<&'a serde_json::Value, SigError> {
     obj.get(name)
         .ok_or_else(|| SigError::CheckFailed(format!("field {name} is missing")))
 }
 
-fn int_field(obj: &serde_json::Map<String, serde_json::Value>, name: &str) -> Result<i64, SigError> {
+fn int_field(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<i64, SigError> {
     let v = field(obj, name)?;
     // Some generators write numbers as strings; accept both, as Tencent's server does.
     match v {
@@ -202,10 +217,15 @@ fn int_field(obj: &serde_json::Map<String, serde_json::Value>, name: &str) -> Re
     .ok_or_else(|| SigError::CheckFailed(format!("field {name} is not an integer")))
 }
 
-fn str_field(obj: &serde_json::Map<String, serde_json::Value>, name: &str) -> Result<String, SigError> {
+fn str_field(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<String, SigError> {
     match field(obj, name)? {
         serde_json::Value::String(s) => Ok(s.clone()),
-        _ => Err(SigError::CheckFailed(format!("field {name} is not a string"))),
+        _ => Err(SigError::CheckFailed(format!(
+            "field {name} is not a string"
+        ))),
     }
 }
 
@@ -230,7 +250,9 @@ pub fn decode(ticket: &str) -> Result<Ticket, SigError> {
         .read_to_end(&mut json)
         .map_err(|e| SigError::CheckFailed(format!("not zlib data (truncated?): {e}")))?;
     if json.len() as u64 > MAX_JSON_LEN {
-        return Err(SigError::CheckFailed("decompressed ticket is too large".into()));
+        return Err(SigError::CheckFailed(
+            "decompressed ticket is too large".into(),
+        ));
     }
     let value: serde_json::Value = serde_json::from_slice(&json)
         .map_err(|e| SigError::CheckFailed(format!("not JSON: {e}")))?;
@@ -258,7 +280,13 @@ pub fn decode(ticket: &str) -> Result<Ticket, SigError> {
 /// Verifies a ticket for `sdkappid`/`identifier` at unix time `now`: app id (70014),
 /// identifier (70013), expiry — valid while `now <= time + expire` — (70001), then the MAC
 /// in constant time (70003). Returns the decoded ticket.
-pub fn verify(ticket: &str, sdkappid: u64, key: &str, identifier: &str, now: i64) -> Result<Ticket, SigError> {
+pub fn verify(
+    ticket: &str,
+    sdkappid: u64,
+    key: &str,
+    identifier: &str,
+    now: i64,
+) -> Result<Ticket, SigError> {
     let t = decode(ticket)?;
     if t.sdkappid != sdkappid {
         return Err(SigError::AppMismatch {
@@ -284,14 +312,25 @@ pub fn verify(ticket: &str, sdkappid: u64, key: &str, identifier: &str, now: i64
 
 /// Checks only the MAC of a decoded ticket, in constant time.
 pub fn verify_mac(t: &Ticket, key: &str) -> Result<(), SigError> {
-    let expected = mac(key, &signed_text(&t.identifier, t.sdkappid, t.time, t.expire, t.userbuf.as_deref()));
+    let expected = mac(
+        key,
+        &signed_text(
+            &t.identifier,
+            t.sdkappid,
+            t.time,
+            t.expire,
+            t.userbuf.as_deref(),
+        ),
+    );
     let given = STANDARD
         .decode(t.sig.as_bytes())
         .map_err(|_| SigError::CheckFailed("TLS.sig is not base64".into()))?;
     if given.len() == expected.len() && bool::from(given.ct_eq(&expected)) {
         Ok(())
     } else {
-        Err(SigError::CheckFailed("signature mismatch (wrong key or tampered ticket)".into()))
+        Err(SigError::CheckFailed(
+            "signature mismatch (wrong key or tampered ticket)".into(),
+        ))
     }
 }
 
@@ -312,7 +351,10 @@ mod tests {
 
     #[test]
     fn generates_the_official_ticket() {
-        assert_eq!(generate(1400000001, "K", "alice", 86400, 1764000000), OFFICIAL_ALICE);
+        assert_eq!(
+            generate(1400000001, "K", "alice", 86400, 1764000000),
+            OFFICIAL_ALICE
+        );
     }
 
     #[test]
@@ -320,10 +362,33 @@ mod tests {
         let t = generate(1400000001, "K", "alice", 100, 1000);
         assert!(verify(&t, 1400000001, "K", "alice", 1000).is_ok());
         assert!(verify(&t, 1400000001, "K", "alice", 1100).is_ok());
-        assert_eq!(verify(&t, 1400000001, "K", "alice", 1101).unwrap_err().code(), 70001);
-        assert_eq!(verify(&t, 1400000002, "K", "alice", 1000).unwrap_err().code(), 70014);
-        assert_eq!(verify(&t, 1400000001, "K", "bob", 1000).unwrap_err().code(), 70013);
-        assert_eq!(verify(&t, 1400000001, "K2", "alice", 1000).unwrap_err().code(), 70003);
-        assert_eq!(verify(&t[..t.len() / 2], 1400000001, "K", "alice", 1000).unwrap_err().code(), 70003);
+        assert_eq!(
+            verify(&t, 1400000001, "K", "alice", 1101)
+                .unwrap_err()
+                .code(),
+            70001
+        );
+        assert_eq!(
+            verify(&t, 1400000002, "K", "alice", 1000)
+                .unwrap_err()
+                .code(),
+            70014
+        );
+        assert_eq!(
+            verify(&t, 1400000001, "K", "bob", 1000).unwrap_err().code(),
+            70013
+        );
+        assert_eq!(
+            verify(&t, 1400000001, "K2", "alice", 1000)
+                .unwrap_err()
+                .code(),
+            70003
+        );
+        assert_eq!(
+            verify(&t[..t.len() / 2], 1400000001, "K", "alice", 1000)
+                .unwrap_err()
+                .code(),
+            70003
+        );
     }
 }
