@@ -30,6 +30,8 @@
     dead_code
 )]
 
+pub mod daemon;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -194,6 +196,13 @@ impl DevServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Starts it again on the same address after [`DevServer::kill`] or [`DevServer::stop`].
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the devserver is still running");
+        let addr = self.addr;
+        self.spawn(addr);
     }
 
     /// Stops it and starts it again on the same address, with the same flags.

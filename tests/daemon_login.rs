@@ -1,0 +1,265 @@
+//! imlinkd end to end, real devserver: start, login, getters, the 7501/7502 rules, account
+//! switch, repeat login, logout and unInitSDK (issue 4 scenarios 1, 2, 9, 12).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::json;
+use support::daemon::{Daemon, T};
+use support::*;
+
+fn names(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn starts_connected_and_logged_out_when_the_app_id_is_configured() {
+    let server = DevServer::start(&[]);
+    let d = Daemon::start(&server, &[]);
+    let mut c = d.client();
+    let sub = c.ok("subscribe", json!({"since": 0}));
+    assert_eq!(sub["bootID"].as_str().unwrap().len(), 32);
+    let (_, before) = c.wait_event("onConnectSuccess", T);
+    assert_eq!(before, ["onConnecting"]);
+    assert_eq!(c.login_status(), 3);
+    let s = c.ok("status", json!({}));
+    assert_eq!(s["connection"], "connected");
+    assert_eq!(s["sdkAppID"], APP);
+    assert_eq!(s["userID"], "");
+}
+
+#[test]
+fn login_goes_logining_then_logined_and_the_getters_answer() {
+    let server = DevServer::start(&[]);
+    let d = Daemon::start(&server, &[]);
+    let mut c = d.client();
+    c.wait_status(T, "connected", |s| s["connection"] == "connected");
+    c.subscribe();
+    let sig = ticket("alice", 3600);
+    assert_eq!(
+        c.ok("login", json!({"userID": "alice", "userSig": sig})),
+        json!({})
+    );
+    let (e1, _) = c.wait_event("onLoginStatusChanged", T);
+    assert_eq!(
+        (e1["data"]["status"].as_i64(), e1["data"]["userID"].as_str()),
+        (Some(2), Some("alice"))
+    );
+    let (e2, _) = c.wait_event("onLoginStatusChanged", T);
+    assert_eq!(e2["data"]["status"], 1);
+    assert_eq!(e2["seq"].as_u64().unwrap(), e1["seq"].as_u64().unwrap() + 1);
+    assert_eq!(c.login_status(), 1);
+    assert_eq!(c.ok("getLoginUser", json!({})), json!({"userID": "alice"}));
+    let t = c.ok("getServerTime", json!({}))["serverTime"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        (t - now_unix()).abs() <= 2,
+        "server time {t} vs {}",
+        now_unix()
+    );
+    assert_eq!(c.ok("getSelfInfo", json!({}))["info"]["userID"], "alice");
+    assert_eq!(server.user_stats("alice")["logins"], 1);
+    let st = c.ok("status", json!({}));
+    assert!(st["userSigExpiresAt"].as_i64().unwrap() > now_unix());
+    // The session is saved, the ticket never logged.
+    let f = d.session_file().unwrap();
+    assert_eq!(
+        (f["loggedIn"].as_bool(), f["userID"].as_str()),
+        (Some(true), Some("alice"))
+    );
+    assert!(!d.log().contains(&sig), "the UserSig must never be logged");
+    assert!(
+        !st.to_string().contains(&sig),
+        "status must not show the UserSig"
+    );
+}
+
+#[test]
+fn login_during_login_is_7501_and_logout_during_logout_is_7502() {
+    let server = DevServer::start(&["--faults"]);
+    let d = Daemon::start(&server, &[("server.request_timeout_ms", "5000")]);
+    let mut a = d.client();
+    a.wait_status(T, "connected", |s| s["connection"] == "connected");
+    // Slow responses keep the first login in flight while the second arrives.
+    server.fault("delay?ms=700");
+    let mut b = d.client();
+    let sig = ticket("alice", 3600);
+    a.send_raw(format!("{}\n", json!({"jsonrpc":"2.0","id":"first","method":"login","params":{"userID":"alice","userSig":sig}})).as_bytes());
+    b.wait_status(T, "logining", |s| s["loginStatus"] == 2);
+    assert_eq!(
+        b.err("login", json!({"userID": "alice", "userSig": sig})),
+        7501
+    );
+    let r = a.next_reply(T).unwrap();
+    assert_eq!(
+        (r["id"].as_str(), r["result"].clone()),
+        (Some("first"), json!({}))
+    );
+    // Two logouts at once while the server is slow: one proceeds, the other gets 7502.
+    let out = json!({"jsonrpc":"2.0","id":"out","method":"logout"});
+    a.send_raw(format!("{out}\n").as_bytes());
+    b.send_raw(format!("{out}\n").as_bytes());
+    let ra = a.next_reply(T).unwrap();
+    let rb = b.next_reply(T).unwrap();
+    let mut outcomes: Vec<String> = [ra, rb]
+        .iter()
+        .map(|r| match r.get("error") {
+            Some(e) => e["code"].to_string(),
+            None => r["result"].to_string(),
+        })
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["7502", "{}"]);
+    assert_eq!(b.login_status(), 3);
+    server.fault("clear");
+}
+
+#[test]
+fn same_user_again_is_repeat_login_and_another_user_replaces_the_first() {
+    let server = DevServer::start(&[]);
+    let d = Daemon::start(&server, &[]);
+    let mut c = d.client();
+    c.wait_status(T, "connected", |s| s["connection"] == "connected");
+    let sig = ticket("alice", 3600);
+    c.ok("login", json!({"userID": "alice", "userSig": sig}));
+    assert_eq!(
+        c.ok("login", json!({"userID": "alice", "userSig": sig})),
+        json!({"repeatLogin": true})
+    );
+    assert_eq!(
+        server.user_stats("alice")["logins"],
+        1,
+        "a repeat login sends nothing"
+    );
+    // A new ticket for the same user renews it on the live connection.
+    let sig2 = ticket_at("alice", 7200, now_unix() + 1);
+    assert_eq!(
+        c.ok("login", json!({"userID": "alice", "userSig": sig2})),
+        json!({"repeatLogin": true})
+    );
+    assert_eq!(c.login_status(), 1);
+    assert_eq!(d.session_file().unwrap()["userSig"], sig2.as_str());
+    c.subscribe();
+    c.ok(
+        "login",
+        json!({"userID": "bob", "userSig": ticket("bob", 3600)}),
+    );
+    let ev = c.drain_events(std::time::Duration::from_millis(300));
+    let changes: Vec<(i64, String)> = ev
+        .iter()
+        .filter(|e| e["event"] == "onLoginStatusChanged")
+        .map(|e| {
+            (
+                e["data"]["status"].as_i64().unwrap(),
+                e["data"]["userID"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [(3, "alice".into()), (2, "bob".into()), (1, "bob".into())],
+        "{:?}",
+        names(&ev)
+    );
+    assert_eq!(c.ok("getLoginUser", json!({})), json!({"userID": "bob"}));
+    wait_until(T, "alice offline on the server", || {
+        let r = server.rest(
+            "openim/query_online_status",
+            json!({"To_Account": ["alice", "bob"]}),
+        );
+        r["QueryResult"][0]["Status"] == "Offline" && r["QueryResult"][1]["Status"] == "Online"
+    });
+}
+
+#[test]
+fn logout_keeps_the_connection_and_uninit_closes_it_for_good() {
+    let server = DevServer::start(&[]);
+    let d = Daemon::start(&server, &[]);
+    let mut c = d.client();
+    c.wait_status(T, "connected", |s| s["connection"] == "connected");
+    c.ok(
+        "login",
+        json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
+    );
+    assert_eq!(c.ok("logout", json!({})), json!({}));
+    assert_eq!(c.login_status(), 3);
+    let r = server.rest(
+        "openim/query_online_status",
+        json!({"To_Account": ["alice"]}),
+    );
+    assert_eq!(r["QueryResult"][0]["Status"], "Offline");
+    assert_eq!(c.ok("status", json!({}))["connection"], "connected");
+    assert_eq!(d.session_file().unwrap()["loggedIn"], false);
+    assert_eq!(
+        c.ok("logout", json!({})),
+        json!({}),
+        "logout when logged out succeeds"
+    );
+
+    c.ok(
+        "login",
+        json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
+    );
+    c.subscribe();
+    assert_eq!(c.ok("unInitSDK", json!({})), json!({}));
+    let s = c.ok("status", json!({}));
+    assert_eq!(
+        (
+            s["loginStatus"].as_i64(),
+            s["connection"].as_str(),
+            s["sdkAppID"].is_null()
+        ),
+        (Some(3), Some("idle"), true)
+    );
+    wait_until(T, "the devserver sees no connection", || {
+        server.stats()["connectionsOpen"] == 0
+    });
+    // No reconnect happens.
+    let ev = c.drain_events(std::time::Duration::from_millis(800));
+    assert!(
+        !names(&ev).contains(&"onConnecting".to_owned()),
+        "{:?}",
+        names(&ev)
+    );
+    assert_eq!(
+        c.err(
+            "login",
+            json!({"userID": "alice", "userSig": ticket("alice", 60)})
+        ),
+        6013
+    );
+}
+
+#[test]
+fn a_daemon_without_an_app_id_waits_for_init_sdk() {
+    let server = DevServer::start(&[]);
+    let d = Daemon::start_uninit(&server, &[]);
+    let mut c = d.client();
+    assert_eq!(c.ok("status", json!({}))["connection"], "idle");
+    assert_eq!(
+        c.err("login", json!({"userID": "alice", "userSig": "x"})),
+        6013
+    );
+    assert_eq!(
+        c.ok(
+            "initSDK",
+            json!({"sdkAppID": APP, "logLevel": "V2TIM_LOG_DEBUG"})
+        ),
+        json!({})
+    );
+    assert_eq!(
+        c.ok("initSDK", json!({"sdkAppID": APP})),
+        json!({}),
+        "init twice is a no-op"
+    );
+    c.wait_status(T, "connected", |s| s["connection"] == "connected");
+    c.ok(
+        "login",
+        json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
+    );
+    assert_eq!(c.login_status(), 1);
+}
