@@ -120,8 +120,10 @@ impl EventLog {
         ))
     }
 
+    /// An `eventsLost` body. It carries the seq of the last event it stands in for, so the
+    /// seqs one subscriber sees only ever rise.
     fn lost_body(&self, from: u64, to: u64) -> Bytes {
-        self.body(self.seq, &Event::EventsLost { from, to })
+        self.body(to, &Event::EventsLost { from, to })
     }
 
     /// Offers one event to a subscriber: first any pending `eventsLost`, then the event.
@@ -174,7 +176,7 @@ impl EventLog {
             self.ring.pop_front();
         }
         let boot = self.boot_id.clone();
-        let lost_line = |from: u64, to: u64| render(&boot, seq, &Event::EventsLost { from, to });
+        let lost_line = |from: u64, to: u64| render(&boot, to, &Event::EventsLost { from, to });
         let mut dead = Vec::new();
         for (id, sub) in self.subs.iter_mut() {
             if sub.filter.as_ref().is_some_and(|f| !f.contains(name)) {
@@ -236,9 +238,7 @@ impl Handler<Subscribe> for EventLog {
                 }
             }
             let boot = self.boot_id.clone();
-            let seq_now = self.seq;
-            let lost_line =
-                |from: u64, to: u64| render(&boot, seq_now, &Event::EventsLost { from, to });
+            let lost_line = |from: u64, to: u64| render(&boot, to, &Event::EventsLost { from, to });
             for r in self.ring.iter().filter(|r| r.seq > since) {
                 if sub.filter.as_ref().is_some_and(|f| !f.contains(r.name)) {
                     continue;
