@@ -294,6 +294,9 @@ fn accept(stream: UnixStream, shared: ApiShared) {
     });
 }
 
+/// Lines are gathered into writes of about this many bytes.
+const WRITE_BATCH: usize = 64 * 1024;
+
 /// How often an idle connection is checked for a peer that has gone away.
 const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -310,26 +313,44 @@ async fn writer(
     // closed subscriber does not hold its slot until the next event.
     let mut probe = tokio::time::interval(PROBE_EVERY);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
     while replies_open || events_open {
-        let res = tokio::select! {
+        buf.clear();
+        tokio::select! {
             biased;
-            _ = probe.tick() => match w.try_write(&[]) {
-                Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
-                _ => Ok(()),
-            },
+            _ = probe.tick() => {
+                if let Err(e) = w.try_write(&[]) {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        return;
+                    }
+                }
+                continue;
+            }
             r = replies.recv(), if replies_open => match r {
-                Some(b) => w.write_all(&b).await,
-                None => { replies_open = false; Ok(()) }
+                Some(b) => buf.extend_from_slice(&b),
+                None => replies_open = false,
             },
             e = events.recv(), if events_open => match e {
-                Some(l) => match w.write_all(&l.head).await {
-                    Ok(()) => w.write_all(&l.body).await,
-                    Err(e) => Err(e),
-                },
-                None => { events_open = false; Ok(()) }
+                Some(l) => {
+                    buf.extend_from_slice(&l.head);
+                    buf.extend_from_slice(&l.body);
+                }
+                None => events_open = false,
             },
-        };
-        if res.is_err() {
+        }
+        // Whatever else is queued goes out in the same write: one syscall for many lines
+        // keeps a reading subscriber ahead of a burst, and frees its queue sooner.
+        while buf.len() < WRITE_BATCH {
+            if let Ok(b) = replies.try_recv() {
+                buf.extend_from_slice(&b);
+            } else if let Ok(l) = events.try_recv() {
+                buf.extend_from_slice(&l.head);
+                buf.extend_from_slice(&l.body);
+            } else {
+                break;
+            }
+        }
+        if !buf.is_empty() && w.write_all(&buf).await.is_err() {
             return;
         }
     }
