@@ -546,7 +546,7 @@ fn refused_connections_beyond_max_clients_get_an_error_line_then_eof() {
     let d = Daemon::start(&server, &[("api.max_clients", "2")]);
     // The helper's readiness probe may still hold a slot for a moment.
     let mut a = served_client(&d);
-    let mut b = served_client(&d);
+    let b = served_client(&d);
     let mut extra = d.client();
     let r = extra.read_line(T).expect("an error line");
     assert_eq!(error_of(&r), (-32000, Value::Null));
