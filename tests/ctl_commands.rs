@@ -81,7 +81,7 @@ fn login_from_each_sig_source_and_logout() {
     let o = run(&d.socket, &["logout"]);
     assert_eq!(
         (o.status.code(), text(&o.stdout).trim()),
-        (Some(0), "logged out".into())
+        (Some(0), "logged out")
     );
 
     // --sig-stdin (with a trailing newline, as `echo` or a file gives it).
@@ -112,12 +112,12 @@ fn login_from_each_sig_source_and_logout() {
     );
     assert_eq!(
         (o.status.code(), text(&o.stdout).trim()),
-        (Some(0), "{}".into())
+        (Some(0), "{}")
     );
     let o = run(&d.socket, &["--json", "logout"]);
     assert_eq!(
         (o.status.code(), text(&o.stdout).trim()),
-        (Some(0), "{}".into())
+        (Some(0), "{}")
     );
 
     // Exactly one source is required (a usage error: 2).
@@ -125,9 +125,7 @@ fn login_from_each_sig_source_and_logout() {
     assert_eq!(o.status.code(), Some(2));
     let o = run(&d.socket, &["login", "alice", "--sig", &sig, "--sig-stdin"]);
     assert_eq!(o.status.code(), Some(2));
-    for o in [&o] {
-        assert!(!text(&o.stdout).contains(&sig) && !text(&o.stderr).contains(&sig));
-    }
+    assert!(!text(&o.stdout).contains(&sig) && !text(&o.stderr).contains(&sig));
 }
 
 #[test]
