@@ -110,15 +110,9 @@ fn login_from_each_sig_source_and_logout() {
             f.to_str().unwrap(),
         ],
     );
-    assert_eq!(
-        (o.status.code(), text(&o.stdout).trim()),
-        (Some(0), "{}")
-    );
+    assert_eq!((o.status.code(), text(&o.stdout).trim()), (Some(0), "{}"));
     let o = run(&d.socket, &["--json", "logout"]);
-    assert_eq!(
-        (o.status.code(), text(&o.stdout).trim()),
-        (Some(0), "{}")
-    );
+    assert_eq!((o.status.code(), text(&o.stdout).trim()), (Some(0), "{}"));
 
     // Exactly one source is required (a usage error: 2).
     let o = run(&d.socket, &["login", "alice"]);
