@@ -268,7 +268,8 @@ fn events_follows_the_daemon_across_a_restart() {
     let server = DevServer::start(&[]);
     let mut d = Daemon::start(&server, &[]);
     connected(&d);
-    let mut child = ctl(&d.socket, &["--json", "events"])
+    // --since 0: nothing is missed however late the process subscribes.
+    let mut child = ctl(&d.socket, &["--json", "events", "--since", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -304,7 +305,6 @@ fn events_follows_the_daemon_across_a_restart() {
         }
     };
     let mut c = d.client();
-    // The subscription is live once an event we cause is printed.
     c.ok(
         "login",
         json!({"userID":"alice","userSig": ticket("alice", 3600)}),
