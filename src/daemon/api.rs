@@ -268,10 +268,9 @@ fn accept(stream: UnixStream, shared: ApiShared) {
         });
         return;
     }
-    let access = match stream.peer_cred() {
-        Ok(c) => access_of(&shared.settings.borrow(), c.uid(), c.gid()),
-        Err(_) => Access::Denied,
-    };
+    // The credentials are read once; the access they give is decided per request from the
+    // current lists, so a SIGHUP that changes `api.allow_*` applies to open connections too.
+    let peer = stream.peer_cred().ok().map(|c| (c.uid(), c.gid()));
     *shared.clients.borrow_mut() += 1;
     let (read, write) = stream.into_split();
     let (reply_tx, reply_rx) = mpsc::unbounded_channel();
@@ -285,7 +284,7 @@ fn accept(stream: UnixStream, shared: ApiShared) {
         });
         ClientConn {
             shared,
-            access,
+            peer,
             replies: reply_tx,
             events: Some(event_tx),
             subs: HashSet::new(),
@@ -295,6 +294,12 @@ fn accept(stream: UnixStream, shared: ApiShared) {
     });
 }
 
+/// Lines are gathered into writes of about this many bytes.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// How often an idle connection is checked for a peer that has gone away.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn writer(
     mut w: OwnedWriteHalf,
     mut replies: mpsc::UnboundedReceiver<Bytes>,
@@ -302,22 +307,50 @@ async fn writer(
 ) {
     let mut replies_open = true;
     let mut events_open = true;
+    // A client that half-closed and subscribed is only noticed to be gone when a write
+    // fails. A zero-length write fails (EPIPE) once the peer has closed completely, and
+    // succeeds while it has only shut down its writing side: probe now and then so that a
+    // closed subscriber does not hold its slot until the next event.
+    let mut probe = tokio::time::interval(PROBE_EVERY);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
     while replies_open || events_open {
-        let res = tokio::select! {
+        buf.clear();
+        tokio::select! {
             biased;
+            _ = probe.tick() => {
+                if let Err(e) = w.try_write(&[]) {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        return;
+                    }
+                }
+                continue;
+            }
             r = replies.recv(), if replies_open => match r {
-                Some(b) => w.write_all(&b).await,
-                None => { replies_open = false; Ok(()) }
+                Some(b) => buf.extend_from_slice(&b),
+                None => replies_open = false,
             },
             e = events.recv(), if events_open => match e {
-                Some(l) => match w.write_all(&l.head).await {
-                    Ok(()) => w.write_all(&l.body).await,
-                    Err(e) => Err(e),
-                },
-                None => { events_open = false; Ok(()) }
+                Some(l) => {
+                    buf.extend_from_slice(&l.head);
+                    buf.extend_from_slice(&l.body);
+                }
+                None => events_open = false,
             },
-        };
-        if res.is_err() {
+        }
+        // Whatever else is queued goes out in the same write: one syscall for many lines
+        // keeps a reading subscriber ahead of a burst, and frees its queue sooner.
+        while buf.len() < WRITE_BATCH {
+            if let Ok(b) = replies.try_recv() {
+                buf.extend_from_slice(&b);
+            } else if let Ok(l) = events.try_recv() {
+                buf.extend_from_slice(&l.head);
+                buf.extend_from_slice(&l.body);
+            } else {
+                break;
+            }
+        }
+        if !buf.is_empty() && w.write_all(&buf).await.is_err() {
             return;
         }
     }
@@ -338,9 +371,12 @@ pub enum Access {
 /// Decides a peer's access from its credentials (root and the daemon's own user are
 /// always allowed).
 pub fn access_of(s: &ApiConfig, uid: u32, gid: u32) -> Access {
-    let own = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-        .unwrap_or(0);
+    static OWN_UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let own = *OWN_UID.get_or_init(|| {
+        std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .unwrap_or(0)
+    });
     if s.readonly_uids.contains(&uid) || s.readonly_gids.contains(&gid) {
         return Access::ReadOnly;
     }
@@ -359,7 +395,8 @@ fn read_only_method(m: &str) -> bool {
 
 struct ClientConn {
     shared: ApiShared,
-    access: Access,
+    /// The peer's uid and gid (SO_PEERCRED); None when they could not be read.
+    peer: Option<(u32, u32)>,
     replies: mpsc::UnboundedSender<Bytes>,
     events: Option<mpsc::Sender<EventLine>>,
     subs: HashSet<u64>,
@@ -440,6 +477,7 @@ impl StreamHandler<Result<Line, io::Error>> for ClientConn {
                 return;
             }
         };
+        let batch = value.is_array();
         let fut: BoxFut<Vec<Outcome>> = match value {
             Value::Array(items) if items.is_empty() => {
                 let e = RpcError::new(code::INVALID_REQUEST, "Invalid Request: empty batch");
@@ -455,7 +493,6 @@ impl StreamHandler<Result<Line, io::Error>> for ClientConn {
                 Box::pin(async move { vec![f.await] })
             }
         };
-        let batch = matches!(&data.first(), Some(b'['));
         self.pending += 1;
         fut.into_actor(self)
             .map(move |outcomes, act, ctx| {
@@ -615,7 +652,11 @@ impl ClientConn {
                 format!("Method not found: {method}"),
             )));
         }
-        match self.access {
+        let access = match self.peer {
+            Some((uid, gid)) => access_of(&self.shared.settings.borrow(), uid, gid),
+            None => Access::Denied,
+        };
+        match access {
             Access::Denied => {
                 return plain(Err(RpcError::new(
                     code::ACCESS_DENIED,

@@ -27,6 +27,8 @@ struct Subscriber {
     tx: mpsc::Sender<EventLine>,
     /// Missed seqs not yet reported.
     lost: Option<(u64, u64)>,
+    /// A wait for a free slot (to report `lost`) is running.
+    waiting: bool,
 }
 
 /// The event log actor.
@@ -120,46 +122,69 @@ impl EventLog {
         ))
     }
 
+    /// An `eventsLost` body. It carries the seq of the last event it stands in for, so the
+    /// seqs one subscriber sees only ever rise.
     fn lost_body(&self, from: u64, to: u64) -> Bytes {
-        self.body(self.seq, &Event::EventsLost { from, to })
+        self.body(to, &Event::EventsLost { from, to })
     }
 
-    /// Offers one event to a subscriber: first any pending `eventsLost`, then the event.
-    fn offer(
-        sub: &mut Subscriber,
-        lost_line: impl Fn(u64, u64) -> Bytes,
-        seq: u64,
-        body: &Bytes,
-    ) -> bool {
-        if let Some((from, to)) = sub.lost {
-            if sub.tx.capacity() >= 2 {
-                let line = EventLine {
-                    head: sub.head.clone(),
-                    body: lost_line(from, to),
-                };
-                if sub.tx.try_send(line).is_ok() {
-                    sub.lost = None;
-                }
-            }
+    /// Offers one event to a subscriber. While it lags (a loss not yet reported) the event
+    /// only widens the lost range, so the `eventsLost` notice keeps its place in the order.
+    /// Returns false when the subscriber's connection is gone.
+    fn offer(sub: &mut Subscriber, seq: u64, body: &Bytes) -> bool {
+        if let Some((from, _)) = sub.lost {
+            sub.lost = Some((from, seq));
+            return !sub.tx.is_closed();
         }
-        if sub.lost.is_none() {
-            match sub.tx.try_send(EventLine {
-                head: sub.head.clone(),
-                body: body.clone(),
-            }) {
-                Ok(()) => return true,
-                Err(TrySendError::Closed(_)) => return false,
-                Err(TrySendError::Full(_)) => {}
+        match sub.tx.try_send(EventLine {
+            head: sub.head.clone(),
+            body: body.clone(),
+        }) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                sub.lost = Some((seq, seq));
+                true
             }
+            Err(TrySendError::Closed(_)) => false,
         }
-        sub.lost = Some(match sub.lost {
-            Some((from, _)) => (from, seq),
-            None => (seq, seq),
-        });
-        !sub.tx.is_closed()
     }
 
-    fn emit(&mut self, event: Event) {
+    /// For a subscriber that started lagging: wait (without blocking anything) for a free
+    /// slot in its queue, then put the `eventsLost` notice for everything missed so far in
+    /// it. Later events follow it in order.
+    fn watch_lagging(&mut self, id: u64, ctx: &mut Context<Self>) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        if sub.lost.is_none() || sub.waiting {
+            return;
+        }
+        sub.waiting = true;
+        tracing::debug!(subscription = id, "subscriber lagging");
+        let tx = sub.tx.clone();
+        ctx.spawn(
+            async move { tx.reserve_owned().await }
+                .into_actor(self)
+                .map(move |permit, act, _| {
+                    let Ok(permit) = permit else {
+                        act.subs.remove(&id);
+                        return;
+                    };
+                    let boot = act.boot_id.clone();
+                    if let Some(sub) = act.subs.get_mut(&id) {
+                        sub.waiting = false;
+                        if let Some((from, to)) = sub.lost.take() {
+                            permit.send(EventLine {
+                                head: sub.head.clone(),
+                                body: render(&boot, to, &Event::EventsLost { from, to }),
+                            });
+                        }
+                    }
+                }),
+        );
+    }
+
+    fn emit(&mut self, event: Event, ctx: &mut Context<Self>) {
         self.seq += 1;
         let seq = self.seq;
         let name = event.name();
@@ -173,19 +198,23 @@ impl EventLog {
         while self.ring.len() > self.history {
             self.ring.pop_front();
         }
-        let boot = self.boot_id.clone();
-        let lost_line = |from: u64, to: u64| render(&boot, seq, &Event::EventsLost { from, to });
         let mut dead = Vec::new();
+        let mut lagging = Vec::new();
         for (id, sub) in self.subs.iter_mut() {
             if sub.filter.as_ref().is_some_and(|f| !f.contains(name)) {
                 continue;
             }
-            if !Self::offer(sub, lost_line, seq, &body) {
+            if !Self::offer(sub, seq, &body) {
                 dead.push(*id);
+            } else if sub.lost.is_some() && !sub.waiting {
+                lagging.push(*id);
             }
         }
         for id in dead {
             self.subs.remove(&id);
+        }
+        for id in lagging {
+            self.watch_lagging(id, ctx);
         }
     }
 }
@@ -196,11 +225,11 @@ impl Actor for EventLog {
 
 impl Handler<Publish> for EventLog {
     type Result = ();
-    fn handle(&mut self, msg: Publish, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
         match msg {
             Publish::Conn(c) => self.conn = c,
             Publish::Session(s) => self.session = s,
-            Publish::Event(e) => self.emit(e),
+            Publish::Event(e) => self.emit(e, ctx),
         }
     }
 }
@@ -214,7 +243,7 @@ impl Handler<GetStatus> for EventLog {
 
 impl Handler<Subscribe> for EventLog {
     type Result = MessageResult<Subscribe>;
-    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         let id = self.next_sub;
         self.next_sub += 1;
         let mut sub = Subscriber {
@@ -222,6 +251,7 @@ impl Handler<Subscribe> for EventLog {
             head: Self::head(id),
             tx: msg.tx,
             lost: None,
+            waiting: false,
         };
         if let Some(since) = msg.since {
             let oldest = self.ring.front().map(|r| r.seq).unwrap_or(self.seq + 1);
@@ -235,19 +265,16 @@ impl Handler<Subscribe> for EventLog {
                     sub.lost = Some((since + 1, oldest - 1));
                 }
             }
-            let boot = self.boot_id.clone();
-            let seq_now = self.seq;
-            let lost_line =
-                |from: u64, to: u64| render(&boot, seq_now, &Event::EventsLost { from, to });
             for r in self.ring.iter().filter(|r| r.seq > since) {
                 if sub.filter.as_ref().is_some_and(|f| !f.contains(r.name)) {
                     continue;
                 }
-                Self::offer(&mut sub, lost_line, r.seq, &r.body);
+                Self::offer(&mut sub, r.seq, &r.body);
             }
         }
         let status = self.status();
         self.subs.insert(id, sub);
+        self.watch_lagging(id, ctx);
         MessageResult(Subscribed { id, status })
     }
 }

@@ -96,9 +96,15 @@ impl Daemon {
                 .or_default()
                 .insert(key.into(), v.to_string());
         }
+        // An `api.socket` override moves the socket (a TOML string).
+        let socket = settings
+            .get("api")
+            .and_then(|a| a.get("socket"))
+            .map(|v| PathBuf::from(v.trim().trim_matches('"')))
+            .unwrap_or_else(|| dir.path().join("imlinkd.sock"));
         let mut d = Daemon {
             child: None,
-            socket: dir.path().join("imlinkd.sock"),
+            socket,
             config: dir.path().join("imlinkd.toml"),
             dir,
             settings,
@@ -182,6 +188,42 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Runs another `imlinkd` with this daemon's configuration file and `extra` flags,
+    /// waits for it to exit (at most [`T`]) and returns its exit status and stderr.
+    pub fn run_second(&self, extra: &[&str]) -> (ExitStatus, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_imlinkd"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn imlinkd");
+        let deadline = Instant::now() + T;
+        let st = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the second imlinkd did not exit within {T:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        (st, err)
+    }
+
+    /// A directory that lives as long as the daemon (for extra files in tests).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Sends a signal by name (`TERM`, `HUP`, `KILL`…).
@@ -272,6 +314,23 @@ impl Rpc {
             events: VecDeque::new(),
             replies: VecDeque::new(),
         }
+    }
+
+    /// Shuts down the writing side of the connection (the daemon sees EOF).
+    pub fn shutdown_write(&mut self) {
+        self.writer.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+
+    /// Sends one request line with this id and returns at once (the reply is read later
+    /// with [`Rpc::next_reply`]).
+    pub fn send(&mut self, id: Value, method: &str, params: Value) {
+        let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.send_raw(format!("{req}\n").as_bytes());
+    }
+
+    /// Writes raw bytes; false when the daemon has closed the connection.
+    pub fn send_raw_ok(&mut self, bytes: &[u8]) -> bool {
+        self.writer.write_all(bytes).is_ok()
     }
 
     /// Writes raw bytes.
