@@ -263,3 +263,33 @@ fn a_daemon_without_an_app_id_waits_for_init_sdk() {
     );
     assert_eq!(c.login_status(), 1);
 }
+
+#[test]
+fn logs_in_over_wss_with_the_configured_ca_and_refuses_an_untrusted_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, cert, key) = test_ca(dir.path());
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let server = DevServer::start_with(Options {
+        tls: Some((cert, key)),
+        ..Options::default()
+    });
+    let url = format!("wss://localhost:{}/v1/connect", server.addr.port());
+    let ca_setting = format!("{:?}", ca_file.display().to_string());
+    let d = Daemon::start_url(&url, &[("server.ca_file", &ca_setting)], false);
+    let mut c = d.client();
+    c.wait_status(T, "connected over TLS", |s| s["connection"] == "connected");
+    c.ok(
+        "login",
+        json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
+    );
+    assert_eq!(c.login_status(), 1);
+
+    // Without the CA (the built-in web roots) the server is not trusted.
+    let d2 = Daemon::start_url(&url, &[], false);
+    let mut c2 = d2.client();
+    c2.ok("subscribe", json!({"since": 0}));
+    let (failed, _) = c2.wait_event("onConnectFailed", T);
+    assert_eq!(failed["data"]["code"], 9508);
+    assert_ne!(c2.ok("status", json!({}))["connection"], "connected");
+}

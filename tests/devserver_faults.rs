@@ -179,22 +179,7 @@ fn push_burst_delivers_numbered_updates_in_order() {
 fn wss_login_with_a_test_ca() {
     let dir = tempfile::tempdir().unwrap();
     // A CA, and a certificate for localhost/127.0.0.1 signed by it.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "imlink test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let (ca_pem, cert_path, key_path) = test_ca(dir.path());
 
     let server = DevServer::start_with(Options {
         tls: Some((cert_path, key_path)),
@@ -202,7 +187,7 @@ fn wss_login_with_a_test_ca() {
     });
     let url = server.ws_url("Linux", "i1");
     assert!(url.starts_with("wss://localhost:"));
-    let mut c = WsClient::connect_url(&url, Some(tls_client_config(&ca.pem()))).unwrap();
+    let mut c = WsClient::connect_url(&url, Some(tls_client_config(&ca_pem))).unwrap();
     assert_eq!(c.hello["version"], 1);
     assert_eq!(c.login("alice", &ticket("alice", 3600), false)["code"], 0);
     assert_eq!(c.request("getSelfInfo", json!({}))["code"], 0);

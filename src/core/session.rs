@@ -252,6 +252,20 @@ fn is_ticket_refusal(c: i32) -> bool {
     )
 }
 
+/// Answers every caller in `callers` with the same result.
+fn reply_all(
+    out: &mut Vec<SessionAction>,
+    callers: impl IntoIterator<Item = CallerId>,
+    result: Result<Reply, Fail>,
+) {
+    for caller in callers {
+        out.push(SessionAction::Reply {
+            caller,
+            result: result.clone(),
+        });
+    }
+}
+
 fn status_event(status: LoginStatus, user: &str, reason: &str) -> SessionAction {
     SessionAction::Emit(Event::LoginStatusChanged {
         status,
@@ -402,12 +416,11 @@ impl SessionMachine {
         self.app_id = None;
         self.link_up = false;
         out.push(SessionAction::StopConnection);
-        for caller in std::mem::take(&mut self.uninit_callers) {
-            out.push(SessionAction::Reply {
-                caller,
-                result: Ok(Reply::Done),
-            });
-        }
+        reply_all(
+            out,
+            std::mem::take(&mut self.uninit_callers),
+            Ok(Reply::Done),
+        );
     }
 
     fn on_login(
@@ -631,15 +644,14 @@ impl SessionMachine {
                 *online = false;
                 *inflight = None;
                 if let Some(r) = renew.take() {
-                    for caller in r.callers {
-                        out.push(SessionAction::Reply {
-                            caller,
-                            result: Err(Fail::new(
-                                code::DISCONNECTED,
-                                "connection lost during the ticket renewal",
-                            )),
-                        });
-                    }
+                    reply_all(
+                        out,
+                        r.callers,
+                        Err(Fail::new(
+                            code::DISCONNECTED,
+                            "connection lost during the ticket renewal",
+                        )),
+                    );
                 }
                 out.push(SessionAction::CancelTimer(Timer::Relogin));
             }
@@ -688,12 +700,7 @@ impl SessionMachine {
                                 "login"
                             },
                         ));
-                        for caller in callers {
-                            out.push(SessionAction::Reply {
-                                caller,
-                                result: Ok(Reply::Done),
-                            });
-                        }
+                        reply_all(out, callers, Ok(Reply::Done));
                         self.phase = Phase::Logined {
                             user,
                             sig,
@@ -716,12 +723,7 @@ impl SessionMachine {
                             out.push(SessionAction::SendLogout { req: r });
                         }
                         out.push(status_event(LoginStatus::Logout, &user, "loginFailed"));
-                        for caller in callers {
-                            out.push(SessionAction::Reply {
-                                caller,
-                                result: Err(f.clone()),
-                            });
-                        }
+                        reply_all(out, callers, Err(f.clone()));
                         self.phase = Phase::Logout;
                     }
                     Err(f) => {
@@ -763,20 +765,10 @@ impl SessionMachine {
                             })));
                         }
                         self.arm_expiry_timers(now_s, out);
-                        for caller in r.callers {
-                            out.push(SessionAction::Reply {
-                                caller,
-                                result: Ok(Reply::RepeatLogin),
-                            });
-                        }
+                        reply_all(out, r.callers, Ok(Reply::RepeatLogin));
                     }
                     Err(f) => {
-                        for caller in r.callers {
-                            out.push(SessionAction::Reply {
-                                caller,
-                                result: Err(f.clone()),
-                            });
-                        }
+                        reply_all(out, r.callers, Err(f.clone()));
                     }
                 }
             }
@@ -846,12 +838,7 @@ impl SessionMachine {
         }
         out.push(SessionAction::Emit(event));
         out.push(status_event(status, &user, reason));
-        for caller in callers {
-            out.push(SessionAction::Reply {
-                caller,
-                result: Err(Fail::new(code, desc)),
-            });
-        }
+        reply_all(out, callers, Err(Fail::new(code, desc)));
     }
 
     fn on_kicked(&mut self, out: &mut Vec<SessionAction>) {
@@ -925,15 +912,14 @@ impl SessionMachine {
                     Phase::Logined { renew: Some(r), .. } => std::mem::take(&mut r.callers),
                     _ => Vec::new(),
                 };
-                for c in login_callers {
-                    out.push(SessionAction::Reply {
-                        caller: c,
-                        result: Err(Fail::new(
-                            code::NOT_LOGGED_IN,
-                            "the login was cancelled by a logout",
-                        )),
-                    });
-                }
+                reply_all(
+                    out,
+                    login_callers,
+                    Err(Fail::new(
+                        code::NOT_LOGGED_IN,
+                        "the login was cancelled by a logout",
+                    )),
+                );
                 if server_knows {
                     let req = self.req();
                     out.push(SessionAction::SendLogout { req });
@@ -959,12 +945,7 @@ impl SessionMachine {
             std::mem::replace(&mut self.phase, Phase::Logout)
         {
             out.push(status_event(LoginStatus::Logout, &user, "logout"));
-            for caller in callers {
-                out.push(SessionAction::Reply {
-                    caller,
-                    result: Ok(Reply::Done),
-                });
-            }
+            reply_all(out, callers, Ok(Reply::Done));
         }
         if !self.uninit_callers.is_empty() {
             self.finish_uninit(out);
@@ -1013,15 +994,14 @@ impl SessionMachine {
                     let user = user.clone();
                     let callers = std::mem::take(callers);
                     out.push(status_event(LoginStatus::Logout, &user, "loginFailed"));
-                    for caller in callers {
-                        out.push(SessionAction::Reply {
-                            caller,
-                            result: Err(Fail::new(
-                                code::DISCONNECTED,
-                                "no connection to the server within the login timeout",
-                            )),
-                        });
-                    }
+                    reply_all(
+                        out,
+                        callers,
+                        Err(Fail::new(
+                            code::DISCONNECTED,
+                            "no connection to the server within the login timeout",
+                        )),
+                    );
                     self.phase = Phase::Logout;
                 }
             }

@@ -143,6 +143,8 @@ async fn supervise(cfg: Config, source: ConfigSource, log: LogControl) -> u8 {
                         systemd::reloading();
                         match (source.reload)() {
                             Ok(new) => {
+                                // Said before the new level applies, so it shows at the old one.
+                                tracing::info!(log_level = %new.sdk.log_level, "reloading the configuration");
                                 if let Err(e) = log.set_level(new.sdk.log_level) {
                                     tracing::warn!("cannot change the log level: {e}");
                                 }
@@ -150,7 +152,6 @@ async fn supervise(cfg: Config, source: ConfigSource, log: LogControl) -> u8 {
                                 conn.do_send(Reconfigure(new.clone()));
                                 session.do_send(Reconfigure(new.clone()));
                                 events.do_send(Reconfigure(new.clone()));
-                                tracing::info!(log_level = %new.sdk.log_level, "configuration reloaded");
                             }
                             Err(e) => tracing::error!("configuration not reloaded, keeping the old one: {e}"),
                         }

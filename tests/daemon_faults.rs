@@ -1,0 +1,415 @@
+//! imlinkd through network faults, kicks, expiry and restarts, against a real devserver
+//! (issue 4 scenarios 3–8, 10, 11, 13). Each test asserts the event sequence, the final
+//! status and how many logins the devserver saw.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use support::daemon::{Daemon, Rpc, T};
+use support::*;
+
+fn name(e: &Value) -> &str {
+    e["event"].as_str().unwrap_or_default()
+}
+
+/// A daemon logged in as alice, its client subscribed after the login.
+fn logged_in(server: &DevServer, overrides: &[(&str, &str)]) -> (Daemon, Rpc, String) {
+    let d = Daemon::start(server, overrides);
+    let mut c = d.client();
+    c.wait_status(T, "connected", |s| s["connection"] == "connected");
+    let sig = ticket("alice", 3600);
+    c.ok("login", json!({"userID": "alice", "userSig": sig}));
+    c.subscribe();
+    (d, c, sig)
+}
+
+fn attempts(server: &DevServer) -> i64 {
+    server.user_stats("alice")["loginAttempts"]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn devserver_killed_reconnects_with_backoff_and_relogs_in_silently() {
+    let mut server = DevServer::start(&[]);
+    let (_d, mut c, _) = logged_in(&server, &[]);
+    // Once the connection is stable (up reconnect.stable_ms = 500), its loss is retried at
+    // once and the backoff starts over.
+    wait_stable(&mut c);
+    server.kill();
+    let (lost, _) = c.wait_event("onConnectFailed", T);
+    assert_eq!(lost["data"]["code"], 9508);
+    // Collect a few failed attempts: the waits between them follow the backoff
+    // (200 ms × 1.6ⁿ, ±20 %).
+    let mut failures = vec![lost["time"].as_i64().unwrap()];
+    let mut connectings = Vec::new();
+    while failures.len() < 5 {
+        let e = c.next_event(T).expect("more reconnect attempts");
+        match name(&e) {
+            "onConnecting" => connectings.push(e["time"].as_i64().unwrap()),
+            "onConnectFailed" => failures.push(e["time"].as_i64().unwrap()),
+            other => panic!("unexpected {other} while the server is down: {e}"),
+        }
+    }
+    assert_eq!(
+        c.login_status(),
+        1,
+        "the status stays LOGINED while reconnecting"
+    );
+    // First attempt right after losing a stable connection; then 200, 320, 512 ms.
+    assert!(
+        connectings[0] - failures[0] < 150,
+        "{connectings:?} {failures:?}"
+    );
+    for (i, base) in [200.0, 320.0, 512.0].iter().enumerate() {
+        let gap = (connectings[i + 1] - failures[i + 1]) as f64;
+        assert!(
+            gap >= base * 0.8 - 2.0 && gap <= base * 1.2 + 300.0,
+            "retry {i}: waited {gap} ms, backoff {base} ms ±20 %"
+        );
+    }
+    server.start_again();
+    c.wait_event("onConnectSuccess", T);
+    wait_until(T, "the silent re-login", || {
+        server.user_stats("alice")["logins"] == 1
+    });
+    assert_eq!(server.user_stats("alice")["autoLogins"], 1);
+    assert_eq!(c.login_status(), 1);
+    let later = c.drain_events(Duration::from_millis(300));
+    assert!(
+        later.iter().all(|e| name(e) != "onLoginStatusChanged"),
+        "a silent re-login changes no status: {later:?}"
+    );
+}
+
+#[test]
+fn a_silent_server_is_detected_within_heartbeat_timeout_plus_interval() {
+    let server = DevServer::start(&["--faults"]);
+    let (_d, mut c, _) = logged_in(&server, &[]);
+    let t0 = imlink_now_ms();
+    server.fault("silence?ms=2500");
+    let (lost, _) = c.wait_event("onConnectFailed", T);
+    let detected = lost["time"].as_i64().unwrap() - t0;
+    // heartbeat_timeout_ms = 700, heartbeat_interval_ms = 200 (plus scheduling slack).
+    assert!(detected <= 700 + 200 + 500, "detected after {detected} ms");
+    assert!(detected >= 600, "declared dead too early: {detected} ms");
+    c.wait_event("onConnectSuccess", T);
+    wait_until(T, "the re-login after the silence", || {
+        server.user_stats("alice")["autoLogins"].as_i64() >= Some(1)
+    });
+    c.wait_status(T, "online again", |s| {
+        s["loginStatus"] == 1 && s["connection"] == "connected"
+    });
+}
+
+/// Waits until the connection has been up longer than `reconnect.stable_ms` (500 ms).
+fn wait_stable(c: &mut Rpc) {
+    c.wait_status(T, "a stable connection", |s| {
+        s["connectedSince"]
+            .as_i64()
+            .is_some_and(|t| imlink_now_ms() - t > 600)
+    });
+}
+
+fn imlink_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn kicked_by_a_device_on_the_same_platform_never_logs_in_again() {
+    let server = DevServer::start(&["--faults"]);
+    let (d, mut c, _) = logged_in(&server, &[]);
+    let mut other = WsClient::connect(&server, "Linux", "another-linux-box");
+    assert_eq!(
+        other.login("alice", &ticket("alice", 3600), false)["code"],
+        0
+    );
+    let (_, before) = c.wait_event("onKickedOffline", T);
+    assert!(before.is_empty(), "{before:?}");
+    let (st, _) = c.wait_event("onLoginStatusChanged", T);
+    assert_eq!(
+        (st["data"]["status"].as_i64(), st["data"]["reason"].as_str()),
+        (Some(3), Some("kicked"))
+    );
+    assert_eq!(c.login_status(), 3);
+    let n = attempts(&server);
+    // A reconnect is exactly when an auto-relogging client would try again: it must not.
+    server.fault("drop");
+    c.wait_event("onConnectFailed", T);
+    c.wait_event("onConnectSuccess", T);
+    c.ok("status", json!({}));
+    assert_eq!(attempts(&server), n, "no login attempt after the kick");
+    assert!(!d_session_logged_in(&d), "the saved session is cleared");
+    let more = c.drain_events(Duration::from_millis(300));
+    assert!(
+        more.iter().all(|e| name(e) != "onKickedOffline"),
+        "fires once: {more:?}"
+    );
+}
+
+fn d_session_logged_in(d: &Daemon) -> bool {
+    d.session_file()
+        .map(|f| f["loggedIn"] == true)
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_rest_kick_ends_the_login_and_the_old_ticket_is_dead() {
+    let server = DevServer::start(&[]);
+    let (_d, mut c, sig) = logged_in(&server, &[]);
+    let r = server.rest("im_open_login_svc/kick", json!({"UserID": "alice"}));
+    assert_eq!(r["ActionStatus"], "OK");
+    c.wait_event("onKickedOffline", T);
+    assert_eq!(c.login_status(), 3);
+    let (code, _) = c
+        .call("login", json!({"userID": "alice", "userSig": sig}))
+        .unwrap_err();
+    assert_eq!(code, 70052);
+    let fresh = ticket_at("alice", 3600, now_unix() + 1);
+    c.ok("login", json!({"userID": "alice", "userSig": fresh}));
+    assert_eq!(c.login_status(), 1);
+}
+
+#[test]
+fn a_ticket_expiring_online_warns_then_logs_out_without_retry() {
+    let server = DevServer::start(&["--faults"]);
+    let d = Daemon::start(&server, &[("sdk.usersig_expiring_lead_secs", "2")]);
+    let mut c = d.client();
+    c.wait_status(T, "connected", |s| s["connection"] == "connected");
+    c.subscribe();
+    let sig = ticket("alice", 3);
+    let expires_at = imlink::usersig::decode(&sig).unwrap().expires_at();
+    c.ok("login", json!({"userID": "alice", "userSig": sig}));
+    let (warn, _) = c.wait_event("onUserSigExpiring", T);
+    assert_eq!(warn["data"]["expiresAt"], expires_at);
+    assert!(warn["data"]["remainingSecs"].as_i64().unwrap() <= 2);
+    let (_, between) = c.wait_event("onUserSigExpired", T);
+    assert!(!between.contains(&"onUserSigExpired".to_owned()));
+    assert!(now_unix() > expires_at, "expired only after its lifetime");
+    let (st, _) = c.wait_event("onLoginStatusChanged", T);
+    assert_eq!(
+        (st["data"]["status"].as_i64(), st["data"]["reason"].as_str()),
+        (Some(3), Some("userSigExpired"))
+    );
+    assert_eq!(c.login_status(), 3);
+    let n = attempts(&server);
+    server.fault("drop");
+    c.wait_event("onConnectSuccess", T);
+    c.ok("status", json!({}));
+    assert_eq!(attempts(&server), n, "no retry with the dead ticket");
+    assert!(!d_session_logged_in(&d));
+}
+
+#[test]
+fn restored_session_of_a_displaced_device_gets_6208_and_stays_out() {
+    let server = DevServer::start(&[]);
+    let (mut d, _c, _) = logged_in(&server, &[]);
+    assert!(d_session_logged_in(&d));
+    assert!(d.stop().success(), "SIGTERM exits 0");
+    assert!(
+        d_session_logged_in(&d),
+        "a clean stop keeps the session on disk"
+    );
+    let mut other = WsClient::connect(&server, "Linux", "another-linux-box");
+    assert_eq!(
+        other.login("alice", &ticket("alice", 3600), false)["code"],
+        0
+    );
+    let n = attempts(&server);
+    d.start_again();
+    let mut c = d.client();
+    c.ok("subscribe", json!({"since": 0}));
+    let (_, before) = c.wait_event("onKickedOffline", T);
+    assert!(
+        before.contains(&"onLoginStatusChanged".to_owned()),
+        "LOGINING first: {before:?}"
+    );
+    c.wait_status(T, "logged out", |s| s["loginStatus"] == 3);
+    assert_eq!(attempts(&server), n + 1, "exactly one automatic login");
+    assert_eq!(server.user_stats("alice")["failed"]["6208"], 1);
+    assert!(!d_session_logged_in(&d), "the session file is cleared");
+    // The other device is untouched.
+    other.assert_no_push(Duration::from_millis(200));
+}
+
+#[test]
+fn a_killed_daemon_comes_back_logged_in_without_a_call() {
+    let server = DevServer::start(&[]);
+    let (mut d, _c, _) = logged_in(&server, &[]);
+    d.kill();
+    d.start_again();
+    let mut c = d.client();
+    c.ok("subscribe", json!({"since": 0}));
+    let s = c.wait_status(T, "LOGINED again", |s| s["loginStatus"] == 1);
+    assert_eq!(s["userID"], "alice");
+    let ev = c.drain_events(Duration::from_millis(200));
+    let statuses: Vec<(i64, &str)> = ev
+        .iter()
+        .filter(|e| name(e) == "onLoginStatusChanged")
+        .map(|e| {
+            (
+                e["data"]["status"].as_i64().unwrap(),
+                e["data"]["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [(2, "restore"), (1, "restore")],
+        "LOGINING, then LOGINED by the restore"
+    );
+    assert_eq!(server.user_stats("alice")["autoLogins"], 1);
+}
+
+#[test]
+fn login_while_the_server_is_down_waits_for_it_within_the_login_timeout() {
+    let mut server = DevServer::start(&[]);
+    let d = Daemon::start(&server, &[("server.login_timeout_ms", "4000")]);
+    let mut c = d.client();
+    c.wait_status(T, "connected", |s| s["connection"] == "connected");
+    server.kill();
+    c.wait_status(T, "disconnected", |s| s["connection"] != "connected");
+    let socket = d.socket.clone();
+    let sig = ticket("alice", 3600);
+    let login = std::thread::spawn(move || {
+        let mut c2 = Rpc::connect(&socket);
+        c2.call("login", json!({"userID": "alice", "userSig": sig}))
+    });
+    c.wait_status(T, "LOGINING", |s| s["loginStatus"] == 2);
+    server.start_again();
+    assert_eq!(login.join().unwrap(), Ok(json!({})));
+    assert_eq!(c.login_status(), 1);
+
+    // Down for longer than the login timeout: 9508 and LOGOUT.
+    c.ok("logout", json!({}));
+    server.kill();
+    c.wait_status(T, "disconnected", |s| s["connection"] != "connected");
+    let started = Instant::now();
+    let (code, _) = c
+        .call(
+            "login",
+            json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
+        )
+        .unwrap_err();
+    assert_eq!(code, 9508);
+    assert!(
+        started.elapsed() >= Duration::from_millis(3900),
+        "waited the login timeout"
+    );
+    assert_eq!(c.login_status(), 3);
+}
+
+#[test]
+fn slow_responses_fail_an_explicit_login_with_9520_and_an_automatic_one_retries() {
+    let server = DevServer::start(&["--faults"]);
+    let d = Daemon::start(&server, &[]);
+    let mut c = d.client();
+    c.wait_status(T, "connected", |s| s["connection"] == "connected");
+    server.fault("delay?ms=2500");
+    let (code, _) = c
+        .call(
+            "login",
+            json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
+        )
+        .unwrap_err();
+    assert_eq!(code, 9520);
+    assert_eq!(c.login_status(), 3);
+    wait_until(T, "the late login undone on the server", || {
+        server.rest(
+            "openim/query_online_status",
+            json!({"To_Account": ["alice"]}),
+        )["QueryResult"][0]["Status"]
+            == "Offline"
+    });
+    server.fault("clear");
+
+    // Logged in; the connection drops while responses are slow: the automatic re-login
+    // times out and is retried with backoff until it goes through.
+    c.ok(
+        "login",
+        json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
+    );
+    c.subscribe();
+    server.fault("delay?ms=2500");
+    server.fault("drop");
+    c.wait_event("onConnectSuccess", T);
+    wait_until(T, "two automatic attempts", || {
+        server.user_stats("alice")["autoLogins"].as_i64() >= Some(2)
+    });
+    assert_eq!(c.login_status(), 1, "still LOGINED while retrying");
+    server.fault("clear");
+    let before = server.user_stats("alice")["autoLogins"].as_i64().unwrap();
+    wait_until(
+        Duration::from_secs(15),
+        "a re-login that is answered in time",
+        || {
+            d.log().contains("login refused")
+                && server.user_stats("alice")["autoLogins"].as_i64().unwrap() > before
+        },
+    );
+    c.wait_status(T, "online", |s| s["loginStatus"] == 1);
+    let ev = c.drain_events(Duration::from_millis(200));
+    assert!(
+        ev.iter()
+            .all(|e| name(e) != "onKickedOffline" && name(e) != "onUserSigExpired"),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn sighup_applies_a_new_log_level_and_backoff_and_keeps_the_connection() {
+    let mut server = DevServer::start(&[]);
+    let (mut d, mut c, _) = logged_in(&server, &[]);
+    let since = c.ok("status", json!({}))["connectedSince"].clone();
+    d.set("sdk.log_level", "\"warn\"");
+    d.set("reconnect.initial_ms", "900");
+    d.set("reconnect.max_ms", "5000");
+    d.signal("HUP");
+    wait_until(T, "the reload", || {
+        d.log().contains("reloading the configuration")
+    });
+    let mark = d.log().len();
+    assert_eq!(
+        c.ok("status", json!({}))["connectedSince"],
+        since,
+        "the connection is kept"
+    );
+    assert!(
+        c.drain_events(Duration::from_millis(200)).is_empty(),
+        "no reconnect events"
+    );
+    // Info lines stop (a logout and a login are logged at info).
+    c.ok("logout", json!({}));
+    c.ok(
+        "login",
+        json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
+    );
+    let after = d.log()[mark..].to_owned();
+    assert!(
+        !after.contains("INFO") && !after.contains("DEBUG"),
+        "level warn in effect: {after}"
+    );
+    // The new backoff: retries wait 900 ms ± 20 % instead of 200 ms.
+    wait_stable(&mut c);
+    server.kill();
+    let mut failures = Vec::new();
+    let mut connectings = Vec::new();
+    while failures.len() < 3 {
+        let e = c.next_event(T).expect("reconnect attempts");
+        match name(&e) {
+            "onConnecting" => connectings.push(e["time"].as_i64().unwrap()),
+            "onConnectFailed" => failures.push(e["time"].as_i64().unwrap()),
+            _ => {}
+        }
+    }
+    let gap = connectings[1] - failures[1];
+    assert!(
+        (720..=1080 + 300).contains(&gap),
+        "waited {gap} ms, new initial backoff 900 ms"
+    );
+}
