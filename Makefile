@@ -1,18 +1,41 @@
-# imlink — build, test, lint, bench, install.
+# imlink — build, test, lint, bench, install, demo.
+#
+#   make                     release build of the three binaries
+#   sudo make install        binaries, systemd units, sysusers.d, man pages, completions,
+#                            /etc/imlink/imlinkd.toml (kept if it exists)
+#   make install DESTDIR=/tmp/pkg PREFIX=/usr   staged install for packaging
+#   make demo                the guided demo (DEMO_NONINTERACTIVE=1: unattended, checked)
 CARGO   ?= cargo
 PREFIX  ?= /usr/local
 DESTDIR ?=
-BINDIR  := $(DESTDIR)$(PREFIX)/bin
+# The configuration lives in /etc whatever PREFIX is: the units read /etc/imlink.
+SYSCONFDIR  ?= /etc
+BINDIR      ?= $(PREFIX)/bin
+# systemd reads units from /usr/local/lib/systemd/system as well as /usr/lib/systemd/system.
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+# Which build `install` copies: release (default) or debug (tests, to skip a release build).
+BUILD       ?= release
+TARGET_DIR  ?= $(or $(CARGO_TARGET_DIR),target)
+PROFILE_FLAG := $(if $(filter release,$(BUILD)),--release,)
+OUT     := $(TARGET_DIR)/$(BUILD)
+DOCDIR  := $(OUT)/docs
 BINS    := imlinkd imlinkctl imlink-devserver
+UNITS   := imlinkd.service imlinkd.socket imlinkd@.service
 
-.PHONY: all build test lint bench bench-smoke install uninstall clean demo
+.PHONY: all build test lint bench bench-smoke docs install install-files uninstall clean demo
 
 all: build
 
 build:
-	$(CARGO) build --release --bins
+	$(CARGO) build $(PROFILE_FLAG) --bins
 
-# Every test: unit, property and end-to-end (real binaries, real sockets).
+# Every test: unit, property and end-to-end (real binaries, real sockets, systemd tools,
+# the install layout and the unattended demo).
 test:
 	$(CARGO) build --bins
 	$(CARGO) test --all-targets
@@ -27,12 +50,65 @@ bench:
 bench-smoke:
 	@echo "make bench-smoke: the benchmark harness is not built yet"
 
-install: build
-	install -d $(BINDIR)
-	for b in $(BINS); do install -m 0755 target/release/$$b $(BINDIR)/$$b; done
+# Man pages and completions, generated from the clap definitions (examples/gen-docs.rs).
+docs:
+	$(CARGO) build $(PROFILE_FLAG) --example gen-docs
+	rm -rf $(DOCDIR)
+	$(OUT)/examples/gen-docs $(DOCDIR) >/dev/null
 
+install: build docs install-files
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then \
+	  echo "creating the imlink user and group, reloading systemd"; \
+	  systemd-sysusers $(SYSUSERSDIR)/imlink.conf || echo "warning: systemd-sysusers failed; create the user imlink yourself"; \
+	  systemctl daemon-reload || true; \
+	  echo "now: systemctl enable --now imlinkd.socket   (members of group imlink may use the socket)"; \
+	fi
+
+# Copies what `build` and `docs` made; no cargo involved beyond `docs`.
+install-files: docs
+	install -d $(DESTDIR)$(BINDIR)
+	for b in $(BINS); do install -m 0755 $(OUT)/$$b $(DESTDIR)$(BINDIR)/$$b; done
+	install -d $(DESTDIR)$(UNITDIR)
+	for u in $(UNITS); do \
+	  sed 's|/usr/local/bin/|$(BINDIR)/|g' systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u; \
+	done
+	install -D -m 0644 systemd/imlink.sysusers $(DESTDIR)$(SYSUSERSDIR)/imlink.conf
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 0644 $(DOCDIR)/man/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(DOCDIR)/man/*.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 $(DOCDIR)/man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	install -D -m 0644 $(DOCDIR)/completions/imlinkctl.bash $(DESTDIR)$(BASHCOMPDIR)/imlinkctl
+	install -D -m 0644 $(DOCDIR)/completions/_imlinkctl $(DESTDIR)$(ZSHCOMPDIR)/_imlinkctl
+	install -D -m 0644 $(DOCDIR)/completions/imlinkctl.fish $(DESTDIR)$(FISHCOMPDIR)/imlinkctl.fish
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/imlink
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/imlink/imlinkd.toml ]; then \
+	  echo "keeping the existing $(DESTDIR)$(SYSCONFDIR)/imlink/imlinkd.toml (the default is in $(DESTDIR)$(MANDIR)/man5/imlinkd.toml.5)"; \
+	else \
+	  install -m 0644 etc/imlinkd.toml $(DESTDIR)$(SYSCONFDIR)/imlink/imlinkd.toml; \
+	fi
+
+# Removes what install-files put in place, except the configuration in /etc/imlink (yours)
+# and the state in /var/lib/imlink.
 uninstall:
-	for b in $(BINS); do rm -f $(BINDIR)/$$b; done
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then \
+	  systemctl disable --now imlinkd.socket imlinkd.service 2>/dev/null || true; \
+	fi
+	for b in $(BINS); do rm -f $(DESTDIR)$(BINDIR)/$$b; done
+	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/imlink.conf
+	rm -f $(DESTDIR)$(MANDIR)/man1/imlinkctl.1 $(DESTDIR)$(MANDIR)/man1/imlinkctl-*.1
+	rm -f $(DESTDIR)$(MANDIR)/man5/imlinkd.toml.5 $(DESTDIR)$(MANDIR)/man8/imlinkd.8
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/imlinkctl $(DESTDIR)$(ZSHCOMPDIR)/_imlinkctl $(DESTDIR)$(FISHCOMPDIR)/imlinkctl.fish
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then \
+	  systemctl daemon-reload || true; \
+	fi
+	@echo "left in place: $(DESTDIR)$(SYSCONFDIR)/imlink (configuration), /var/lib/imlink (state), the imlink user"
+
+# The guided demo: devserver, daemon, login, server restart, kick, ticket expiry.
+demo:
+	$(CARGO) build --bins
+	TARGET_DIR=$(TARGET_DIR) scripts/demo.sh
 
 clean:
 	$(CARGO) clean

@@ -6,6 +6,7 @@ pub mod events;
 pub mod messages;
 pub mod session;
 pub mod store;
+pub mod systemd;
 
 use crate::config::Config;
 use crate::logging::LogControl;
@@ -47,7 +48,8 @@ async fn supervise(cfg: Config, source: ConfigSource, log: LogControl) -> u8 {
             return 1;
         }
     };
-    let socket = match api::bind(&cfg.api.socket, cfg.api.socket_mode) {
+    // The socket passed by socket activation, else api.socket bound afresh.
+    let socket = match systemd::api_socket(&cfg.api) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{e}");
@@ -102,6 +104,8 @@ async fn supervise(cfg: Config, source: ConfigSource, log: LogControl) -> u8 {
         clients: std::rc::Rc::new(std::cell::RefCell::new(0)),
     };
     let settings = shared.settings.clone();
+    // systemd: STATUS= lines and watchdog pings (only under a service manager).
+    let _notifier = systemd::Notifier::start_if_wanted(events.clone());
 
     // Signals arrive on a plain thread and are forwarded into the actor system.
     let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -130,11 +134,13 @@ async fn supervise(cfg: Config, source: ConfigSource, log: LogControl) -> u8 {
         let serve = api::serve(&socket.listener, shared);
         tokio::pin!(serve);
         tracing::info!("ready");
+        systemd::ready();
         loop {
             tokio::select! {
                 _ = &mut serve => {}
                 s = sig_rx.recv() => match s {
                     Some(signal_hook::consts::SIGHUP) => {
+                        systemd::reloading();
                         match (source.reload)() {
                             Ok(new) => {
                                 // Said before the new level applies, so it shows at the old one.
@@ -149,12 +155,14 @@ async fn supervise(cfg: Config, source: ConfigSource, log: LogControl) -> u8 {
                             }
                             Err(e) => tracing::error!("configuration not reloaded, keeping the old one: {e}"),
                         }
+                        systemd::ready();
                     }
                     _ => break,
                 }
             }
         }
     }
+    systemd::stopping();
     tracing::info!("stopping: closing the connection, keeping the session on disk");
     let _ = conn.send(StopLink).await;
     // Let the close frame go out.

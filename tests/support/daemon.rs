@@ -35,6 +35,23 @@ pub struct Daemon {
     /// The configuration file.
     pub config: PathBuf,
     settings: BTreeMap<String, BTreeMap<String, String>>,
+    launch: Launch,
+}
+
+/// How to launch `imlinkd` beyond its configuration: extra environment variables
+/// (`NOTIFY_SOCKET`, `WATCHDOG_USEC`, `JOURNAL_STREAM`…) and a wrapper command that
+/// execs it (`systemd-socket-activate -l PATH`). With a wrapper, start-up waits for the
+/// socket to answer just the same (the first connection activates the daemon).
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// Added to the daemon's (otherwise cleared) environment.
+    pub env: Vec<(String, String)>,
+    /// A command line that runs the daemon's command line after it (it must exec it, so
+    /// that the process id stays the daemon's).
+    pub wrapper: Vec<String>,
+    /// The socket to wait for and talk to, when not `api.socket` (a socket-activated
+    /// daemon serves the socket it was passed).
+    pub socket: Option<PathBuf>,
 }
 
 /// The settings every test daemon starts from: fast timers so faults show quickly.
@@ -84,6 +101,22 @@ impl Daemon {
 
     /// Starts a daemon for any server URL.
     pub fn start_url(url: &str, overrides: &[(&str, &str)], uninit: bool) -> Daemon {
+        Daemon::start_launch(url, overrides, uninit, Launch::default())
+    }
+
+    /// Starts a daemon for `server` launched as `launch` says.
+    pub fn start_with(server: &DevServer, overrides: &[(&str, &str)], launch: Launch) -> Daemon {
+        let url = format!("ws://{}/v1/connect", server.addr);
+        Daemon::start_launch(&url, overrides, false, launch)
+    }
+
+    /// Starts a daemon for any server URL, launched as `launch` says.
+    pub fn start_launch(
+        url: &str,
+        overrides: &[(&str, &str)],
+        uninit: bool,
+        launch: Launch,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = base_settings(url, dir.path());
         if uninit {
@@ -104,10 +137,11 @@ impl Daemon {
             .unwrap_or_else(|| dir.path().join("imlinkd.sock"));
         let mut d = Daemon {
             child: None,
-            socket,
+            socket: launch.socket.clone().unwrap_or(socket),
             config: dir.path().join("imlinkd.toml"),
             dir,
             settings,
+            launch,
         };
         d.write_config();
         d.spawn();
@@ -161,12 +195,21 @@ impl Daemon {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_imlinkd"))
+        let mut cmd = match self.launch.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_imlinkd"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_imlinkd")),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&self.config)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
+            .envs(self.launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

@@ -1,0 +1,160 @@
+//! `make install` lays out the expected tree under DESTDIR: binaries, units with ExecStart
+//! under PREFIX, sysusers.d, man pages, completions, and the default configuration, which
+//! a second install leaves alone; `make uninstall` removes everything but the
+//! configuration. Uses the debug build (`BUILD=debug`) so the test needs no release build.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn make(destdir: &Path, target: &str, extra: &[&str]) -> String {
+    // A clean environment: the variables cargo sets for a test would make the build
+    // scripts of dependencies run again and rebuild half the tree.
+    let mut cmd = Command::new("make");
+    cmd.env_clear();
+    for var in [
+        "PATH",
+        "HOME",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_TARGET_DIR",
+    ] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    let out = cmd
+        .arg("-s")
+        .arg(target)
+        .arg("BUILD=debug")
+        .arg(format!("DESTDIR={}", destdir.display()))
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run make");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "make {target} failed:\n{text}");
+    text
+}
+
+fn files(root: &Path) -> Vec<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+fn mode(p: PathBuf) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn make_install_lays_out_the_tree_and_uninstall_takes_it_away() {
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    make(d, "install-files", &["PREFIX=/usr"]);
+    let got = files(d);
+    for want in [
+        "usr/bin/imlinkd",
+        "usr/bin/imlinkctl",
+        "usr/bin/imlink-devserver",
+        "usr/lib/systemd/system/imlinkd.service",
+        "usr/lib/systemd/system/imlinkd.socket",
+        "usr/lib/systemd/system/imlinkd@.service",
+        "usr/lib/sysusers.d/imlink.conf",
+        "usr/share/man/man8/imlinkd.8",
+        "usr/share/man/man1/imlinkctl.1",
+        "usr/share/man/man1/imlinkctl-usersig-gen.1",
+        "usr/share/man/man5/imlinkd.toml.5",
+        "usr/share/bash-completion/completions/imlinkctl",
+        "usr/share/zsh/site-functions/_imlinkctl",
+        "usr/share/fish/vendor_completions.d/imlinkctl.fish",
+        "etc/imlink/imlinkd.toml",
+    ] {
+        assert!(
+            got.iter().any(|f| f == want),
+            "{want} missing; got {got:#?}"
+        );
+    }
+    assert_eq!(mode(d.join("usr/bin/imlinkd")), 0o755);
+    assert_eq!(
+        mode(d.join("usr/lib/systemd/system/imlinkd.service")),
+        0o644
+    );
+    // Units point at PREFIX/bin, and nothing is left pointing at /usr/local.
+    for unit in ["imlinkd.service", "imlinkd@.service"] {
+        let text = std::fs::read_to_string(d.join("usr/lib/systemd/system").join(unit)).unwrap();
+        assert!(
+            text.contains("ExecStart=/usr/bin/imlinkd"),
+            "{unit}:\n{text}"
+        );
+        assert!(!text.contains("/usr/local"), "{unit}:\n{text}");
+    }
+    // Man pages and completions come from the clap definitions.
+    let man = std::fs::read_to_string(d.join("usr/share/man/man8/imlinkd.8")).unwrap();
+    assert!(
+        man.contains("check\\-config"),
+        "imlinkd.8 lacks --check-config"
+    );
+    let bash =
+        std::fs::read_to_string(d.join("usr/share/bash-completion/completions/imlinkctl")).unwrap();
+    assert!(bash.contains("usersig"), "bash completion lacks usersig");
+    let toml5 = std::fs::read_to_string(d.join("usr/share/man/man5/imlinkd.toml.5")).unwrap();
+    assert!(
+        toml5.contains("subscriber_queue"),
+        "imlinkd.toml.5 lacks the keys"
+    );
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/imlinkd.toml"))
+            .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(d.join("etc/imlink/imlinkd.toml")).unwrap(),
+        shipped
+    );
+
+    // A second install keeps an edited configuration.
+    let cfg = d.join("etc/imlink/imlinkd.toml");
+    std::fs::write(&cfg, "[sdk]\napp_id = 1400000009\n").unwrap();
+    let text = make(d, "install-files", &["PREFIX=/usr"]);
+    assert!(text.contains("keeping the existing"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&cfg).unwrap(),
+        "[sdk]\napp_id = 1400000009\n"
+    );
+
+    // Uninstall removes all but the configuration.
+    make(d, "uninstall", &["PREFIX=/usr"]);
+    assert_eq!(files(d), vec!["etc/imlink/imlinkd.toml".to_owned()]);
+
+    // The default PREFIX is /usr/local, and the units say so. (One test: `make docs`
+    // regenerates a shared directory, so two installs must not run at once.)
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    make(d, "install-files", &[]);
+    let unit =
+        std::fs::read_to_string(d.join("usr/local/lib/systemd/system/imlinkd.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/imlinkd"), "{unit}");
+    assert!(d.join("usr/local/bin/imlinkctl").exists());
+    assert!(d.join("usr/local/share/man/man8/imlinkd.8").exists());
+    assert!(d.join("etc/imlink/imlinkd.toml").exists());
+}
