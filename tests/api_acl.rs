@@ -115,7 +115,7 @@ fn a_peer_outside_the_allow_lists_gets_access_denied_for_everything() {
     d.set("api.allow_gids", &format!("[{NOBODY}]"));
     d.signal("HUP");
     wait_until(T, "the reload", || {
-        d.log().contains("configuration reloaded")
+        d.log().contains("reloading the configuration")
     });
     let replies = as_nobody(&sock, &[req("1", "getVersion", json!({}))]);
     assert!(reply(&replies, "1")["result"]["version"].is_string());
@@ -189,7 +189,7 @@ fn a_read_only_peer_may_read_and_subscribe_but_not_change_anything() {
     d.set("api.readonly_uids", "[]");
     d.signal("HUP");
     wait_until(T, "the reload", || {
-        d.log().contains("configuration reloaded")
+        d.log().contains("reloading the configuration")
     });
     let replies = as_nobody(&sock, &[req("r", "reconnect", json!({}))]);
     assert_eq!(reply(&replies, "r")["result"], json!({}));

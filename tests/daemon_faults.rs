@@ -87,7 +87,13 @@ fn devserver_killed_reconnects_with_backoff_and_relogs_in_silently() {
 #[test]
 fn a_silent_server_is_detected_within_heartbeat_timeout_plus_interval() {
     let server = DevServer::start(&["--faults"]);
-    let (_d, mut c, _) = logged_in(&server, &[]);
+    let (_d, mut c, _) = logged_in(
+        &server,
+        &[
+            ("server.heartbeat_interval_ms", "200"),
+            ("server.heartbeat_timeout_ms", "700"),
+        ],
+    );
     let t0 = imlink_now_ms();
     server.fault("silence?ms=2500");
     let (lost, _) = c.wait_event("onConnectFailed", T);

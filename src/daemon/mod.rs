@@ -23,14 +23,34 @@ pub struct ConfigSource {
     pub reload: Reloader,
 }
 
+/// Reports an error that ends the daemon, once, on stderr (with the journal's error
+/// priority under systemd), whatever the log level.
+fn fatal(msg: &str) {
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        eprintln!("<3>imlinkd: {msg}");
+    } else {
+        eprintln!("imlinkd: {msg}");
+    }
+}
+
 /// Runs the daemon until SIGTERM/SIGINT; returns the process exit code.
 pub fn run(cfg: Config, source: ConfigSource, log: LogControl) -> std::process::ExitCode {
     // A panic anywhere in the actor system ends the process: systemd restarts it.
     std::panic::set_hook(Box::new(|info| {
-        tracing::error!("fatal: {info}");
-        eprintln!("imlinkd: fatal: {info}");
+        fatal(&format!("fatal: {info}"));
         std::process::exit(70);
     }));
+    // Every API client and subscriber is a file descriptor: allow as many as the hard
+    // limit permits (systemd's default soft limit is 1024).
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if (n as usize) < cfg.api.max_clients + 64 => tracing::warn!(
+            limit = n,
+            max_clients = cfg.api.max_clients,
+            "the open-files limit is below api.max_clients; raise LimitNOFILE"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
+    }
     let sys = actix_rt::System::new();
     let code = sys.block_on(supervise(cfg, source, log));
     std::process::ExitCode::from(code)
@@ -43,8 +63,7 @@ async fn supervise(cfg: Config, source: ConfigSource, log: LogControl) -> u8 {
     let store = match store::Store::open(&cfg.state.dir) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("imlinkd: {e}");
+            fatal(&e);
             return 1;
         }
     };
@@ -52,8 +71,7 @@ async fn supervise(cfg: Config, source: ConfigSource, log: LogControl) -> u8 {
     let socket = match systemd::api_socket(&cfg.api) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("imlinkd: {e}");
+            fatal(&e);
             return 1;
         }
     };
@@ -117,7 +135,7 @@ async fn supervise(cfg: Config, source: ConfigSource, log: LogControl) -> u8 {
     let mut signals = match signals {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("imlinkd: cannot install signal handlers: {e}");
+            fatal(&format!("cannot install signal handlers: {e}"));
             return 1;
         }
     };

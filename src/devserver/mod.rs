@@ -226,6 +226,8 @@ pub async fn serve(
         }
     })
     .disable_signals()
+    // Pushes are small frames sent back to back: no Nagle delay.
+    .tcp_nodelay(true)
     .shutdown_timeout(2)
     .max_connections(50_000)
     .backlog(4096);

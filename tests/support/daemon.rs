@@ -67,8 +67,8 @@ fn base_settings(server_url: &str, dir: &Path) -> BTreeMap<String, BTreeMap<Stri
     set("server.connect_timeout_ms", "2000".into());
     set("server.request_timeout_ms", "1500".into());
     set("server.login_timeout_ms", "3000".into());
-    set("server.heartbeat_interval_ms", "200".into());
-    set("server.heartbeat_timeout_ms", "700".into());
+    set("server.heartbeat_interval_ms", "500".into());
+    set("server.heartbeat_timeout_ms", "3000".into());
     set("reconnect.initial_ms", "200".into());
     set("reconnect.max_ms", "1000".into());
     set("reconnect.multiplier", "1.6".into());
