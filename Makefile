@@ -4,6 +4,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BINDIR  := $(DESTDIR)$(PREFIX)/bin
 BINS    := imlinkd imlinkctl imlink-devserver
+TARGET  ?= $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: all build test lint bench bench-smoke install uninstall clean demo
 
@@ -16,16 +17,22 @@ build:
 test:
 	$(CARGO) build --bins
 	$(CARGO) test --all-targets
+	$(MAKE) bench-smoke
 
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# imlink beside its anchors (echo floor, Redis), one table: figure, imlink, anchor, ratio.
+# Release binaries; a few minutes on 2 cores. Table also in bench/results/latest.md.
 bench:
-	@echo "make bench: the benchmark harness is not built yet"
+	$(CARGO) build --release --bins --example bench
+	$(TARGET)/release/examples/bench --bin-dir $(TARGET)/release --out bench/results/latest.md
 
+# The same harness with tiny counts on the debug build (seconds), so it never rots.
 bench-smoke:
-	@echo "make bench-smoke: the benchmark harness is not built yet"
+	$(CARGO) build --bins --example bench
+	$(TARGET)/debug/examples/bench --smoke --bin-dir $(TARGET)/debug --out bench/results/smoke.md
 
 install: build
 	install -d $(BINDIR)
