@@ -439,7 +439,18 @@ fn daemon_config(dir: &Path, server_url: &str, queue: u64) -> PathBuf {
 }
 
 fn spawn_daemon(bin_dir: &Path, config: &Path, dir: &Path, notify: Option<&Path>) -> Proc {
-    let mut cmd = Command::new(bin_dir.join("imlinkd"));
+    // BENCH_DAEMON_WRAPPER="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out"
+    // runs the long-lived daemon under a profiler (start-up runs are never wrapped).
+    let wrapper = std::env::var("BENCH_DAEMON_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.args(words).arg(bin_dir.join("imlinkd"));
+            c
+        }
+        None => Command::new(bin_dir.join("imlinkd")),
+    };
     cmd.arg("--config")
         .arg(config)
         .env_remove("NOTIFY_SOCKET")
@@ -504,10 +515,10 @@ impl Daemon {
         let config = daemon_config(dir, server_url, queue);
         let proc = spawn_daemon(bin_dir, &config, dir, None);
         let socket = dir.join("imlinkd.sock");
-        poll(Duration::from_secs(10), Duration::from_millis(5), || {
+        poll(Duration::from_secs(30), Duration::from_millis(5), || {
             UnixStream::connect(&socket).ok()
         })
-        .expect("imlinkd did not listen within 10 s");
+        .expect("imlinkd did not listen within 30 s");
         Daemon { proc, socket }
     }
 
@@ -1243,6 +1254,15 @@ fn bench_fanout(
             })
         });
         let p = |r: &FanResult, q: f64| pct(&r.lat_us, q).map(|v| v as f64 / 1000.0);
+        let slow = |r: &FanResult| r.lat_us.iter().filter(|&&v| v > 20_000).count();
+        if !im.lat_us.is_empty() && slow(&im) > 0 {
+            tb.note(format!(
+                "push→subscriber S={s} at {rate}/s: {} of {} imlink deliveries took > 20 ms ({} for Redis)",
+                slow(&im),
+                im.lat_us.len(),
+                red.as_ref().map(slow).unwrap_or(0)
+            ));
+        }
         for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
             tb.pair(
                 &format!("push→subscriber {name}, S={s} at {rate}/s"),
@@ -1390,6 +1410,9 @@ fn bench_reconnect(tb: &mut Table, sc: &Scale, dev: &mut DevServer, daemon: &Dae
         assert_eq!(code, 200, "silence: {body}");
         let t1 = ev.wait(t, is_lost).expect("silent loss never detected");
         detect.push(ms(t1.saturating_duration_since(t0)));
+        // End the silence at once: a connection the daemon opens while the server is
+        // still silent would go silent too and spill a loss into the next round.
+        let _ = dev.post("/faults/clear", Duration::from_secs(5));
         ev.wait(t, is_connected)
             .expect("no reconnect after the silence");
         dev.wait_daemon_online(t)
@@ -1738,6 +1761,14 @@ struct Args {
     bin_dir: PathBuf,
     smoke: bool,
     out: Option<PathBuf>,
+    /// Sections to run (all when empty): memory, rpc, fanout, reconnect, startup, devmem.
+    only: Vec<String>,
+}
+
+impl Args {
+    fn runs(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == section)
+    }
 }
 
 fn args() -> Args {
@@ -1745,6 +1776,7 @@ fn args() -> Args {
         bin_dir: PathBuf::from("target/release"),
         smoke: false,
         out: None,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -1752,8 +1784,16 @@ fn args() -> Args {
             "--bin-dir" => a.bin_dir = it.next().expect("--bin-dir DIR").into(),
             "--out" => a.out = Some(it.next().expect("--out FILE").into()),
             "--smoke" => a.smoke = true,
+            "--only" => {
+                a.only = it
+                    .next()
+                    .expect("--only memory,rpc,fanout,reconnect,startup,devmem")
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect()
+            }
             "-h" | "--help" => {
-                println!("bench --bin-dir DIR [--smoke] [--out FILE]");
+                println!("bench --bin-dir DIR [--smoke] [--out FILE] [--only memory,rpc,fanout,reconnect,startup,devmem]");
                 std::process::exit(0);
             }
             // `cargo bench` passes --bench; ignore it and anything unknown loudly.
@@ -1820,14 +1860,26 @@ fn main() {
     daemon.login();
 
     // Fresh processes first: memory before anything has warmed the allocators up.
-    bench_memory(&mut tb, &sc, &daemon, redis.as_ref());
-    bench_rpc(&mut tb, &sc, &daemon, tmp.path(), redis.as_ref());
-    bench_fanout(&mut tb, &sc, &dev, &daemon, redis.as_ref());
-    bench_reconnect(&mut tb, &sc, &mut dev, &daemon);
-    bench_startup(&mut tb, &sc, &a.bin_dir, &dev, redis_bin.as_deref());
+    if a.runs("memory") {
+        bench_memory(&mut tb, &sc, &daemon, redis.as_ref());
+    }
+    if a.runs("rpc") {
+        bench_rpc(&mut tb, &sc, &daemon, tmp.path(), redis.as_ref());
+    }
+    if a.runs("fanout") {
+        bench_fanout(&mut tb, &sc, &dev, &daemon, redis.as_ref());
+    }
+    if a.runs("reconnect") {
+        bench_reconnect(&mut tb, &sc, &mut dev, &daemon);
+    }
+    if a.runs("startup") {
+        bench_startup(&mut tb, &sc, &a.bin_dir, &dev, redis_bin.as_deref());
+    }
     drop(daemon);
     drop(dev);
-    bench_devserver_memory(&mut tb, &sc, &a.bin_dir, tmp.path(), redis.as_ref());
+    if a.runs("devmem") {
+        bench_devserver_memory(&mut tb, &sc, &a.bin_dir, tmp.path(), redis.as_ref());
+    }
     drop(redis);
 
     let cmdline: Vec<String> = std::env::args().collect();
