@@ -229,6 +229,65 @@ fn rss_kib(pid: u32) -> Option<u64> {
     l.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU time (user, system, in clock ticks of 10 ms) and context switches (all threads) of
+/// a process so far, from /proc: a profile that costs nothing while measuring. (Syscall
+/// counts from /proc/PID/io would not compare: Rust's sockets use send/recv, which it does
+/// not count, Redis uses read/write, which it does.)
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    utime: u64,
+    stime: u64,
+    switches: u64,
+}
+
+fn counters(pid: u32) -> Option<Counters> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After "pid (comm) ": field 3 is index 0; utime is field 14, stime 15.
+    let utime = f.get(11)?.parse().ok()?;
+    let stime = f.get(12)?.parse().ok()?;
+    let mut switches = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let st = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        for l in st.lines() {
+            if let Some(v) = l
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                switches += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Some(Counters {
+        utime,
+        stime,
+        switches,
+    })
+}
+
+/// What one unit of work (a request, a delivery) cost the server process.
+fn cost_text(before: Option<Counters>, after: Option<Counters>, units: u64) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) if units > 0 => {
+            let u = units as f64;
+            let user = (a.utime - b.utime) as f64 * 10_000.0 / u;
+            let sys = (a.stime - b.stime) as f64 * 10_000.0 / u;
+            format!(
+                "{:.2} µs CPU (user {:.2}, sys {:.2}), {:.3} context switches",
+                user + sys,
+                user,
+                sys,
+                (a.switches - b.switches) as f64 / u,
+            )
+        }
+        _ => "n/a".into(),
+    }
+}
+
 /// Polls `f` every `every` until it returns Some, or `deadline` passes.
 fn poll<T>(deadline: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + deadline;
@@ -418,6 +477,30 @@ impl DevServer {
 struct Daemon {
     proc: Proc,
     socket: PathBuf,
+    /// The daemon's own pid (the wrapper's child when BENCH_DAEMON_WRAPPER is set).
+    pid: u32,
+}
+
+/// The first child of `pid`, or `pid` itself when it has none.
+fn child_of(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(pid)
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Under a profiler, stop gracefully (SIGTERM) so that it writes its output.
+        if std::env::var_os("BENCH_DAEMON_WRAPPER").is_some() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .status();
+            let _ = poll(Duration::from_secs(60), Duration::from_millis(50), || {
+                self.proc.child.try_wait().ok().flatten()
+            });
+        }
+    }
 }
 
 fn daemon_config(dir: &Path, server_url: &str, queue: u64) -> PathBuf {
@@ -519,7 +602,12 @@ impl Daemon {
             UnixStream::connect(&socket).ok()
         })
         .expect("imlinkd did not listen within 30 s");
-        Daemon { proc, socket }
+        let pid = if std::env::var_os("BENCH_DAEMON_WRAPPER").is_some() {
+            child_of(proc.pid())
+        } else {
+            proc.pid()
+        };
+        Daemon { proc, socket, pid }
     }
 
     fn rpc(&self) -> Rpc {
@@ -810,6 +898,16 @@ fn rpc_throughput(t: &RpcTarget, clients: usize, dur: Duration) -> f64 {
     total as f64 / dur.as_secs_f64()
 }
 
+fn rpc_cost(t: &RpcTarget, pid: u32, n: u64) -> String {
+    let mut s = connect_rr(t);
+    let mut buf = [0u8; 4096];
+    let c0 = counters(pid);
+    for _ in 0..n {
+        round_trip(&mut s, &t.req, t.nl, &mut buf);
+    }
+    cost_text(c0, counters(pid), n)
+}
+
 struct RpcFigures {
     p50: Duration,
     p99: Duration,
@@ -854,6 +952,17 @@ fn bench_rpc(tb: &mut Table, sc: &Scale, daemon: &Daemon, tmp: &Path, redis: Opt
     let f_im = rpc_figures(&im, sc);
     let f_floor = rpc_figures(&floor, sc);
     let f_red = red.as_ref().map(|r| rpc_figures(r, sc));
+    // Server cost per request, sequential (the echo floor runs in this process: none).
+    let n_cost = sc.lat_requests as u64 / 4;
+    let im_cost = rpc_cost(&im, daemon.pid, n_cost);
+    let red_cost = red
+        .as_ref()
+        .zip(redis)
+        .map(|(t, r)| rpc_cost(t, r.proc.pid(), n_cost));
+    tb.note(format!(
+        "RPC per request — imlinkd: {im_cost}; redis-server: {}",
+        red_cost.as_deref().unwrap_or("n/a")
+    ));
     drop(echo);
     let red_p50 = f_red.as_ref().map(|f| us(f.p50));
     let red_p99 = f_red.as_ref().map(|f| us(f.p99));
@@ -930,6 +1039,8 @@ struct FanResult {
     elapsed: Duration,
     lat_us: Vec<i64>,
     sample: Option<Vec<u8>>,
+    /// The server's CPU and syscalls per delivery.
+    cost: String,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -1026,6 +1137,7 @@ async fn read_sub(
 fn fanout(
     kind: Kind,
     path: &Path,
+    pid: u32,
     s: usize,
     n: u64,
     deadline: Duration,
@@ -1076,9 +1188,11 @@ fn fanout(
     if let Err(e) = ok {
         panic!("fan-out set-up failed ({s} subscribers): {e}");
     }
+    let c0 = counters(pid);
     let start = Instant::now();
     trigger();
     let states = h.join().unwrap();
+    let c1 = counters(pid);
     let complete = states.len() == s
         && states
             .iter()
@@ -1101,6 +1215,7 @@ fn fanout(
         elapsed,
         lat_us,
         sample: states.into_iter().find_map(|x| x.sample),
+        cost: cost_text(c0, c1, s as u64 * n),
     }
 }
 
@@ -1201,18 +1316,35 @@ fn bench_fanout(
         }
     };
     for &(s, n) in &sc.fan {
-        let im = fanout(Kind::Imlink, &daemon.socket, s, n, sc.deadline, || {
-            post_burst(n, None)
-        });
+        let im = fanout(
+            Kind::Imlink,
+            &daemon.socket,
+            daemon.pid,
+            s,
+            n,
+            sc.deadline,
+            || post_burst(n, None),
+        );
         if template.is_none() {
             template = im.sample.clone();
         }
         let tpl = template.clone().unwrap_or_else(fallback_template);
         let red = redis.map(|r| {
-            fanout(Kind::Redis, &r.sock, s, n, sc.deadline, || {
-                redis_publish(&r.sock, &tpl, n, None, s)
-            })
+            fanout(
+                Kind::Redis,
+                &r.sock,
+                r.proc.pid(),
+                s,
+                n,
+                sc.deadline,
+                || redis_publish(&r.sock, &tpl, n, None, s),
+            )
         });
+        tb.note(format!(
+            "fan-out S={s} per delivery — imlinkd: {}; redis-server: {}",
+            im.cost,
+            red.as_ref().map(|r| r.cost.as_str()).unwrap_or("n/a")
+        ));
         for (who, r) in std::iter::once(("imlink", &im)).chain(red.iter().map(|r| ("Redis", r))) {
             if !r.complete {
                 tb.note(format!("fan-out S={s} N={n} {who}{}", describe(r)));
@@ -1245,13 +1377,25 @@ fn bench_fanout(
         tpl.len() + 1
     ));
     for &(s, rate, n) in &sc.fan_rate {
-        let im = fanout(Kind::Imlink, &daemon.socket, s, n, sc.deadline, || {
-            post_burst(n, Some(rate))
-        });
+        let im = fanout(
+            Kind::Imlink,
+            &daemon.socket,
+            daemon.pid,
+            s,
+            n,
+            sc.deadline,
+            || post_burst(n, Some(rate)),
+        );
         let red = redis.map(|r| {
-            fanout(Kind::Redis, &r.sock, s, n, sc.deadline, || {
-                redis_publish(&r.sock, &tpl, n, Some(rate), s)
-            })
+            fanout(
+                Kind::Redis,
+                &r.sock,
+                r.proc.pid(),
+                s,
+                n,
+                sc.deadline,
+                || redis_publish(&r.sock, &tpl, n, Some(rate), s),
+            )
         });
         let p = |r: &FanResult, q: f64| pct(&r.lat_us, q).map(|v| v as f64 / 1000.0);
         let slow = |r: &FanResult| r.lat_us.iter().filter(|&&v| v > 20_000).count();
@@ -1472,7 +1616,7 @@ fn mib(k: u64) -> f64 {
 
 fn bench_memory(tb: &mut Table, sc: &Scale, daemon: &Daemon, redis: Option<&Redis>) {
     println!("== memory (VmRSS)");
-    let idle = settle_rss(daemon.proc.pid());
+    let idle = settle_rss(daemon.pid);
     let r_idle = redis.and_then(|r| settle_rss(r.proc.pid()));
     tb.pair(
         "imlinkd RSS, logged in, idle",
@@ -1484,7 +1628,7 @@ fn bench_memory(tb: &mut Table, sc: &Scale, daemon: &Daemon, redis: Option<&Redi
     );
     let n = sc.mem_subs;
     let subs = open_subscribers(Kind::Imlink, &daemon.socket, n);
-    let with = settle_rss(daemon.proc.pid());
+    let with = settle_rss(daemon.pid);
     drop(subs);
     let r_with = redis.map(|r| {
         let subs = open_subscribers(Kind::Redis, &r.sock, n);
@@ -1809,7 +1953,19 @@ fn args() -> Args {
 
 fn main() {
     let a = args();
-    let sc = Scale::new(a.smoke);
+    let mut sc = Scale::new(a.smoke);
+    // BENCH_FAN="1000:100" runs only that fan-out (S subscribers, N events): for profiling.
+    if let Some((s, n)) = std::env::var("BENCH_FAN")
+        .ok()
+        .and_then(|v| {
+            v.split_once(':')
+                .map(|(s, n)| (s.parse().ok(), n.parse().ok()))
+        })
+        .and_then(|(s, n)| s.zip(n))
+    {
+        sc.fan = vec![(s, n)];
+        sc.fan_rate.clear();
+    }
     let started = Instant::now();
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     for b in ["imlinkd", "imlink-devserver"] {
