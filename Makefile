@@ -39,16 +39,22 @@ build:
 test:
 	$(CARGO) build --bins
 	$(CARGO) test --all-targets
+	$(MAKE) bench-smoke
 
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# imlink beside its anchors (echo floor, Redis), one table: figure, imlink, anchor, ratio.
+# Release binaries; a few minutes on 2 cores. Table also in bench/results/latest.md.
 bench:
-	@echo "make bench: the benchmark harness is not built yet"
+	$(CARGO) build --release --bins --example bench
+	$(TARGET_DIR)/release/examples/bench --bin-dir $(TARGET_DIR)/release --out bench/results/latest.md
 
+# The same harness with tiny counts on the debug build (seconds), so it never rots.
 bench-smoke:
-	@echo "make bench-smoke: the benchmark harness is not built yet"
+	$(CARGO) build --bins --example bench
+	$(TARGET_DIR)/debug/examples/bench --smoke --bin-dir $(TARGET_DIR)/debug --out bench/results/smoke.md
 
 # Man pages and completions, generated from the clap definitions (examples/gen-docs.rs).
 docs:

@@ -1,0 +1,2098 @@
+//! `make bench` / `make bench-smoke`: imlink's figures side by side with their anchors.
+//!
+//! Every figure is measured in the same run as its anchor, with the same client code,
+//! and reported as a ratio:
+//!
+//! - RPC: `getLoginStatus` round trips over the daemon's socket against a minimal
+//!   Unix-socket echo server (the floor, in this process) and Redis `PING` over its
+//!   Unix socket; one request in flight per client, blocking client threads.
+//! - Fan-out: `POST /faults/push-burst` on the devserver → the daemon → S subscribers,
+//!   against Redis `PUBLISH` → S `SUBSCRIBE` connections with the same payload size; one
+//!   subscriber client (a single-threaded tokio reader) for both.
+//! - Reconnect: devserver restart → LOGINED (minus the pending backoff wait), restart +
+//!   `reconnect` RPC → LOGINED (against the harness's own WebSocket connect + login),
+//!   `/faults/silence` → loss detected (against the configured heartbeat timeout).
+//! - Memory: VmRSS of the daemon idle and with idle subscribers, of the devserver with
+//!   idle WebSocket connections, beside redis-server measured the same way.
+//! - Start-up: exec → `READY=1` on a fake `NOTIFY_SOCKET`, exec → socket answering,
+//!   beside redis-server (`--supervised systemd`).
+//!
+//! Only Unix sockets and loopback; every wait has a deadline. Usage:
+//!
+//!     bench --bin-dir target/release [--smoke] [--out bench/results/latest.md]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+const APP: u64 = 1400000001;
+const KEY: &str = "imlink-bench-secret-0123456789";
+const USER: &str = "benchuser";
+const HEARTBEAT_INTERVAL_MS: u64 = 250;
+const HEARTBEAT_TIMEOUT_MS: u64 = 750;
+const RECONNECT_INITIAL_MS: u64 = 200;
+const STABLE_MS: u64 = 500;
+/// The request every RPC client sends, byte for byte (the echo floor gets the same).
+const RPC_REQ: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getLoginStatus\"}\n";
+const SEQ_MARK: &[u8] = b"Tag_Profile_Custom_Seq\":\"";
+const SENT_MARK: &[u8] = b"Tag_Profile_Custom_SentAtMs\":\"";
+
+// ------------------------------------------------------------------ scale
+
+/// How much of everything: the full run, or tiny counts for `make test`.
+struct Scale {
+    smoke: bool,
+    lat_requests: usize,
+    tput: Duration,
+    clients: [usize; 3],
+    /// (subscribers, events) as fast as possible.
+    fan: Vec<(usize, u64)>,
+    /// (subscribers, rate per second, events) paced.
+    fan_rate: Vec<(usize, u64, u64)>,
+    rounds: usize,
+    mem_subs: usize,
+    dev_conns: usize,
+    starts: usize,
+    deadline: Duration,
+}
+
+impl Scale {
+    fn new(smoke: bool) -> Scale {
+        if smoke {
+            Scale {
+                smoke,
+                lat_requests: 300,
+                tput: Duration::from_millis(200),
+                clients: [1, 16, 64],
+                fan: vec![(1, 50), (5, 20), (20, 10)],
+                fan_rate: vec![(1, 200, 20), (5, 100, 10), (20, 50, 5)],
+                rounds: 1,
+                mem_subs: 20,
+                dev_conns: 100,
+                starts: 2,
+                deadline: Duration::from_secs(15),
+            }
+        } else {
+            Scale {
+                smoke,
+                lat_requests: 20_000,
+                tput: Duration::from_secs(2),
+                clients: [1, 16, 64],
+                fan: vec![(1, 20_000), (100, 2_000), (1_000, 500)],
+                fan_rate: vec![(1, 1_000, 1_500), (100, 200, 300), (1_000, 50, 75)],
+                rounds: 7,
+                mem_subs: 1_000,
+                dev_conns: 10_000,
+                starts: 10,
+                deadline: Duration::from_secs(60),
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ the table
+
+struct Row {
+    figure: String,
+    imlink: String,
+    anchor: String,
+    ratio: String,
+    target: String,
+}
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<Row>,
+    notes: Vec<String>,
+}
+
+fn fmt_num(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+impl Table {
+    fn row(&mut self, figure: &str, imlink: String, anchor: String, ratio: String, target: &str) {
+        println!("  {figure}: imlink {imlink} | anchor {anchor} | ratio {ratio} {target}");
+        self.rows.push(Row {
+            figure: figure.into(),
+            imlink,
+            anchor,
+            ratio,
+            target: target.into(),
+        });
+    }
+
+    /// A row of two numbers with units; the ratio is imlink / anchor.
+    fn pair(
+        &mut self,
+        figure: &str,
+        imlink: Option<f64>,
+        anchor: Option<f64>,
+        unit: &str,
+        anchor_name: &str,
+        target: &str,
+    ) {
+        let show = |v: Option<f64>| match v {
+            Some(v) => format!("{} {unit}", fmt_num(v)),
+            None => "n/a".into(),
+        };
+        let ratio = match (imlink, anchor) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+            _ => "n/a".into(),
+        };
+        let anchor_s = if anchor_name.is_empty() {
+            show(anchor)
+        } else {
+            format!("{} ({anchor_name})", show(anchor))
+        };
+        self.row(figure, show(imlink), anchor_s, ratio, target);
+    }
+
+    fn note(&mut self, n: impl Into<String>) {
+        let n = n.into();
+        println!("  note: {n}");
+        self.notes.push(n);
+    }
+
+    fn markdown(&self) -> String {
+        let mut s = String::from(
+            "| figure | imlink | anchor | ratio | target |\n| --- | --- | --- | --- | --- |\n",
+        );
+        for r in &self.rows {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                r.figure, r.imlink, r.anchor, r.ratio, r.target
+            ));
+        }
+        if !self.notes.is_empty() {
+            s.push('\n');
+            for n in &self.notes {
+                s.push_str(&format!("- {n}\n"));
+            }
+        }
+        s
+    }
+}
+
+// ------------------------------------------------------------------ small helpers
+
+fn unix_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn pct<T: Copy + Ord>(sorted: &[T], p: f64) -> Option<T> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    Some(sorted[i.min(sorted.len() - 1)])
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(v[v.len() / 2])
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    l.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time (user, system, in clock ticks of 10 ms) and context switches (all threads) of
+/// a process so far, from /proc: a profile that costs nothing while measuring. (Syscall
+/// counts from /proc/PID/io would not compare: Rust's sockets use send/recv, which it does
+/// not count, Redis uses read/write, which it does.)
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    utime: u64,
+    stime: u64,
+    switches: u64,
+}
+
+fn counters(pid: u32) -> Option<Counters> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After "pid (comm) ": field 3 is index 0; utime is field 14, stime 15.
+    let utime = f.get(11)?.parse().ok()?;
+    let stime = f.get(12)?.parse().ok()?;
+    let mut switches = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let st = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        for l in st.lines() {
+            if let Some(v) = l
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                switches += v.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Some(Counters {
+        utime,
+        stime,
+        switches,
+    })
+}
+
+/// What one unit of work (a request, a delivery) cost the server process.
+fn cost_text(before: Option<Counters>, after: Option<Counters>, units: u64) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) if units > 0 => {
+            let u = units as f64;
+            let user = (a.utime - b.utime) as f64 * 10_000.0 / u;
+            let sys = (a.stime - b.stime) as f64 * 10_000.0 / u;
+            format!(
+                "{:.2} µs CPU (user {:.2}, sys {:.2}), {:.3} context switches",
+                user + sys,
+                user,
+                sys,
+                (a.switches - b.switches) as f64 / u,
+            )
+        }
+        _ => "n/a".into(),
+    }
+}
+
+/// Polls `f` every `every` until it returns Some, or `deadline` passes.
+fn poll<T>(deadline: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
+}
+
+/// The digits after `mark` in `line`.
+fn num_after(line: &[u8], mark: &[u8]) -> Option<u64> {
+    let at = find(line, mark)? + mark.len();
+    let mut v: u64 = 0;
+    let mut any = false;
+    for &b in &line[at..] {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        v = v * 10 + u64::from(b - b'0');
+        any = true;
+    }
+    any.then_some(v)
+}
+
+/// A child process killed when dropped.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
+// ------------------------------------------------------------------ devserver
+
+struct DevServer {
+    proc: Option<Proc>,
+    addr: SocketAddr,
+    bin: PathBuf,
+    dir: PathBuf,
+}
+
+impl DevServer {
+    fn start(bin_dir: &Path, dir: &Path) -> DevServer {
+        let mut d = DevServer {
+            proc: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            bin: bin_dir.join("imlink-devserver"),
+            dir: dir.to_owned(),
+        };
+        d.spawn("127.0.0.1:0");
+        d
+    }
+
+    /// Starts the process; returns when it printed `listening on` (the socket accepts).
+    fn spawn(&mut self, listen: &str) -> Instant {
+        let mut child = Command::new(&self.bin)
+            .args([
+                "--listen",
+                listen,
+                "--app",
+                &format!("{APP}:{KEY}"),
+                "--faults",
+            ])
+            .env(
+                "IMLINK_DEVSERVER_LOG",
+                std::env::var("IMLINK_DEVSERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file(&self.dir, "devserver.log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let at = Instant::now();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("devserver said {line:?}"));
+        self.addr = addr.parse().unwrap();
+        self.proc = Some(Proc { child });
+        at
+    }
+
+    fn kill(&mut self) {
+        self.proc = None;
+    }
+
+    /// Starts it again on the same port.
+    fn restart(&mut self) -> Instant {
+        let a = self.addr.to_string();
+        self.spawn(&a)
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/v1/connect", self.addr)
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.as_ref().unwrap().pid()
+    }
+
+    /// Whether the server holds the daemon's login (platform Linux) online: the daemon
+    /// signals a silent re-login with no event, so the server is asked.
+    fn daemon_online(&self) -> bool {
+        let (code, body) = self.http("GET", "/debug/sessions", Duration::from_secs(2));
+        code == 200
+            && serde_json::from_str::<Value>(&body).is_ok_and(|v| {
+                v["sessions"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|s| s["platform"] == "Linux" && s["state"] == "online")
+                })
+            })
+    }
+
+    /// Polls [`DevServer::daemon_online`] (about every 0.3 ms); the first time it held.
+    fn wait_daemon_online(&self, timeout: Duration) -> Option<Instant> {
+        poll(timeout, Duration::from_micros(100), || {
+            self.daemon_online().then(Instant::now)
+        })
+    }
+
+    /// `POST path` with an empty body; (status, body).
+    fn post(&self, path: &str, timeout: Duration) -> (u16, String) {
+        self.http("POST", path, timeout)
+    }
+
+    fn http(&self, method: &str, path: &str, timeout: Duration) -> (u16, String) {
+        let Ok(mut s) = TcpStream::connect(self.addr) else {
+            return (0, String::new());
+        };
+        s.set_read_timeout(Some(timeout)).unwrap();
+        let _ = s.set_nodelay(true);
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        let status = resp
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+// ------------------------------------------------------------------ daemon
+
+struct Daemon {
+    proc: Proc,
+    socket: PathBuf,
+    /// The daemon's own pid (the wrapper's child when BENCH_DAEMON_WRAPPER is set).
+    pid: u32,
+}
+
+/// The first child of `pid`, or `pid` itself when it has none.
+fn child_of(pid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(pid)
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Under a profiler, stop gracefully (SIGTERM) so that it writes its output.
+        if std::env::var_os("BENCH_DAEMON_WRAPPER").is_some() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .status();
+            let _ = poll(Duration::from_secs(60), Duration::from_millis(50), || {
+                self.proc.child.try_wait().ok().flatten()
+            });
+        }
+    }
+}
+
+fn daemon_config(dir: &Path, server_url: &str, queue: u64) -> PathBuf {
+    let text = format!(
+        "[sdk]\napp_id = {APP}\nlog_level = \"warn\"\n\n\
+         [server]\nurl = {server_url:?}\nconnect_timeout_ms = 2000\nrequest_timeout_ms = 2000\n\
+         login_timeout_ms = 5000\nheartbeat_interval_ms = {HEARTBEAT_INTERVAL_MS}\n\
+         heartbeat_timeout_ms = {HEARTBEAT_TIMEOUT_MS}\n\n\
+         [reconnect]\ninitial_ms = {RECONNECT_INITIAL_MS}\nmax_ms = 1000\nmultiplier = 1.6\n\
+         jitter = 0.2\nstable_ms = {STABLE_MS}\n\n\
+         [api]\nsocket = {:?}\nmax_clients = 16384\nsubscriber_queue = {queue}\n\n\
+         [state]\ndir = {:?}\n",
+        dir.join("imlinkd.sock").display().to_string(),
+        dir.join("state").display().to_string(),
+    );
+    let path = dir.join("imlinkd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn spawn_daemon(bin_dir: &Path, config: &Path, dir: &Path, notify: Option<&Path>) -> Proc {
+    // BENCH_DAEMON_WRAPPER="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out"
+    // runs the long-lived daemon under a profiler (start-up runs are never wrapped).
+    let wrapper = std::env::var("BENCH_DAEMON_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(w) => {
+            let mut c = Command::new(w);
+            c.args(words).arg(bin_dir.join("imlinkd"));
+            c
+        }
+        None => Command::new(bin_dir.join("imlinkd")),
+    };
+    cmd.arg("--config")
+        .arg(config)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file(dir, "imlinkd.log"));
+    if let Some(n) = notify {
+        cmd.env("NOTIFY_SOCKET", n);
+    }
+    Proc {
+        child: cmd.spawn().expect("start imlinkd"),
+    }
+}
+
+/// One line-oriented JSON-RPC connection (blocking), for set-up and control.
+struct Rpc {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+    id: u64,
+}
+
+impl Rpc {
+    fn connect(path: &Path) -> std::io::Result<Rpc> {
+        let s = UnixStream::connect(path)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Rpc {
+            w: s.try_clone()?,
+            r: BufReader::new(s),
+            id: 100,
+        })
+    }
+
+    /// Calls `method`; skips notifications; the whole reply.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.id += 1;
+        let req = json!({"jsonrpc":"2.0","id":self.id,"method":method,"params":params});
+        self.w.write_all(format!("{req}\n").as_bytes()).unwrap();
+        for _ in 0..100_000 {
+            let mut l = String::new();
+            if self.r.read_line(&mut l).unwrap_or(0) == 0 {
+                panic!("the daemon closed the connection during {method}");
+            }
+            let v: Value = serde_json::from_str(&l).unwrap();
+            if v["id"] == json!(self.id) {
+                return v;
+            }
+        }
+        panic!("no reply to {method}");
+    }
+
+    fn result(&mut self, method: &str, params: Value) -> Value {
+        let v = self.call(method, params);
+        assert!(v.get("error").is_none(), "{method}: {v}");
+        v["result"].clone()
+    }
+}
+
+impl Daemon {
+    fn start(bin_dir: &Path, dir: &Path, server_url: &str, queue: u64) -> Daemon {
+        let config = daemon_config(dir, server_url, queue);
+        let proc = spawn_daemon(bin_dir, &config, dir, None);
+        let socket = dir.join("imlinkd.sock");
+        poll(Duration::from_secs(30), Duration::from_millis(5), || {
+            UnixStream::connect(&socket).ok()
+        })
+        .expect("imlinkd did not listen within 30 s");
+        let pid = if std::env::var_os("BENCH_DAEMON_WRAPPER").is_some() {
+            child_of(proc.pid())
+        } else {
+            proc.pid()
+        };
+        Daemon { proc, socket, pid }
+    }
+
+    fn rpc(&self) -> Rpc {
+        Rpc::connect(&self.socket).unwrap()
+    }
+
+    fn login(&self) {
+        let sig = imlink::usersig::generate(APP, KEY, USER, 86_400, imlink::usersig::now_unix());
+        let mut c = self.rpc();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = c.call("login", json!({"userID": USER, "userSig": sig}));
+            if r.get("error").is_none() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "login failed: {r}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A subscriber connection read on a thread: every notification with its arrival time.
+struct Events {
+    rx: mpsc::Receiver<(Instant, Value)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Events {
+    fn subscribe(socket: &Path) -> Events {
+        let s = UnixStream::connect(socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut w = s.try_clone().unwrap();
+        w.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\"}\n")
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(s);
+            let mut l = String::new();
+            while !stop2.load(Ordering::Relaxed) {
+                match r.read_line(&mut l) {
+                    Ok(0) => return,
+                    Ok(_) if l.ends_with('\n') => {
+                        let at = Instant::now();
+                        if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                            if v["method"] == "event" && tx.send((at, v["params"].clone())).is_err()
+                            {
+                                return;
+                            }
+                        }
+                        l.clear();
+                    }
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        Events { rx, stop }
+    }
+
+    /// The arrival time of the first event matching `f` within `timeout`.
+    fn wait(&self, timeout: Duration, f: impl Fn(&Value) -> bool) -> Option<Instant> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.checked_duration_since(Instant::now())?;
+            let (at, v) = self.rx.recv_timeout(left).ok()?;
+            if f(&v) {
+                return Some(at);
+            }
+        }
+    }
+
+    fn drain(&self) {
+        while self.rx.try_recv().is_ok() {}
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn is_connected(v: &Value) -> bool {
+    v["event"] == "onConnectSuccess"
+}
+
+fn is_lost(v: &Value) -> bool {
+    v["event"] == "onConnectFailed"
+        || (v["event"] == "onLoginStatusChanged" && v["data"]["status"] == 2)
+}
+
+// ------------------------------------------------------------------ anchors: echo and Redis
+
+/// The floor: a minimal echo server on a Unix socket, a thread per connection.
+struct Echo {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+impl Echo {
+    fn start(path: PathBuf) -> Echo {
+        let l = UnixListener::bind(&path).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut s) = s else { continue };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if s.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Echo { path, stop }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = UnixStream::connect(&self.path);
+    }
+}
+
+fn find_redis() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("redis-server"))
+            .find(|c| c.is_file())
+    })
+}
+
+struct Redis {
+    proc: Proc,
+    sock: PathBuf,
+}
+
+fn redis_cmd(bin: &Path, dir: &Path, sock: &Path, notify: Option<&Path>) -> Command {
+    let mut c = Command::new(bin);
+    c.arg("--port")
+        .arg("0")
+        .arg("--unixsocket")
+        .arg(sock)
+        .arg("--unixsocketperm")
+        .arg("700")
+        .arg("--save")
+        .arg("")
+        .arg("--appendonly")
+        .arg("no")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--maxclients")
+        .arg("12000")
+        .arg("--client-output-buffer-limit")
+        .arg("pubsub 0 0 0")
+        .arg("--loglevel")
+        .arg("warning")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(log_file(dir, "redis.log"))
+        .stderr(log_file(dir, "redis.log"));
+    if let Some(n) = notify {
+        c.arg("--supervised").arg("systemd").env("NOTIFY_SOCKET", n);
+    }
+    c
+}
+
+fn redis_ping(sock: &Path) -> bool {
+    let Ok(mut s) = UnixStream::connect(sock) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 64];
+    s.write_all(b"PING\r\n").is_ok()
+        && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+impl Redis {
+    fn start(bin: &Path, dir: &Path) -> Redis {
+        let sock = dir.join("redis.sock");
+        let proc = Proc {
+            child: redis_cmd(bin, dir, &sock, None)
+                .spawn()
+                .expect("start redis"),
+        };
+        poll(Duration::from_secs(10), Duration::from_millis(5), || {
+            redis_ping(&sock).then_some(())
+        })
+        .expect("redis-server did not answer within 10 s");
+        Redis { proc, sock }
+    }
+}
+
+// ------------------------------------------------------------------ 1. RPC
+
+/// One round trip: write `req`, read until `nl` newlines came back.
+fn round_trip(s: &mut UnixStream, req: &[u8], nl: usize, buf: &mut [u8]) {
+    s.write_all(req).unwrap();
+    let mut seen = 0;
+    while seen < nl {
+        let n = s.read(buf).unwrap();
+        assert!(n > 0, "the server closed the connection");
+        seen += memchr::memchr_iter(b'\n', &buf[..n]).count();
+    }
+}
+
+struct RpcTarget {
+    path: PathBuf,
+    req: Vec<u8>,
+    nl: usize,
+}
+
+fn connect_rr(t: &RpcTarget) -> UnixStream {
+    let s = UnixStream::connect(&t.path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// p50, p99 of `n` sequential round trips on one connection per target, after a warm-up.
+/// The targets take turns in slices of `n / SLICES` so that drift on a shared machine
+/// (other processes, CPU frequency) hits all of them alike.
+fn rpc_latency(targets: &[&RpcTarget], n: usize) -> Vec<(Duration, Duration)> {
+    const SLICES: usize = 10;
+    let mut conns: Vec<UnixStream> = targets.iter().map(|t| connect_rr(t)).collect();
+    let mut buf = [0u8; 4096];
+    for (t, s) in targets.iter().zip(&mut conns) {
+        for _ in 0..(n / 10).max(50) {
+            round_trip(s, &t.req, t.nl, &mut buf);
+        }
+    }
+    let mut v: Vec<Vec<Duration>> = targets.iter().map(|_| Vec::with_capacity(n)).collect();
+    for _ in 0..SLICES {
+        for ((t, s), v) in targets.iter().zip(&mut conns).zip(&mut v) {
+            for _ in 0..n.div_ceil(SLICES) {
+                let a = Instant::now();
+                round_trip(s, &t.req, t.nl, &mut buf);
+                v.push(a.elapsed());
+            }
+        }
+    }
+    v.into_iter()
+        .map(|mut v| {
+            v.sort();
+            (pct(&v, 0.5).unwrap(), pct(&v, 0.99).unwrap())
+        })
+        .collect()
+}
+
+/// Requests per second with `clients` connections, one request in flight each.
+fn rpc_throughput(t: &RpcTarget, clients: usize, dur: Duration) -> f64 {
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let start_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let mut s = connect_rr(t);
+            let req = t.req.clone();
+            let nl = t.nl;
+            let barrier = barrier.clone();
+            let start_at = start_at.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                // Warm-up, then the measured window.
+                for _ in 0..20 {
+                    round_trip(&mut s, &req, nl, &mut buf);
+                }
+                // Everyone warmed up; then the start time is set; then go.
+                barrier.wait();
+                barrier.wait();
+                let start = start_at.lock().unwrap().expect("start set");
+                let end = start + dur;
+                let mut count = 0u64;
+                while Instant::now() < end {
+                    round_trip(&mut s, &req, nl, &mut buf);
+                    count += 1;
+                }
+                count
+            })
+        })
+        .collect();
+    barrier.wait();
+    *start_at.lock().unwrap() = Some(Instant::now() + Duration::from_millis(2));
+    barrier.wait();
+    let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    total as f64 / dur.as_secs_f64()
+}
+
+fn rpc_cost(t: &RpcTarget, pid: u32, n: u64) -> String {
+    let mut s = connect_rr(t);
+    let mut buf = [0u8; 4096];
+    let c0 = counters(pid);
+    for _ in 0..n {
+        round_trip(&mut s, &t.req, t.nl, &mut buf);
+    }
+    cost_text(c0, counters(pid), n)
+}
+
+struct RpcFigures {
+    p50: Duration,
+    p99: Duration,
+    tput: Vec<f64>,
+}
+
+/// Latency and throughput of every target; throughput runs take turns in rounds too.
+fn rpc_figures(targets: &[&RpcTarget], sc: &Scale) -> Vec<RpcFigures> {
+    const ROUNDS: u32 = 4;
+    let lat = rpc_latency(targets, sc.lat_requests);
+    let mut tput = vec![vec![0.0; sc.clients.len()]; targets.len()];
+    for _ in 0..ROUNDS {
+        for (ci, &c) in sc.clients.iter().enumerate() {
+            for (ti, t) in targets.iter().enumerate() {
+                tput[ti][ci] += rpc_throughput(t, c, sc.tput / ROUNDS) / f64::from(ROUNDS);
+            }
+        }
+    }
+    lat.into_iter()
+        .zip(tput)
+        .map(|((p50, p99), tput)| RpcFigures { p50, p99, tput })
+        .collect()
+}
+
+fn bench_rpc(tb: &mut Table, sc: &Scale, daemon: &Daemon, tmp: &Path, redis: Option<&Redis>) {
+    println!("== RPC: getLoginStatus round trips");
+    let req = RPC_REQ.to_vec();
+    let mut probe = daemon.rpc();
+    assert_eq!(probe.result("getLoginStatus", json!({}))["status"], 1);
+    let echo = Echo::start(tmp.join("echo.sock"));
+    let im = RpcTarget {
+        path: daemon.socket.clone(),
+        req: req.clone(),
+        nl: 1,
+    };
+    let floor = RpcTarget {
+        path: echo.path.clone(),
+        req: req.clone(),
+        nl: 1,
+    };
+    // Redis: inline PING with an argument padding the request to the same size; the
+    // reply is a bulk string (two lines).
+    let pad = "x".repeat(req.len() - "PING \r\n".len());
+    let red = redis.map(|r| RpcTarget {
+        path: r.sock.clone(),
+        req: format!("PING {pad}\r\n").into_bytes(),
+        nl: 2,
+    });
+    // The three take turns so that drift on a shared machine hits all of them alike.
+    let mut targets = vec![&im, &floor];
+    targets.extend(red.as_ref());
+    let mut figs = rpc_figures(&targets, sc).into_iter();
+    let f_im = figs.next().unwrap();
+    let f_floor = figs.next().unwrap();
+    let f_red = figs.next();
+    // Server cost per request, sequential (the echo floor runs in this process: none).
+    let n_cost = sc.lat_requests as u64 / 4;
+    let im_cost = rpc_cost(&im, daemon.pid, n_cost);
+    let red_cost = red
+        .as_ref()
+        .zip(redis)
+        .map(|(t, r)| rpc_cost(t, r.proc.pid(), n_cost));
+    tb.note(format!(
+        "RPC per request — imlinkd: {im_cost}; redis-server: {}",
+        red_cost.as_deref().unwrap_or("n/a")
+    ));
+    drop(echo);
+    let red_p50 = f_red.as_ref().map(|f| us(f.p50));
+    let red_p99 = f_red.as_ref().map(|f| us(f.p99));
+    tb.pair(
+        "RPC p50, 1 client in sequence",
+        Some(us(f_im.p50)),
+        Some(us(f_floor.p50)),
+        "µs",
+        "echo floor",
+        "≤ 1.5× echo",
+    );
+    tb.pair(
+        "RPC p99, 1 client in sequence",
+        Some(us(f_im.p99)),
+        Some(us(f_floor.p99)),
+        "µs",
+        "echo floor",
+        "",
+    );
+    tb.pair(
+        "RPC p50, 1 client — vs Redis PING",
+        Some(us(f_im.p50)),
+        red_p50,
+        "µs",
+        "Redis",
+        "",
+    );
+    tb.pair(
+        "RPC p99, 1 client — vs Redis PING",
+        Some(us(f_im.p99)),
+        red_p99,
+        "µs",
+        "Redis",
+        "",
+    );
+    for (i, &c) in sc.clients.iter().enumerate() {
+        let target = if c >= 16 { "≥ 1× Redis" } else { "" };
+        tb.pair(
+            &format!("RPC req/s, {c} clients — vs Redis PING"),
+            Some(f_im.tput[i]),
+            f_red.as_ref().map(|f| f.tput[i]),
+            "/s",
+            "Redis",
+            target,
+        );
+        tb.pair(
+            &format!("RPC req/s, {c} clients — vs echo floor"),
+            Some(f_im.tput[i]),
+            Some(f_floor.tput[i]),
+            "/s",
+            "echo floor",
+            "",
+        );
+    }
+}
+
+// ------------------------------------------------------------------ 2. fan-out
+
+#[derive(Default)]
+struct SubState {
+    last: u64,
+    count: u64,
+    in_order: bool,
+    lost: bool,
+    done: Option<Instant>,
+    lat_us: Vec<i64>,
+    sample: Option<Vec<u8>>,
+}
+
+struct FanResult {
+    complete: bool,
+    delivered: u64,
+    expected: u64,
+    elapsed: Duration,
+    lat_us: Vec<i64>,
+    sample: Option<Vec<u8>>,
+    /// The server's CPU and syscalls per delivery.
+    cost: String,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Imlink,
+    Redis,
+}
+
+/// Connects and subscribes; returns the stream and any bytes read past the confirmation.
+async fn subscribe_one(
+    kind: Kind,
+    path: &Path,
+) -> std::io::Result<(tokio::net::UnixStream, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(path).await?;
+    let (req, done): (&[u8], &[u8]) = match kind {
+        Kind::Imlink => (
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\",\"params\":{\"events\":[\"onSelfInfoUpdated\"]}}\n",
+            b"\"id\":1,",
+        ),
+        Kind::Redis => (b"SUBSCRIBE bench\r\n", b"\n:"),
+    };
+    s.write_all(req).await?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..1000 {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&buf[..n]);
+        if let Some(i) = find(&got, done) {
+            // The rest of that line is the confirmation; keep what follows it.
+            let tail = i + done.len();
+            if let Some(nl) = memchr::memchr(b'\n', &got[tail..]) {
+                return Ok((s, got[tail + nl + 1..].to_vec()));
+            }
+        }
+    }
+    Err(std::io::ErrorKind::InvalidData.into())
+}
+
+/// Reads one subscriber's stream until it has event `n` (the state is shared so that a
+/// time-out still reports how far it came).
+async fn read_sub(
+    mut s: tokio::net::UnixStream,
+    carry: Vec<u8>,
+    n: u64,
+    st: Rc<RefCell<SubState>>,
+    keep_sample: bool,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut pending = carry;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let k = match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(k) => k,
+        };
+        let now = Instant::now();
+        let now_us = unix_us();
+        pending.extend_from_slice(&buf[..k]);
+        let mut start = 0;
+        let mut g = st.borrow_mut();
+        while let Some(i) = memchr::memchr(b'\n', &pending[start..]) {
+            let line = &pending[start..start + i];
+            start += i + 1;
+            if let Some(seq) = num_after(line, SEQ_MARK) {
+                if seq != g.last + 1 {
+                    g.in_order = false;
+                }
+                g.last = seq;
+                g.count += 1;
+                if let Some(sent) = num_after(line, SENT_MARK) {
+                    // The stamp is whole ms: count from the middle of its millisecond.
+                    g.lat_us.push(now_us - (sent as i64 * 1000 + 500));
+                }
+                if keep_sample && g.sample.is_none() {
+                    g.sample = Some(line.to_vec());
+                }
+            } else if find(line, b"eventsLost").is_some() {
+                g.lost = true;
+            }
+        }
+        pending.drain(..start);
+        if g.last >= n {
+            g.done = Some(now);
+            return;
+        }
+    }
+}
+
+/// S subscribers of `path`; `trigger` starts the N events once all are subscribed.
+fn fanout(
+    kind: Kind,
+    path: &Path,
+    pid: u32,
+    s: usize,
+    n: u64,
+    deadline: Duration,
+    trigger: impl FnOnce(),
+) -> FanResult {
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let path = path.to_owned();
+    let h = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut subs = Vec::with_capacity(s);
+            for _ in 0..s {
+                match subscribe_one(kind, &path).await {
+                    Ok(x) => subs.push(x),
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("subscribe: {e}")));
+                        return Vec::new();
+                    }
+                }
+            }
+            let states: Vec<_> = (0..s)
+                .map(|_| {
+                    Rc::new(RefCell::new(SubState {
+                        in_order: true,
+                        ..SubState::default()
+                    }))
+                })
+                .collect();
+            let readers = subs
+                .into_iter()
+                .zip(&states)
+                .enumerate()
+                .map(|(i, ((st, carry), state))| read_sub(st, carry, n, state.clone(), i == 0));
+            let _ = ready_tx.send(Ok(()));
+            let _ = tokio::time::timeout(deadline, futures_util::future::join_all(readers)).await;
+            states
+                .into_iter()
+                .map(|r| std::mem::take(&mut *r.borrow_mut()))
+                .collect::<Vec<SubState>>()
+        })
+    });
+    let ok = ready_rx
+        .recv_timeout(deadline)
+        .unwrap_or_else(|_| Err("set-up timed out".into()));
+    if let Err(e) = ok {
+        panic!("fan-out set-up failed ({s} subscribers): {e}");
+    }
+    let c0 = counters(pid);
+    let start = Instant::now();
+    trigger();
+    let states = h.join().unwrap();
+    let c1 = counters(pid);
+    let complete = states.len() == s
+        && states
+            .iter()
+            .all(|x| x.last == n && x.count == n && x.in_order && !x.lost && x.done.is_some());
+    let elapsed = states
+        .iter()
+        .filter_map(|x| x.done)
+        .max()
+        .map(|d| d.saturating_duration_since(start))
+        .unwrap_or(deadline);
+    let mut lat_us: Vec<i64> = states
+        .iter()
+        .flat_map(|x| x.lat_us.iter().copied())
+        .collect();
+    lat_us.sort();
+    FanResult {
+        complete,
+        delivered: states.iter().map(|x| x.count).sum(),
+        expected: s as u64 * n,
+        elapsed,
+        lat_us,
+        sample: states.into_iter().find_map(|x| x.sample),
+        cost: cost_text(c0, c1, s as u64 * n),
+    }
+}
+
+/// The payload for Redis: the imlink event line with this seq and send time.
+fn fill(template: &[u8], seq: u64, sent_ms: i64) -> Vec<u8> {
+    let mut out = template.to_vec();
+    for (mark, val) in [
+        (SEQ_MARK, seq.to_string()),
+        (SENT_MARK, sent_ms.to_string()),
+    ] {
+        if let Some(i) = find(&out, mark) {
+            let at = i + mark.len();
+            let end = at + out[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+            out.splice(at..end, val.into_bytes());
+        }
+    }
+    out
+}
+
+/// Publishes N messages to `bench`, pipelined (or R per second); checks the replies.
+fn redis_publish(sock: &Path, template: &[u8], n: u64, rate: Option<u64>, subs: usize) {
+    let s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let r = s.try_clone().unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut r = BufReader::with_capacity(64 * 1024, r);
+        let mut l = String::new();
+        let mut last = String::new();
+        for _ in 0..n {
+            l.clear();
+            if r.read_line(&mut l).unwrap_or(0) == 0 {
+                break;
+            }
+            std::mem::swap(&mut last, &mut l);
+        }
+        last
+    });
+    let mut w = std::io::BufWriter::with_capacity(64 * 1024, s);
+    let start = Instant::now();
+    for i in 1..=n {
+        if let Some(r) = rate {
+            let at = start + Duration::from_micros((i - 1) * 1_000_000 / r);
+            if let Some(d) = at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+        let p = fill(template, i, unix_us() / 1000);
+        write!(w, "*3\r\n$7\r\nPUBLISH\r\n$5\r\nbench\r\n${}\r\n", p.len()).unwrap();
+        w.write_all(&p).unwrap();
+        w.write_all(b"\r\n").unwrap();
+        if rate.is_some() {
+            w.flush().unwrap();
+        }
+    }
+    w.flush().unwrap();
+    let last = drain.join().unwrap();
+    assert_eq!(
+        last.trim(),
+        format!(":{subs}"),
+        "PUBLISH reached {last:?} subscribers"
+    );
+}
+
+fn fallback_template() -> Vec<u8> {
+    // Roughly the size of an imlink onSelfInfoUpdated line, used only when imlink's
+    // fan-out produced no sample.
+    let mut t = b"{\"jsonrpc\":\"2.0\",\"method\":\"event\",\"params\":{\"subscription\":1,\"event\":\"onSelfInfoUpdated\",\"data\":{\"info\":{\"customInfo\":{\"Tag_Profile_Custom_Seq\":\"1\",\"Tag_Profile_Custom_SentAtMs\":\"0\"},\"pad\":\"".to_vec();
+    t.extend(std::iter::repeat_n(b'x', 200));
+    t.extend_from_slice(b"\"}}}}");
+    t
+}
+
+fn bench_fanout(
+    tb: &mut Table,
+    sc: &Scale,
+    dev: &DevServer,
+    daemon: &Daemon,
+    redis: Option<&Redis>,
+) {
+    println!("== fan-out: selfInfoUpdated → S subscribers");
+    let mut template: Option<Vec<u8>> = None;
+    let post_burst = |n: u64, rate: Option<u64>| {
+        let q = match rate {
+            Some(r) => format!("/faults/push-burst?user={USER}&count={n}&rate={r}"),
+            None => format!("/faults/push-burst?user={USER}&count={n}"),
+        };
+        let (code, body) = dev.post(&q, Duration::from_secs(60));
+        assert_eq!(code, 200, "push-burst: {body}");
+    };
+    let describe = |r: &FanResult| -> String {
+        if r.complete {
+            String::new()
+        } else {
+            format!(
+                " — INCOMPLETE: {} of {} delivered (lost, out of order or timed out)",
+                r.delivered, r.expected
+            )
+        }
+    };
+    for &(s, n) in &sc.fan {
+        let im = fanout(
+            Kind::Imlink,
+            &daemon.socket,
+            daemon.pid,
+            s,
+            n,
+            sc.deadline,
+            || post_burst(n, None),
+        );
+        if template.is_none() {
+            template = im.sample.clone();
+        }
+        let tpl = template.clone().unwrap_or_else(fallback_template);
+        let red = redis.map(|r| {
+            fanout(
+                Kind::Redis,
+                &r.sock,
+                r.proc.pid(),
+                s,
+                n,
+                sc.deadline,
+                || redis_publish(&r.sock, &tpl, n, None, s),
+            )
+        });
+        tb.note(format!(
+            "fan-out S={s} per delivery — imlinkd: {}; redis-server: {}",
+            im.cost,
+            red.as_ref().map(|r| r.cost.as_str()).unwrap_or("n/a")
+        ));
+        for (who, r) in std::iter::once(("imlink", &im)).chain(red.iter().map(|r| ("Redis", r))) {
+            if !r.complete {
+                tb.note(format!("fan-out S={s} N={n} {who}{}", describe(r)));
+            }
+        }
+        fn ok(r: &FanResult) -> Option<&FanResult> {
+            r.complete.then_some(r)
+        }
+        tb.pair(
+            &format!("fan-out S={s}, N={n}: all delivered, in order"),
+            ok(&im).map(|r| ms(r.elapsed)),
+            red.as_ref().and_then(ok).map(|r| ms(r.elapsed)),
+            "ms",
+            "Redis",
+            "",
+        );
+        let dps = |r: &FanResult| r.expected as f64 / r.elapsed.as_secs_f64();
+        tb.pair(
+            &format!("fan-out S={s}: deliveries/s"),
+            ok(&im).map(dps),
+            red.as_ref().and_then(ok).map(dps),
+            "/s",
+            "Redis",
+            if s >= 1000 { "≥ 1× Redis" } else { "" },
+        );
+    }
+    let tpl = template.clone().unwrap_or_else(fallback_template);
+    tb.note(format!(
+        "fan-out payload: {} bytes per event line (the Redis message is the same line)",
+        tpl.len() + 1
+    ));
+    for &(s, rate, n) in &sc.fan_rate {
+        let im = fanout(
+            Kind::Imlink,
+            &daemon.socket,
+            daemon.pid,
+            s,
+            n,
+            sc.deadline,
+            || post_burst(n, Some(rate)),
+        );
+        let red = redis.map(|r| {
+            fanout(
+                Kind::Redis,
+                &r.sock,
+                r.proc.pid(),
+                s,
+                n,
+                sc.deadline,
+                || redis_publish(&r.sock, &tpl, n, Some(rate), s),
+            )
+        });
+        let p = |r: &FanResult, q: f64| pct(&r.lat_us, q).map(|v| v as f64 / 1000.0);
+        let slow = |r: &FanResult| r.lat_us.iter().filter(|&&v| v > 20_000).count();
+        if !im.lat_us.is_empty() && slow(&im) > 0 {
+            tb.note(format!(
+                "push→subscriber S={s} at {rate}/s: {} of {} imlink deliveries took > 20 ms ({} for Redis)",
+                slow(&im),
+                im.lat_us.len(),
+                red.as_ref().map(slow).unwrap_or(0)
+            ));
+        }
+        for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+            tb.pair(
+                &format!("push→subscriber {name}, S={s} at {rate}/s"),
+                p(&im, q),
+                red.as_ref().and_then(|r| p(r, q)),
+                "ms",
+                "Redis",
+                "",
+            );
+        }
+    }
+    tb.note("push→subscriber latency uses the whole-millisecond send stamp (Tag_Profile_Custom_SentAtMs) for both systems, counted from the middle of that millisecond: ±0.5 ms. imlink's path is devserver → WebSocket → imlinkd → subscriber; Redis's is publisher → redis-server → subscriber.");
+}
+
+// ------------------------------------------------------------------ 3. reconnect
+
+fn status(c: &mut Rpc) -> Value {
+    c.result("status", json!({}))
+}
+
+/// The harness's own WebSocket connect + hello + login on the devserver: the floor of a
+/// re-login.
+fn ws_login_floor(dev: &DevServer, instance: &str) -> Option<Duration> {
+    let url = format!(
+        "ws://{}/v1/connect?sdkappid={APP}&platform=Windows&instanceid={instance}&ver=1",
+        dev.addr
+    );
+    let sig = imlink::usersig::generate(APP, KEY, USER, 86_400, imlink::usersig::now_unix());
+    let a = Instant::now();
+    let (mut ws, _) = tungstenite::connect(url).ok()?;
+    let _hello = ws.read().ok()?;
+    let req = json!({"seq":1,"cmd":"login","body":{"userID":USER,"userSig":sig,"auto":false}});
+    ws.send(tungstenite::Message::text(req.to_string())).ok()?;
+    for _ in 0..100 {
+        let m = ws.read().ok()?;
+        if let Ok(t) = m.to_text() {
+            let v: Value = serde_json::from_str(t).ok()?;
+            if v["seq"] == 1 {
+                let d = a.elapsed();
+                if v["code"] != 0 {
+                    return None;
+                }
+                let _ = ws.send(tungstenite::Message::text(
+                    json!({"seq":2,"cmd":"logout","body":{}}).to_string(),
+                ));
+                let _ = ws.close(None);
+                return Some(d);
+            }
+        }
+    }
+    None
+}
+
+fn bench_reconnect(tb: &mut Table, sc: &Scale, dev: &mut DevServer, daemon: &Daemon) {
+    println!("== reconnect");
+    let ev = Events::subscribe(&daemon.socket);
+    let mut ctl = daemon.rpc();
+    let t = Duration::from_secs(10);
+    let settle = || std::thread::sleep(Duration::from_millis(STABLE_MS + 150));
+    settle();
+
+    // (a) restart, the daemon finds the server by itself after its backoff wait.
+    let mut overhead = Vec::new();
+    let mut waits = Vec::new();
+    for _ in 0..sc.rounds {
+        ev.drain();
+        dev.kill();
+        ev.wait(t, is_lost)
+            .expect("loss not noticed after the devserver died");
+        poll(t, Duration::from_millis(2), || {
+            (status(&mut ctl)["connection"] == "waiting").then_some(())
+        })
+        .expect("daemon not waiting to retry");
+        let t0 = dev.restart();
+        let st = status(&mut ctl);
+        let asked = Instant::now();
+        let retry_at = match (st["connection"].as_str(), st["nextRetryMs"].as_u64()) {
+            (Some("waiting"), Some(w)) => asked + Duration::from_millis(w),
+            _ => t0,
+        };
+        let t1 = dev
+            .wait_daemon_online(t)
+            .expect("no re-login after restart");
+        let from = retry_at.max(t0);
+        waits.push(ms(from.saturating_duration_since(t0)));
+        overhead.push(ms(t1.saturating_duration_since(from)));
+        settle();
+    }
+    let wait_med = median(waits.clone());
+    tb.row(
+        "devserver restart → re-logged in, minus the pending backoff wait (median)",
+        median(overhead.clone())
+            .map(|v| format!("{} ms", fmt_num(v)))
+            .unwrap_or("n/a".into()),
+        wait_med
+            .map(|v| format!("{} ms pending wait (median)", fmt_num(v)))
+            .unwrap_or("n/a".into()),
+        median(overhead.clone())
+            .map(|v| format!("wait + {} ms", fmt_num(v)))
+            .unwrap_or("n/a".into()),
+        "≤ wait + 5 ms",
+    );
+
+    // (b) restart, then `reconnect` at once: no wait at all.
+    let mut rpc_times = Vec::new();
+    for _ in 0..sc.rounds {
+        ev.drain();
+        dev.kill();
+        ev.wait(t, is_lost).expect("loss not noticed");
+        poll(t, Duration::from_millis(2), || {
+            (status(&mut ctl)["connection"] == "waiting").then_some(())
+        })
+        .expect("daemon not waiting to retry");
+        let t0 = dev.restart();
+        ctl.result("reconnect", json!({}));
+        let t1 = dev
+            .wait_daemon_online(t)
+            .expect("no re-login after reconnect");
+        rpc_times.push(ms(t1.saturating_duration_since(t0)));
+        settle();
+    }
+    let floor: Vec<f64> = (0..sc.rounds)
+        .filter_map(|i| ws_login_floor(dev, &format!("bench-floor-{i}")).map(ms))
+        .collect();
+    tb.pair(
+        "devserver restart + `reconnect` RPC → re-logged in (median)",
+        median(rpc_times),
+        median(floor),
+        "ms",
+        "WS connect+login by the harness",
+        "",
+    );
+
+    tb.note("re-logged in = the devserver holds the daemon's login online again (polled on /debug/sessions about every 0.3 ms: the daemon's silent re-login keeps LOGINED and emits no event); the pending wait is `nextRetryMs` of `status` read right after the restarted server accepts.");
+
+    // (c) silent loss: detection against the configured heartbeat timeout.
+    let mut detect = Vec::new();
+    for _ in 0..sc.rounds {
+        ev.drain();
+        let t0 = Instant::now();
+        let (code, body) = dev.post(
+            &format!("/faults/silence?ms={}", HEARTBEAT_TIMEOUT_MS * 3),
+            Duration::from_secs(5),
+        );
+        assert_eq!(code, 200, "silence: {body}");
+        let t1 = ev.wait(t, is_lost).expect("silent loss never detected");
+        detect.push(ms(t1.saturating_duration_since(t0)));
+        // End the silence at once: a connection the daemon opens while the server is
+        // still silent would go silent too and spill a loss into the next round.
+        let _ = dev.post("/faults/clear", Duration::from_secs(5));
+        ev.wait(t, is_connected)
+            .expect("no reconnect after the silence");
+        dev.wait_daemon_online(t)
+            .expect("no re-login after the silence");
+        settle();
+    }
+    let lo = detect.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = detect.iter().copied().fold(0.0, f64::max);
+    tb.row(
+        "silent loss → detected, from the start of the silence (median)",
+        median(detect.clone())
+            .map(|m| format!("{} ms (range {}–{})", fmt_num(m), fmt_num(lo), fmt_num(hi)))
+            .unwrap_or("n/a".into()),
+        format!(
+            "{HEARTBEAT_TIMEOUT_MS} ms heartbeat_timeout_ms, ping every {HEARTBEAT_INTERVAL_MS} ms"
+        ),
+        median(detect)
+            .map(|m| format!("{:.2}×", m / HEARTBEAT_TIMEOUT_MS as f64))
+            .unwrap_or("n/a".into()),
+        &format!(
+            "timeout ± interval: {}–{} ms",
+            HEARTBEAT_TIMEOUT_MS - HEARTBEAT_INTERVAL_MS,
+            HEARTBEAT_TIMEOUT_MS + HEARTBEAT_INTERVAL_MS
+        ),
+    );
+    tb.note("silent loss: the timeout runs from the last frame the daemon received (a pong up to one interval before the silence began) and is checked on the ping tick, so detection lands within timeout ± interval of the silence's start.");
+}
+
+// ------------------------------------------------------------------ 4. memory
+
+fn open_subscribers(kind: Kind, path: &Path, n: usize) -> Vec<UnixStream> {
+    let mut v = Vec::with_capacity(n);
+    let mut buf = [0u8; 4096];
+    for _ in 0..n {
+        let mut s = UnixStream::connect(path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let req: &[u8] = match kind {
+            Kind::Imlink => b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\"}\n",
+            Kind::Redis => b"SUBSCRIBE bench\r\n",
+        };
+        s.write_all(req).unwrap();
+        // Wait for the confirmation so that the server has set the subscriber up.
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            let k = s.read(&mut buf).unwrap();
+            assert!(k > 0, "closed while subscribing");
+            got.extend_from_slice(&buf[..k]);
+            let done = match kind {
+                Kind::Imlink => find(&got, b"\"id\":1,").is_some(),
+                Kind::Redis => find(&got, b"\n:").is_some(),
+            };
+            if done && got.ends_with(b"\n") {
+                break;
+            }
+        }
+        v.push(s);
+    }
+    v
+}
+
+fn settle_rss(pid: u32) -> Option<u64> {
+    std::thread::sleep(Duration::from_millis(300));
+    rss_kib(pid)
+}
+
+fn mib(k: u64) -> f64 {
+    k as f64 / 1024.0
+}
+
+fn bench_memory(tb: &mut Table, sc: &Scale, daemon: &Daemon, redis: Option<&Redis>) {
+    println!("== memory (VmRSS)");
+    let idle = settle_rss(daemon.pid);
+    let r_idle = redis.and_then(|r| settle_rss(r.proc.pid()));
+    tb.pair(
+        "imlinkd RSS, logged in, idle",
+        idle.map(mib),
+        r_idle.map(mib),
+        "MiB",
+        "redis-server idle",
+        "≤ 8 MiB",
+    );
+    let n = sc.mem_subs;
+    let subs = open_subscribers(Kind::Imlink, &daemon.socket, n);
+    let with = settle_rss(daemon.pid);
+    drop(subs);
+    let r_with = redis.map(|r| {
+        let subs = open_subscribers(Kind::Redis, &r.sock, n);
+        let v = settle_rss(r.proc.pid());
+        drop(subs);
+        v
+    });
+    let per = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.saturating_sub(b) as f64 * 1024.0 / n as f64),
+        _ => None,
+    };
+    tb.pair(
+        &format!("imlinkd RSS with {n} idle subscribers"),
+        with.map(mib),
+        r_with.flatten().map(mib),
+        "MiB",
+        "redis-server, as many SUBSCRIBE connections",
+        "",
+    );
+    tb.pair(
+        "per idle subscriber",
+        per(with, idle),
+        per(r_with.flatten(), r_idle),
+        "bytes",
+        "Redis per subscriber",
+        "",
+    );
+}
+
+fn bench_devserver_memory(
+    tb: &mut Table,
+    sc: &Scale,
+    bin_dir: &Path,
+    tmp: &Path,
+    redis: Option<&Redis>,
+) {
+    println!("== devserver memory with idle connections");
+    let n = sc.dev_conns;
+    let dev = DevServer::start(bin_dir, tmp);
+    let before = settle_rss(dev.pid());
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let url = format!(
+            "ws://{}/v1/connect?sdkappid={APP}&platform=Linux&instanceid=idle-{i}&ver=1",
+            dev.addr
+        );
+        match tungstenite::connect(url) {
+            Ok((ws, _)) => conns.push(ws),
+            Err(e) => {
+                tb.note(format!("devserver idle connections: stopped at {i}: {e}"));
+                break;
+            }
+        }
+    }
+    let got = conns.len();
+    let after = settle_rss(dev.pid());
+    drop(conns);
+    drop(dev);
+    let r = redis.map(|r| {
+        let b = settle_rss(r.proc.pid());
+        let mut v = Vec::with_capacity(n);
+        let mut buf = [0u8; 64];
+        for _ in 0..n {
+            let Ok(mut s) = UnixStream::connect(&r.sock) else {
+                break;
+            };
+            // One PING so that the connection is accepted and set up.
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            if s.write_all(b"PING\r\n").is_err() || s.read(&mut buf).unwrap_or(0) == 0 {
+                break;
+            }
+            v.push(s);
+        }
+        let a = settle_rss(r.proc.pid());
+        (b, a, v.len())
+    });
+    tb.pair(
+        &format!("imlink-devserver RSS with {got} idle WebSocket connections"),
+        after.map(mib),
+        r.and_then(|(_, a, _)| a).map(mib),
+        "MiB",
+        &format!(
+            "redis-server with {} idle connections",
+            r.map(|x| x.2).unwrap_or(0)
+        ),
+        "",
+    );
+    let per = |a: Option<u64>, b: Option<u64>, k: usize| match (a, b) {
+        (Some(a), Some(b)) if k > 0 => Some(a.saturating_sub(b) as f64 * 1024.0 / k as f64),
+        _ => None,
+    };
+    tb.pair(
+        "devserver per idle connection",
+        per(after, before, got),
+        r.and_then(|(b, a, k)| per(a, b, k)),
+        "bytes",
+        "Redis per connection",
+        "",
+    );
+}
+
+// ------------------------------------------------------------------ 5. start-up
+
+/// exec → READY=1 (None when it never came) and exec → answering, for one start.
+fn start_once(
+    mut cmd: Command,
+    notify: &UnixDatagram,
+    answers: impl Fn() -> bool,
+) -> (Option<Duration>, Option<Duration>) {
+    let t0 = Instant::now();
+    let _p = Proc {
+        child: cmd.spawn().expect("spawn"),
+    };
+    let mut ready = None;
+    let mut answered: Option<Duration> = None;
+    let mut buf = [0u8; 512];
+    let end = t0 + Duration::from_secs(10);
+    while Instant::now() < end {
+        if ready.is_none() {
+            while let Ok(n) = notify.recv(&mut buf) {
+                if buf[..n].split(|&b| b == b'\n').any(|l| l == b"READY=1") {
+                    ready = Some(t0.elapsed());
+                }
+            }
+        }
+        if answered.is_none() && answers() {
+            answered = Some(t0.elapsed());
+        }
+        if let Some(a) = answered {
+            // READY=1 is expected right around the socket answering.
+            if ready.is_some() || t0.elapsed() > a + Duration::from_millis(500) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    (ready, answered)
+}
+
+fn daemon_answers(sock: &Path) -> bool {
+    let Ok(mut s) = UnixStream::connect(sock) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut buf = [0u8; 256];
+    s.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getVersion\"}\n")
+        .is_ok()
+        && matches!(s.read(&mut buf), Ok(n) if find(&buf[..n], b"\"result\"").is_some())
+}
+
+fn bench_startup(
+    tb: &mut Table,
+    sc: &Scale,
+    bin_dir: &Path,
+    dev: &DevServer,
+    redis_bin: Option<&Path>,
+) {
+    println!("== start-up");
+    let mut d_ready = Vec::new();
+    let mut d_ans = Vec::new();
+    let mut r_ready = Vec::new();
+    let mut r_ans = Vec::new();
+    for _ in 0..sc.starts {
+        let dir = tempfile::tempdir().unwrap();
+        let nsock = dir.path().join("notify.sock");
+        let notify = UnixDatagram::bind(&nsock).unwrap();
+        notify.set_nonblocking(true).unwrap();
+        let config = daemon_config(dir.path(), &dev.url(), 4096);
+        let mut cmd = Command::new(bin_dir.join("imlinkd"));
+        cmd.arg("--config")
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &nsock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(dir.path(), "imlinkd.log"));
+        let sock = dir.path().join("imlinkd.sock");
+        let (ready, ans) = start_once(cmd, &notify, || daemon_answers(&sock));
+        d_ready.extend(ready.map(ms));
+        d_ans.extend(ans.map(ms));
+        if let Some(rb) = redis_bin {
+            let rdir = tempfile::tempdir().unwrap();
+            let nsock = rdir.path().join("notify.sock");
+            let notify = UnixDatagram::bind(&nsock).unwrap();
+            notify.set_nonblocking(true).unwrap();
+            let rsock = rdir.path().join("redis.sock");
+            let cmd = redis_cmd(rb, rdir.path(), &rsock, Some(&nsock));
+            let (ready, ans) = start_once(cmd, &notify, || redis_ping(&rsock));
+            r_ready.extend(ready.map(ms));
+            r_ans.extend(ans.map(ms));
+        }
+    }
+    if d_ready.is_empty() {
+        tb.row(
+            "exec → READY=1 (sd_notify)",
+            "not available on this build".into(),
+            median(r_ready.clone())
+                .map(|v| format!("{} ms (redis-server --supervised systemd)", fmt_num(v)))
+                .unwrap_or("n/a".into()),
+            "n/a".into(),
+            "≤ 20 ms",
+        );
+    } else {
+        tb.pair(
+            "exec → READY=1 (sd_notify, median)",
+            median(d_ready),
+            median(r_ready),
+            "ms",
+            "redis-server --supervised systemd",
+            "≤ 20 ms",
+        );
+    }
+    tb.pair(
+        "exec → socket answering (median)",
+        median(d_ans),
+        median(r_ans),
+        "ms",
+        "redis-server answering PING",
+        "",
+    );
+}
+
+// ------------------------------------------------------------------ main
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .map(|k| format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    format!("{date}; nproc {nproc}; {cpu}; {mem} RAM; load average at start {load}")
+}
+
+enum Work {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl Work {
+    fn path(&self) -> &Path {
+        match self {
+            Work::Temp(t) => t.path(),
+            Work::Kept(p) => p,
+        }
+    }
+}
+
+struct Args {
+    bin_dir: PathBuf,
+    smoke: bool,
+    out: Option<PathBuf>,
+    /// Sections to run (all when empty): memory, rpc, fanout, reconnect, startup, devmem.
+    only: Vec<String>,
+}
+
+impl Args {
+    fn runs(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == section)
+    }
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        bin_dir: PathBuf::from("target/release"),
+        smoke: false,
+        out: None,
+        only: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--bin-dir" => a.bin_dir = it.next().expect("--bin-dir DIR").into(),
+            "--out" => a.out = Some(it.next().expect("--out FILE").into()),
+            "--smoke" => a.smoke = true,
+            "--only" => {
+                a.only = it
+                    .next()
+                    .expect("--only memory,rpc,fanout,reconnect,startup,devmem")
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect()
+            }
+            "-h" | "--help" => {
+                println!("bench --bin-dir DIR [--smoke] [--out FILE] [--only memory,rpc,fanout,reconnect,startup,devmem]");
+                std::process::exit(0);
+            }
+            // `cargo bench` passes --bench; ignore it and anything unknown loudly.
+            "--bench" => {}
+            other => {
+                eprintln!("bench: unknown argument {other:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+    a
+}
+
+fn main() {
+    let a = args();
+    let mut sc = Scale::new(a.smoke);
+    // BENCH_FAN="1000:100" runs only that fan-out (S subscribers, N events): for profiling.
+    if let Some((s, n)) = std::env::var("BENCH_FAN")
+        .ok()
+        .and_then(|v| {
+            v.split_once(':')
+                .map(|(s, n)| (s.parse().ok(), n.parse().ok()))
+        })
+        .and_then(|(s, n)| s.zip(n))
+    {
+        sc.fan = vec![(s, n)];
+        sc.fan_rate.clear();
+    }
+    let started = Instant::now();
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    for b in ["imlinkd", "imlink-devserver"] {
+        let p = a.bin_dir.join(b);
+        if !p.is_file() {
+            eprintln!(
+                "bench: {} not found (build it first, or pass --bin-dir)",
+                p.display()
+            );
+            std::process::exit(2);
+        }
+    }
+    // BENCH_KEEP=1 keeps the work directory (logs of every process) for a post-mortem.
+    let tmp = tempfile::Builder::new()
+        .prefix("imlink-bench")
+        .tempdir()
+        .unwrap();
+    let tmp = if std::env::var_os("BENCH_KEEP").is_some() {
+        println!("work dir (kept): {}", tmp.path().display());
+        Work::Kept(tmp.keep())
+    } else {
+        Work::Temp(tmp)
+    };
+    let mut tb = Table::default();
+    let header = machine();
+    println!(
+        "imlink bench ({}) — {header}",
+        if sc.smoke { "smoke" } else { "full" }
+    );
+
+    let redis_bin = find_redis();
+    let redis_dir = tmp.path().join("redis");
+    std::fs::create_dir_all(&redis_dir).unwrap();
+    let redis = match &redis_bin {
+        Some(b) => Some(Redis::start(b, &redis_dir)),
+        None => {
+            println!("redis-server not found — anchor skipped");
+            tb.note("redis-server not found — anchor skipped (install redis-server; .ci/run does)");
+            None
+        }
+    };
+
+    let mut dev = DevServer::start(&a.bin_dir, tmp.path());
+    let queue = sc.fan.iter().map(|f| f.1).max().unwrap_or(0) + 1024;
+    let ddir = tmp.path().join("daemon");
+    std::fs::create_dir_all(&ddir).unwrap();
+    let daemon = Daemon::start(&a.bin_dir, &ddir, &dev.url(), queue.max(4096));
+    daemon.login();
+
+    // Fresh processes first: memory before anything has warmed the allocators up.
+    if a.runs("memory") {
+        bench_memory(&mut tb, &sc, &daemon, redis.as_ref());
+    }
+    if a.runs("rpc") {
+        bench_rpc(&mut tb, &sc, &daemon, tmp.path(), redis.as_ref());
+    }
+    if a.runs("fanout") {
+        bench_fanout(&mut tb, &sc, &dev, &daemon, redis.as_ref());
+    }
+    if a.runs("reconnect") {
+        bench_reconnect(&mut tb, &sc, &mut dev, &daemon);
+    }
+    if a.runs("startup") {
+        bench_startup(&mut tb, &sc, &a.bin_dir, &dev, redis_bin.as_deref());
+    }
+    drop(daemon);
+    drop(dev);
+    if a.runs("devmem") {
+        bench_devserver_memory(&mut tb, &sc, &a.bin_dir, tmp.path(), redis.as_ref());
+    }
+    drop(redis);
+
+    let cmdline: Vec<String> = std::env::args().collect();
+    let md =
+        format!(
+        "# imlink bench ({})\n\n{header}\n\ncommand: `{}`; binaries from `{}`; took {:.0} s\n\n{}",
+        if sc.smoke { "smoke: tiny counts, figures not meaningful" } else { "full" },
+        cmdline.join(" "),
+        a.bin_dir.display(),
+        started.elapsed().as_secs_f64(),
+        tb.markdown()
+    );
+    println!("\n{md}");
+    if let Some(out) = a.out {
+        if let Some(d) = out.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        std::fs::write(&out, &md).unwrap();
+        println!("written to {}", out.display());
+    }
+}
