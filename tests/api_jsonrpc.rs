@@ -560,3 +560,67 @@ fn refused_connections_beyond_max_clients_get_an_error_line_then_eof() {
     let _c = served_client(&d);
     still_serves(&mut a);
 }
+
+#[test]
+fn the_status_getters_answer_alike_alone_in_a_batch_and_with_odd_spellings() {
+    // A lone request with an id takes the daemon's fast path; the same request inside a
+    // batch, with positional params or with an escaped method name takes the general one.
+    let server = DevServer::start(&[]);
+    let d = Daemon::start(&server, &[]);
+    let mut c = connected(&d);
+    c.ok(
+        "login",
+        json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
+    );
+    for method in ["getLoginStatus", "getLoginUser", "getVersion", "status"] {
+        let alone = exchange(
+            &mut c,
+            &format!(r#"{{"jsonrpc":"2.0","id":7,"method":"{method}"}}"#),
+        );
+        let named = exchange(
+            &mut c,
+            &format!(r#"{{"jsonrpc":"2.0","id":"x","method":"{method}","params":{{}}}}"#),
+        );
+        let batch = exchange(
+            &mut c,
+            &format!(r#"[{{"jsonrpc":"2.0","id":7,"method":"{method}"}}]"#),
+        );
+        let positional = exchange(
+            &mut c,
+            &format!(r#"{{"jsonrpc":"2.0","id":7,"method":"{method}","params":[]}}"#),
+        );
+        let escaped_name = method.replacen('g', "\\u0067", 1);
+        let escaped = exchange(
+            &mut c,
+            &format!(r#"{{"jsonrpc":"2.0","id":7,"method":"{escaped_name}"}}"#),
+        );
+        assert_eq!(alone["id"], 7);
+        assert_eq!(named["id"], "x");
+        for other in [&named, &batch[0], &positional, &escaped] {
+            assert_eq!(
+                alone["result"], other["result"],
+                "{method}: {alone} vs {other}"
+            );
+        }
+    }
+    let s = exchange(
+        &mut c,
+        r#"{"jsonrpc":"2.0","id":1,"method":"getLoginStatus"}"#,
+    );
+    assert_eq!(s["result"], json!({"status": 1}));
+    let u = exchange(
+        &mut c,
+        r#"{"jsonrpc":"2.0","id":1,"method":"getLoginUser"}"#,
+    );
+    assert_eq!(u["result"], json!({"userID": "alice"}));
+    // Notifications and null ids still follow the general rules.
+    c.send_raw(b"{\"jsonrpc\":\"2.0\",\"method\":\"getLoginStatus\"}\n");
+    let n = exchange(
+        &mut c,
+        r#"{"jsonrpc":"2.0","id":null,"method":"getLoginStatus"}"#,
+    );
+    assert_eq!(
+        (n["id"].clone(), n["result"].clone()),
+        (Value::Null, json!({"status": 1}))
+    );
+}

@@ -26,7 +26,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 use crate::codes::{code, LogLevel};
 use crate::config::ApiConfig;
 use crate::core::session::{Fail, Reply};
-use crate::daemon::events::EventLog;
+use crate::daemon::events::{Board, EventLog};
 use crate::daemon::messages::*;
 use crate::daemon::session::{valid_user_id, Session};
 use crate::proto::api::EVENT_NAMES;
@@ -231,6 +231,8 @@ pub struct ApiShared {
     pub session: Addr<Session>,
     /// The event log.
     pub events: Addr<EventLog>,
+    /// The event log's status board, read directly by the status getters.
+    pub board: Board,
     /// `[api]`, replaced on SIGHUP.
     pub settings: Rc<RefCell<ApiConfig>>,
     /// Connections being served.
@@ -439,6 +441,50 @@ impl ClientConn {
     fn send(&self, v: &Value) {
         let _ = self.replies.send(line(v));
     }
+
+    /// The fast path for the getters that only read the status board (`getLoginStatus`,
+    /// `getLoginUser`, `getVersion`, `status`): a single well-formed request with an id is
+    /// answered here, without building a JSON tree, boxing a future or a message hop.
+    /// Anything else — batches, notifications, null ids, positional params, odd
+    /// spellings — returns None and takes the general path, which answers it the same way.
+    fn quick_reply(&self, line: &[u8]) -> Option<Bytes> {
+        #[derive(serde::Deserialize)]
+        struct Quick<'a> {
+            jsonrpc: &'a str,
+            method: &'a str,
+            id: Option<Value>,
+            // Only named params (an object, ignored by these methods) take this path.
+            #[allow(dead_code)]
+            params: Option<Map<String, Value>>,
+        }
+        let q: Quick = serde_json::from_slice(line).ok()?;
+        if q.jsonrpc != "2.0"
+            || !matches!(
+                q.method,
+                "getLoginStatus" | "getLoginUser" | "getVersion" | "status"
+            )
+        {
+            return None;
+        }
+        let id = match q.id? {
+            id @ (Value::String(_) | Value::Number(_)) => serde_json::to_string(&id).ok()?,
+            _ => return None,
+        };
+        let (uid, gid) = self.peer?;
+        if access_of(&self.shared.settings.borrow(), uid, gid) == Access::Denied {
+            return None;
+        }
+        let board = self.shared.board.borrow();
+        let result = match q.method {
+            "getLoginStatus" => format!("{{\"status\":{}}}", u8::from(board.login_status())),
+            "getLoginUser" => serde_json::to_string(&json!({"userID": board.user()})).ok()?,
+            "getVersion" => format!("{{\"version\":\"{}\"}}", env!("CARGO_PKG_VERSION")),
+            _ => serde_json::to_string(&board.status()).ok()?,
+        };
+        Some(Bytes::from(format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{result}}}\n"
+        )))
+    }
 }
 
 impl StreamHandler<Result<Line, io::Error>> for ClientConn {
@@ -462,6 +508,10 @@ impl StreamHandler<Result<Line, io::Error>> for ClientConn {
             }
         };
         if data.iter().all(|b| b.is_ascii_whitespace()) {
+            return;
+        }
+        if let Some(reply) = self.quick_reply(&data) {
+            let _ = self.replies.send(reply);
             return;
         }
         let parsed: Result<Value, String> = std::str::from_utf8(&data)

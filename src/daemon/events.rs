@@ -33,14 +33,58 @@ struct Subscriber {
 
 /// The event log actor.
 pub struct EventLog {
-    boot_id: String,
-    seq: u64,
+    board: Board,
     history: usize,
     ring: VecDeque<Retained>,
     subs: HashMap<u64, Subscriber>,
     next_sub: u64,
+}
+
+/// The status as the EventLog last heard it, with the seq of the newest event. Shared
+/// (same thread) with the API so that the status getters answer without a message hop;
+/// only the EventLog writes it.
+#[derive(Debug)]
+pub struct StatusBoard {
+    boot_id: String,
+    seq: u64,
     conn: ConnPart,
     session: SessionPart,
+}
+
+/// A shared handle on the [`StatusBoard`].
+pub type Board = std::rc::Rc<std::cell::RefCell<StatusBoard>>;
+
+impl StatusBoard {
+    /// The `status` snapshot now.
+    pub fn status(&self) -> Status {
+        let now = Instant::now();
+        Status {
+            sdk_app_id: self.session.app_id,
+            login_status: self.session.status,
+            user_id: self.session.user.clone(),
+            connection: self.conn.state,
+            connected_since: self.conn.connected_since,
+            reconnect_attempt: self.conn.attempt,
+            next_retry_ms: self
+                .conn
+                .retry_at
+                .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+            server: self.conn.server.clone(),
+            user_sig_expires_at: self.session.expires_at,
+            boot_id: self.boot_id.clone(),
+            last_seq: self.seq,
+        }
+    }
+
+    /// The login status.
+    pub fn login_status(&self) -> LoginStatus {
+        self.session.status
+    }
+
+    /// The user logged in or logging in (`""` when nobody).
+    pub fn user(&self) -> &str {
+        &self.session.user
+    }
 }
 
 fn now_ms() -> i64 {
@@ -69,13 +113,9 @@ pub fn new_boot_id() -> String {
 impl EventLog {
     /// An empty log.
     pub fn new(boot_id: String, history: usize, server: String) -> EventLog {
-        EventLog {
+        let board = StatusBoard {
             boot_id,
             seq: 0,
-            history: history.max(1),
-            ring: VecDeque::new(),
-            subs: HashMap::new(),
-            next_sub: 1,
             conn: ConnPart {
                 state: ConnState::Idle,
                 connected_since: None,
@@ -89,31 +129,31 @@ impl EventLog {
                 user: String::new(),
                 expires_at: None,
             },
+        };
+        EventLog {
+            board: std::rc::Rc::new(std::cell::RefCell::new(board)),
+            history: history.max(1),
+            ring: VecDeque::new(),
+            subs: HashMap::new(),
+            next_sub: 1,
         }
+    }
+
+    /// The status board, for readers on the same thread (the API).
+    pub fn board(&self) -> Board {
+        self.board.clone()
     }
 
     fn status(&self) -> Status {
-        let now = Instant::now();
-        Status {
-            sdk_app_id: self.session.app_id,
-            login_status: self.session.status,
-            user_id: self.session.user.clone(),
-            connection: self.conn.state,
-            connected_since: self.conn.connected_since,
-            reconnect_attempt: self.conn.attempt,
-            next_retry_ms: self
-                .conn
-                .retry_at
-                .map(|t| t.saturating_duration_since(now).as_millis() as u64),
-            server: self.conn.server.clone(),
-            user_sig_expires_at: self.session.expires_at,
-            boot_id: self.boot_id.clone(),
-            last_seq: self.seq,
-        }
+        self.board.borrow().status()
+    }
+
+    fn seq(&self) -> u64 {
+        self.board.borrow().seq
     }
 
     fn body(&self, seq: u64, event: &Event) -> Bytes {
-        render(&self.boot_id, seq, event)
+        render(&self.board.borrow().boot_id, seq, event)
     }
 
     fn head(id: u64) -> Bytes {
@@ -170,7 +210,7 @@ impl EventLog {
                         act.subs.remove(&id);
                         return;
                     };
-                    let boot = act.boot_id.clone();
+                    let boot = act.board.borrow().boot_id.clone();
                     if let Some(sub) = act.subs.get_mut(&id) {
                         sub.waiting = false;
                         if let Some((from, to)) = sub.lost.take() {
@@ -185,8 +225,11 @@ impl EventLog {
     }
 
     fn emit(&mut self, event: Event, ctx: &mut Context<Self>) {
-        self.seq += 1;
-        let seq = self.seq;
+        let seq = {
+            let mut b = self.board.borrow_mut();
+            b.seq += 1;
+            b.seq
+        };
         let name = event.name();
         let body = self.body(seq, &event);
         tracing::debug!(seq, event = name, "event");
@@ -227,8 +270,8 @@ impl Handler<Publish> for EventLog {
     type Result = ();
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
         match msg {
-            Publish::Conn(c) => self.conn = c,
-            Publish::Session(s) => self.session = s,
+            Publish::Conn(c) => self.board.borrow_mut().conn = c,
+            Publish::Session(s) => self.board.borrow_mut().session = s,
             Publish::Event(e) => self.emit(e, ctx),
         }
     }
@@ -254,8 +297,9 @@ impl Handler<Subscribe> for EventLog {
             waiting: false,
         };
         if let Some(since) = msg.since {
-            let oldest = self.ring.front().map(|r| r.seq).unwrap_or(self.seq + 1);
-            if since + 1 < oldest && since < self.seq {
+            let last = self.seq();
+            let oldest = self.ring.front().map(|r| r.seq).unwrap_or(last + 1);
+            if since + 1 < oldest && since < last {
                 // Older than the ring: report what cannot be replayed.
                 let line = EventLine {
                     head: sub.head.clone(),

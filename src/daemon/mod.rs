@@ -87,7 +87,9 @@ async fn supervise(cfg: Config, source: ConfigSource, log: LogControl) -> u8 {
     let boot_id = events::new_boot_id();
     tracing::info!(version = env!("CARGO_PKG_VERSION"), boot_id = %boot_id, socket = %cfg.api.socket.display(), "imlinkd starting");
 
-    let events = events::EventLog::new(boot_id, cfg.events.history, cfg.server.url.clone()).start();
+    let event_log = events::EventLog::new(boot_id, cfg.events.history, cfg.server.url.clone());
+    let board = event_log.board();
+    let events = event_log.start();
     let conn_events = events.clone();
     let conn_cfg = cfg.clone();
     let session_log = log.clone();
@@ -118,6 +120,7 @@ async fn supervise(cfg: Config, source: ConfigSource, log: LogControl) -> u8 {
     let shared = api::ApiShared {
         session: session.clone(),
         events: events.clone(),
+        board,
         settings: std::rc::Rc::new(std::cell::RefCell::new(cfg.api.clone())),
         clients: std::rc::Rc::new(std::cell::RefCell::new(0)),
     };
