@@ -278,7 +278,11 @@ fn accept(stream: UnixStream, shared: ApiShared) {
     let (reply_tx, reply_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::channel(queue.max(2));
     ClientConn::create(move |ctx| {
-        ctx.add_stream(FramedRead::new(read, LineCodec::new(max_line)));
+        ctx.add_stream(FramedRead::with_capacity(
+            read,
+            LineCodec::new(max_line),
+            1024,
+        ));
         let me = ctx.address();
         actix_rt::spawn(async move {
             writer(write, reply_rx, event_rx).await;
@@ -315,7 +319,7 @@ async fn writer(
     // closed subscriber does not hold its slot until the next event.
     let mut probe = tokio::time::interval(PROBE_EVERY);
     probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+    let mut buf: Vec<u8> = Vec::new();
     while replies_open || events_open {
         buf.clear();
         tokio::select! {
