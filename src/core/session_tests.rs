@@ -90,6 +90,19 @@ fn status_changes(a: &[SessionAction]) -> Vec<(LoginStatus, String)> {
         .collect()
 }
 
+/// Feeds a successful reply to `req` and tells whether the machine did nothing with it.
+fn late_reply_ignored(m: &mut SessionMachine, req: ReqId) -> bool {
+    m.handle(
+        I::LoginDone {
+            req,
+            result: Ok(None),
+        },
+        NOW,
+        0.5,
+    )
+    .is_empty()
+}
+
 /// An initialised machine, link up, logged in as alice with sig S1.
 fn logged_in() -> SessionMachine {
     let mut m = inited();
@@ -396,16 +409,7 @@ fn a_server_reply_after_its_timeout_is_ignored() {
         a.iter().any(|x| matches!(x, A::SendLogout { .. })),
         "a logout undoes what the late request may do"
     );
-    assert!(m
-        .handle(
-            I::LoginDone {
-                req,
-                result: Ok(None)
-            },
-            NOW,
-            0.5
-        )
-        .is_empty());
+    assert!(late_reply_ignored(&mut m, req));
     assert_eq!(m.status(), LoginStatus::Logout);
 }
 
@@ -484,16 +488,7 @@ fn a_kick_during_a_relogin_ends_the_session_and_the_late_reply_is_ignored() {
     assert_eq!(a.first(), Some(&A::Persist(None)));
     assert_eq!(events(&a)[0], Event::KickedOffline {});
     assert_eq!(m.status(), LoginStatus::Logout);
-    assert!(m
-        .handle(
-            I::LoginDone {
-                req,
-                result: Ok(None)
-            },
-            NOW,
-            0.5
-        )
-        .is_empty());
+    assert!(late_reply_ignored(&mut m, req));
     assert_eq!(m.status(), LoginStatus::Logout);
 }
 
