@@ -624,3 +624,37 @@ fn the_status_getters_answer_alike_alone_in_a_batch_and_with_odd_spellings() {
         (Value::Null, json!({"status": 1}))
     );
 }
+
+#[test]
+fn a_client_that_never_reads_its_replies_is_cut_off_and_others_go_on() {
+    let server = DevServer::start(&[]);
+    // Replies may pile up to 4 × max_line_bytes (at least 64 KiB) for one client.
+    let d = Daemon::start(&server, &[("api.max_line_bytes", "4096")]);
+    let hog = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    let mut w = hog.try_clone().unwrap();
+    // 20,000 requests (≈ 1 MB of replies) written without reading a byte.
+    let writer = std::thread::spawn(move || {
+        let line = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getVersion\"}\n";
+        for _ in 0..20_000 {
+            if std::io::Write::write_all(&mut w, line).is_err() {
+                return false;
+            }
+        }
+        true
+    });
+    wait_until(T, "the daemon to cut the client off", || {
+        d.log()
+            .contains("disconnecting an API client that does not read its replies")
+    });
+    let _ = writer.join().unwrap();
+    // What was queued before the cut arrives, then end of file: bounded, not unbounded.
+    hog.set_read_timeout(Some(T)).unwrap();
+    let mut got = Vec::new();
+    let n = std::io::Read::read_to_end(&mut &hog, &mut got).expect("end of file after the cut");
+    assert!(
+        n < 1_000_000,
+        "the daemon kept {n} bytes of replies for a client that does not read"
+    );
+    let mut c = connected(&d);
+    still_serves(&mut c);
+}

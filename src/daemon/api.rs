@@ -9,7 +9,7 @@ use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::join_all;
 use serde_json::{json, Map, Value};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::future::Future;
 use std::io;
@@ -277,6 +277,8 @@ fn accept(stream: UnixStream, shared: ApiShared) {
     let (read, write) = stream.into_split();
     let (reply_tx, reply_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::channel(queue.max(2));
+    let unsent = Rc::new(Cell::new(0usize));
+    let writer_unsent = unsent.clone();
     ClientConn::create(move |ctx| {
         ctx.add_stream(FramedRead::with_capacity(
             read,
@@ -284,14 +286,18 @@ fn accept(stream: UnixStream, shared: ApiShared) {
             1024,
         ));
         let me = ctx.address();
-        actix_rt::spawn(async move {
-            writer(write, reply_rx, event_rx).await;
+        let writer_task = actix_rt::spawn(async move {
+            writer(write, reply_rx, event_rx, writer_unsent).await;
             me.do_send(WriterGone);
         });
         ClientConn {
             shared,
             peer,
             replies: reply_tx,
+            unsent,
+            reply_limit: reply_limit(max_line),
+            overflowed: false,
+            writer_task,
             events: Some(event_tx),
             subs: HashSet::new(),
             pending: 0,
@@ -306,10 +312,17 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// How often an idle connection is checked for a peer that has gone away.
 const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How many bytes of replies may wait for a client that does not read them before it is
+/// disconnected: four request lines' worth, at least 64 KiB.
+fn reply_limit(max_line: usize) -> usize {
+    max_line.saturating_mul(4).max(64 * 1024)
+}
+
 async fn writer(
     mut w: OwnedWriteHalf,
     mut replies: mpsc::UnboundedReceiver<Bytes>,
     mut events: mpsc::Receiver<EventLine>,
+    unsent: Rc<Cell<usize>>,
 ) {
     let mut replies_open = true;
     let mut events_open = true;
@@ -322,6 +335,7 @@ async fn writer(
     let mut buf: Vec<u8> = Vec::new();
     while replies_open || events_open {
         buf.clear();
+        let mut reply_bytes = 0;
         tokio::select! {
             biased;
             _ = probe.tick() => {
@@ -333,7 +347,10 @@ async fn writer(
                 continue;
             }
             r = replies.recv(), if replies_open => match r {
-                Some(b) => buf.extend_from_slice(&b),
+                Some(b) => {
+                    reply_bytes += b.len();
+                    buf.extend_from_slice(&b);
+                }
                 None => replies_open = false,
             },
             e = events.recv(), if events_open => match e {
@@ -348,6 +365,7 @@ async fn writer(
         // keeps a reading subscriber ahead of a burst, and frees its queue sooner.
         while buf.len() < WRITE_BATCH {
             if let Ok(b) = replies.try_recv() {
+                reply_bytes += b.len();
                 buf.extend_from_slice(&b);
             } else if let Ok(l) = events.try_recv() {
                 buf.extend_from_slice(&l.head);
@@ -359,6 +377,7 @@ async fn writer(
         if !buf.is_empty() && w.write_all(&buf).await.is_err() {
             return;
         }
+        unsent.set(unsent.get().saturating_sub(reply_bytes));
     }
     let _ = w.shutdown().await;
 }
@@ -404,6 +423,12 @@ struct ClientConn {
     /// The peer's uid and gid (SO_PEERCRED); None when they could not be read.
     peer: Option<(u32, u32)>,
     replies: mpsc::UnboundedSender<Bytes>,
+    /// Bytes of replies queued or being written, not yet taken by the client.
+    unsent: Rc<Cell<usize>>,
+    /// The most `unsent` may reach: a client that does not read its replies is cut off.
+    reply_limit: usize,
+    overflowed: bool,
+    writer_task: tokio::task::JoinHandle<()>,
     events: Option<mpsc::Sender<EventLine>>,
     subs: HashSet<u64>,
     pending: usize,
@@ -442,8 +467,35 @@ impl ClientConn {
         }
     }
 
-    fn send(&self, v: &Value) {
-        let _ = self.replies.send(line(v));
+    fn send(&mut self, v: &Value) {
+        self.queue(line(v));
+    }
+
+    /// Queues a reply line, unless the client has left too many unread.
+    fn queue(&mut self, b: Bytes) {
+        if self.overflowed {
+            return;
+        }
+        let after = self.unsent.get() + b.len();
+        if after > self.reply_limit {
+            self.overflowed = true;
+            return;
+        }
+        self.unsent.set(after);
+        let _ = self.replies.send(b);
+    }
+
+    /// Disconnects a client that does not read its replies (its queue stays bounded).
+    fn stop_if_overflowed(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.overflowed {
+            tracing::warn!(
+                limit = self.reply_limit,
+                "disconnecting an API client that does not read its replies"
+            );
+            self.writer_task.abort();
+            ctx.stop();
+        }
+        self.overflowed
     }
 
     /// The fast path for the getters that only read the status board (`getLoginStatus`,
@@ -493,6 +545,9 @@ impl ClientConn {
 
 impl StreamHandler<Result<Line, io::Error>> for ClientConn {
     fn handle(&mut self, item: Result<Line, io::Error>, ctx: &mut Context<Self>) {
+        if self.stop_if_overflowed(ctx) {
+            return;
+        }
         let max = self.shared.settings.borrow().max_line_bytes;
         let data = match item {
             Ok(Line::Data(d)) => d,
@@ -515,7 +570,8 @@ impl StreamHandler<Result<Line, io::Error>> for ClientConn {
             return;
         }
         if let Some(reply) = self.quick_reply(&data) {
-            let _ = self.replies.send(reply);
+            self.queue(reply);
+            self.stop_if_overflowed(ctx);
             return;
         }
         let parsed: Result<Value, String> = std::str::from_utf8(&data)
@@ -570,7 +626,9 @@ impl StreamHandler<Result<Line, io::Error>> for ClientConn {
                 } else if let Some(r) = replies.pop() {
                     act.send(&r);
                 }
-                act.maybe_stop(ctx);
+                if !act.stop_if_overflowed(ctx) {
+                    act.maybe_stop(ctx);
+                }
             })
             .spawn(ctx);
     }
