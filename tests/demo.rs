@@ -3,28 +3,13 @@
 //! the events and the status after each step, and exits 0 only if every step behaved.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+mod support;
+
 use std::time::{Duration, Instant};
 
 #[test]
 fn the_unattended_demo_succeeds() {
-    // A clean environment, as in tests/install_layout.rs: cargo's test variables would
-    // make `make demo`'s build rebuild dependencies.
-    let mut cmd = Command::new("make");
-    cmd.env_clear();
-    for var in [
-        "PATH",
-        "HOME",
-        "CARGO_HOME",
-        "RUSTUP_HOME",
-        "RUSTUP_TOOLCHAIN",
-        "CARGO_TARGET_DIR",
-        "TMPDIR",
-    ] {
-        if let Some(v) = std::env::var_os(var) {
-            cmd.env(var, v);
-        }
-    }
+    let mut cmd = support::make_command();
     let started = Instant::now();
     let out = cmd
         .args(["-s", "demo", "DEMO_NONINTERACTIVE=1"])

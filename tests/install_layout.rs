@@ -4,26 +4,12 @@
 //! configuration. Uses the debug build (`BUILD=debug`) so the test needs no release build.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn make(destdir: &Path, target: &str, extra: &[&str]) -> String {
-    // A clean environment: the variables cargo sets for a test would make the build
-    // scripts of dependencies run again and rebuild half the tree.
-    let mut cmd = Command::new("make");
-    cmd.env_clear();
-    for var in [
-        "PATH",
-        "HOME",
-        "CARGO_HOME",
-        "RUSTUP_HOME",
-        "RUSTUP_TOOLCHAIN",
-        "CARGO_TARGET_DIR",
-    ] {
-        if let Some(v) = std::env::var_os(var) {
-            cmd.env(var, v);
-        }
-    }
+    let mut cmd = support::make_command();
     let out = cmd
         .arg("-s")
         .arg(target)

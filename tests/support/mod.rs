@@ -94,6 +94,27 @@ pub fn test_ca(dir: &std::path::Path) -> (String, PathBuf, PathBuf) {
     (ca.pem(), cert_path, key_path)
 }
 
+/// `make` with a clean environment: the variables cargo sets for a test would make the
+/// build scripts of dependencies run again and rebuild half the tree.
+pub fn make_command() -> Command {
+    let mut cmd = Command::new("make");
+    cmd.env_clear();
+    for var in [
+        "PATH",
+        "HOME",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_TARGET_DIR",
+        "TMPDIR",
+    ] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd
+}
+
 /// Polls `f` every 20 ms until it is true; panics with `what` after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
