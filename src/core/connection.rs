@@ -4,7 +4,6 @@
 //! the actions for the Connection actor to perform. It owns the reconnect decision: when to
 //! try again and how long to wait. It knows nothing of users.
 
-use crate::codes::code;
 use crate::core::backoff::Backoff;
 use crate::proto::api::{ConnState, Event};
 
@@ -206,15 +205,6 @@ impl ConnMachine {
         match self.phase {
             Phase::Waiting { until_ms } => Some(until_ms.saturating_sub(now_ms)),
             _ => None,
-        }
-    }
-
-    /// The code to report for a connect failure of the given kind.
-    pub fn failure_code(timed_out: bool) -> i32 {
-        if timed_out {
-            code::CONNECT_TIMEOUT
-        } else {
-            code::DISCONNECTED
         }
     }
 }

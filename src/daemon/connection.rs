@@ -54,8 +54,6 @@ struct Pending {
 /// The Connection actor.
 pub struct Connection {
     server: ServerConfig,
-    backoff: Backoff,
-    stable_ms: u64,
     platform: Platform,
     instance_id: String,
     app_id: Option<u64>,
@@ -71,6 +69,8 @@ pub struct Connection {
     retry: Option<SpawnHandle>,
     heartbeat: Option<SpawnHandle>,
     hello_deadline: Option<SpawnHandle>,
+    /// The server's hello, held until the machine says the link is up.
+    hello: Option<crate::proto::ws::Hello>,
     last_rx: Instant,
     next_seq: u64,
     pending: HashMap<u64, Pending>,
@@ -131,8 +131,6 @@ impl Connection {
     pub fn new(cfg: &Config, instance_id: String, events: Addr<EventLog>) -> Connection {
         Connection {
             server: cfg.server.clone(),
-            backoff: Backoff::from_config(&cfg.reconnect),
-            stable_ms: cfg.reconnect.stable_ms,
             platform: cfg.sdk.platform,
             instance_id,
             app_id: None,
@@ -151,6 +149,7 @@ impl Connection {
             retry: None,
             heartbeat: None,
             hello_deadline: None,
+            hello: None,
             last_rx: Instant::now(),
             next_seq: 1,
             pending: HashMap::new(),
@@ -199,7 +198,11 @@ impl Connection {
                     self.retry_at = None;
                 }
                 ConnAction::Emit(e) => self.events.do_send(Publish::Event(e)),
-                ConnAction::LinkUp => {}
+                ConnAction::LinkUp => {
+                    if let (Some(h), Some(l)) = (self.hello.take(), &self.link) {
+                        l.up.do_send(LinkUp(h));
+                    }
+                }
                 ConnAction::LinkDown => {
                     if let Some(l) = &self.link {
                         l.down.do_send(LinkDown);
@@ -410,10 +413,8 @@ impl Connection {
                     }
                     self.connected_since = Some(unix_ms());
                     tracing::info!(version = h.version, "connected");
+                    self.hello = Some(h);
                     self.input(ConnInput::Opened, ctx);
-                    if let Some(l) = &self.link {
-                        l.up.do_send(LinkUp(h));
-                    }
                 }
             }
             ServerFrame::Push(p) => {
@@ -578,9 +579,10 @@ impl Handler<Reconfigure> for Connection {
         self.server = cfg.server.clone();
         self.server.url = url;
         self.server.ca_file = ca;
-        self.backoff = Backoff::from_config(&cfg.reconnect);
-        self.stable_ms = cfg.reconnect.stable_ms;
-        self.machine.reconfigure(self.backoff, self.stable_ms);
+        self.machine.reconfigure(
+            Backoff::from_config(&cfg.reconnect),
+            cfg.reconnect.stable_ms,
+        );
         self.start_heartbeat(ctx);
     }
 }

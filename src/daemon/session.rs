@@ -4,7 +4,7 @@
 
 use actix::prelude::*;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::codes::code;
@@ -31,8 +31,8 @@ pub struct Session {
     next_caller: CallerId,
     timers: HashMap<Timer, SpawnHandle>,
     info: Option<UserFullInfo>,
-    /// Server clock minus local clock, ms, with the local instant it was measured.
-    server_offset: Option<(i64, Instant)>,
+    /// Server clock minus local clock, ms.
+    server_offset: Option<i64>,
     published: Option<SessionPart>,
     restore: Option<Saved>,
     start_app: Option<u64>,
@@ -219,7 +219,7 @@ impl Session {
     }
 
     fn set_server_time(&mut self, server_ms: i64) {
-        self.server_offset = Some((server_ms - unix_ms(), Instant::now()));
+        self.server_offset = Some(server_ms - unix_ms());
     }
 
     fn caller(&mut self) -> (CallerId, oneshot::Receiver<Result<Reply, Fail>>) {
@@ -337,7 +337,7 @@ impl Handler<GetServerTime> for Session {
     type Result = Result<i64, Fail>;
     fn handle(&mut self, _: GetServerTime, _: &mut Context<Self>) -> Self::Result {
         match self.server_offset {
-            Some((offset, _)) => Ok((unix_ms() + offset) / 1000),
+            Some(offset) => Ok((unix_ms() + offset) / 1000),
             None => Err(Fail::new(
                 code::DISCONNECTED,
                 "the server time is not known yet: no connection so far",
