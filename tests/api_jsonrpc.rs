@@ -650,7 +650,14 @@ fn a_client_that_never_reads_its_replies_is_cut_off_and_others_go_on() {
     // What was queued before the cut arrives, then end of file: bounded, not unbounded.
     hog.set_read_timeout(Some(T)).unwrap();
     let mut got = Vec::new();
-    let n = std::io::Read::read_to_end(&mut &hog, &mut got).expect("end of file after the cut");
+    // The connection ends: end of file, or a reset when requests it never read were still
+    // queued on the daemon's side. A read timeout would mean it was kept open.
+    match std::io::Read::read_to_end(&mut &hog, &mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the connection was not closed after the cut: {e}"),
+    }
+    let n = got.len();
     assert!(
         n < 1_000_000,
         "the daemon kept {n} bytes of replies for a client that does not read"
