@@ -54,8 +54,13 @@ pub mod code {
     pub const INVALID_PARAMS: i32 = -32602;
     /// JSON-RPC: internal error.
     pub const INTERNAL_ERROR: i32 = -32603;
+    /// Too many clients (`api.max_clients`): the connection is refused.
+    pub const TOO_MANY_CLIENTS: i32 = -32000;
     /// Access denied by the socket's access control lists.
     pub const ACCESS_DENIED: i32 = -32001;
+    /// The change happened but could not be written to the state file (it is retried):
+    /// a restart would not see it yet.
+    pub const STATE_NOT_SAVED: i32 = -32002;
 }
 
 /// A one-line meaning for a code, for messages and `--help` texts.
@@ -85,6 +90,8 @@ pub fn describe(code: i32) -> &'static str {
         INVALID_PARAMS => "invalid params",
         INTERNAL_ERROR => "internal error",
         ACCESS_DENIED => "access denied",
+        TOO_MANY_CLIENTS => "too many clients",
+        STATE_NOT_SAVED => "state not saved",
         _ => "error",
     }
 }

@@ -113,6 +113,9 @@ pub struct ApiConfig {
     pub max_line_bytes: usize,
     /// Events queued per subscriber before it is declared lagging.
     pub subscriber_queue: usize,
+    /// A connection with no subscription and no request in flight that sends nothing for
+    /// this long is closed; so is one that leaves its replies unread for this long.
+    pub idle_timeout_ms: u64,
 }
 
 /// `[events]`.
@@ -182,6 +185,7 @@ impl Default for ApiConfig {
             max_clients: 1024,
             max_line_bytes: 1_048_576,
             subscriber_queue: 4096,
+            idle_timeout_ms: 300_000,
         }
     }
 }
@@ -491,6 +495,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("api.max_clients", Kind::Positive),
     ("api.max_line_bytes", Kind::Positive),
     ("api.subscriber_queue", Kind::Positive),
+    ("api.idle_timeout_ms", Kind::Positive),
     ("events.history", Kind::Positive),
     ("state.dir", Kind::Path),
     ("state.restore_session", Kind::Bool),
@@ -1198,6 +1203,10 @@ impl Loaded {
             (
                 "api.subscriber_queue",
                 Some(c.api.subscriber_queue.to_string()),
+            ),
+            (
+                "api.idle_timeout_ms",
+                Some(c.api.idle_timeout_ms.to_string()),
             ),
             ("events.history", Some(c.events.history.to_string())),
             ("state.dir", Some(p(&c.state.dir))),

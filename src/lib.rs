@@ -6,6 +6,8 @@
 //! # Layout
 //!
 //! - [`codes`] — Tencent's error codes, login status values and log levels.
+//! - [`clock`] — the wall clock in one place, and the daemon's injectable clock.
+//! - [`text`] — peer text made safe for logs and replies.
 //! - [`usersig`] — the TLSSigAPIv2 ticket: generate, decode, verify.
 //! - [`config`] — the daemon's configuration: defaults, file, environment, flags.
 //! - [`logging`] — tracing set-up with the SDK's log levels, changeable at run time.
@@ -15,6 +17,7 @@
 //! - [`devserver`] — `imlink-devserver`, the emulator of the IM access server.
 //! - [`ctl`] — `imlinkctl`, the command-line client and UserSig tool.
 
+pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod core;
@@ -23,4 +26,5 @@ pub mod daemon;
 pub mod devserver;
 pub mod logging;
 pub mod proto;
+pub mod text;
 pub mod usersig;

@@ -626,27 +626,41 @@ fn the_status_getters_answer_alike_alone_in_a_batch_and_with_odd_spellings() {
 }
 
 #[test]
-fn a_client_that_never_reads_its_replies_is_cut_off_and_others_go_on() {
+fn a_client_that_never_reads_its_replies_is_no_longer_read_then_cut_off_and_others_go_on() {
     let server = DevServer::start(&[]);
-    // Replies may pile up to 4 × max_line_bytes (at least 64 KiB) for one client.
-    let d = Daemon::start(&server, &[("api.max_line_bytes", "4096")]);
+    // What waits for one client is bounded (its requests are no longer read); a client that
+    // leaves its replies unread for api.idle_timeout_ms is disconnected.
+    let d = Daemon::start(
+        &server,
+        &[
+            ("api.max_line_bytes", "4096"),
+            ("api.idle_timeout_ms", "1500"),
+        ],
+    );
     let hog = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
     let mut w = hog.try_clone().unwrap();
-    // 20,000 requests (≈ 1 MB of replies) written without reading a byte.
+    // 200,000 requests (≈ 10 MB of replies) written without reading a byte: the writer
+    // blocks once the daemon stops reading, and fails once it is cut off.
     let writer = std::thread::spawn(move || {
         let line = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getVersion\"}\n";
-        for _ in 0..20_000 {
+        for _ in 0..200_000 {
             if std::io::Write::write_all(&mut w, line).is_err() {
                 return false;
             }
         }
         true
     });
+    // Meanwhile others are served.
+    let mut c = connected(&d);
+    still_serves(&mut c);
     wait_until(T, "the daemon to cut the client off", || {
         d.log()
             .contains("disconnecting an API client that does not read its replies")
     });
-    let _ = writer.join().unwrap();
+    assert!(
+        !writer.join().unwrap(),
+        "the daemon read everything it was sent"
+    );
     // What was queued before the cut arrives, then end of file: bounded, not unbounded.
     hog.set_read_timeout(Some(T)).unwrap();
     let mut got = Vec::new();
@@ -659,9 +673,29 @@ fn a_client_that_never_reads_its_replies_is_cut_off_and_others_go_on() {
     }
     let n = got.len();
     assert!(
-        n < 1_000_000,
+        n < 2_000_000,
         "the daemon kept {n} bytes of replies for a client that does not read"
     );
+    still_serves(&mut c);
+}
+
+#[test]
+fn a_client_that_reads_gets_every_reply_to_a_huge_batch() {
+    let server = DevServer::start(&[]);
+    let d = Daemon::start(&server, &[]);
     let mut c = connected(&d);
+    // 15,000 requests in one line (about 700 KB, under api.max_line_bytes).
+    let items: Vec<String> = (0..15_000)
+        .map(|i| format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"getLoginStatus"}}"#))
+        .collect();
+    let line = format!("[{}]", items.join(","));
+    assert!(line.len() < 1_048_576);
+    let r = exchange(&mut c, &line);
+    let replies = r.as_array().expect("one array of replies");
+    assert_eq!(replies.len(), 15_000);
+    let mut ids: Vec<i64> = replies.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    assert!(ids.iter().copied().eq(0..15_000));
+    assert!(replies.iter().all(|r| r["result"]["status"] == 3));
     still_serves(&mut c);
 }

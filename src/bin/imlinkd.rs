@@ -1,11 +1,33 @@
-//! `imlinkd`: parse the flags, load the configuration, start logging, run the daemon.
+//! `imlinkd`: the process around the daemon library — signals, flags, configuration,
+//! logging, the panic hook, rlimits, binding the socket — then [`imlink::daemon::run`].
 
 use clap::Parser;
 use imlink::config::{self, DaemonArgs, Env};
-use imlink::daemon::{self, ConfigSource};
+use imlink::daemon::{self, Control, Embedding};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::process::ExitCode;
 
+/// Reports an error that ends the daemon, once, on stderr (with the journal's error
+/// priority under systemd), whatever the log level.
+fn fatal(msg: &str) {
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        eprintln!("<3>imlinkd: {msg}");
+    } else {
+        eprintln!("imlinkd: {msg}");
+    }
+}
+
 fn main() -> ExitCode {
+    // The handlers go in before anything else: a SIGHUP or SIGTERM in the first
+    // milliseconds is queued here and handled once the daemon runs, instead of killing
+    // the process with the default action.
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            fatal(&format!("cannot install signal handlers: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
     let args = DaemonArgs::parse();
     let overrides = args.overrides();
     let env = Env::from_process();
@@ -28,8 +50,63 @@ fn main() -> ExitCode {
             config::DEFAULT_CONFIG_PATH
         ),
     }
-    // A SIGHUP reload reads the same file, the environment the daemon started with, and
-    // the same flags.
-    let reload = config::reloader(overrides, env);
-    daemon::run(loaded.config, ConfigSource { reload }, log)
+    let cfg = loaded.config;
+    // A panic anywhere in the actor system ends the process: systemd restarts it.
+    std::panic::set_hook(Box::new(|info| {
+        fatal(&format!("fatal: {info}"));
+        std::process::exit(70);
+    }));
+    // Every API client and subscriber is a file descriptor: allow as many as the hard
+    // limit permits (systemd's default soft limit is 1024).
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if usize::try_from(n).unwrap_or(usize::MAX) < cfg.api.max_clients + 64 => {
+            tracing::warn!(
+                limit = n,
+                max_clients = cfg.api.max_clients,
+                "the open-files limit is below api.max_clients; raise LimitNOFILE"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
+    }
+
+    let sys = actix_rt::System::new();
+    let result = sys.block_on(async move {
+        // The socket passed by socket activation, else api.socket bound afresh; removed
+        // again (if it is still ours) when `socket` is dropped.
+        let socket = daemon::systemd::api_socket(&cfg.api)?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // A SIGHUP reload reads the same file, the environment the daemon started with,
+        // and the same flags.
+        let reload = config::reloader(overrides, env);
+        let handle = signals.handle();
+        std::thread::spawn(move || {
+            for s in signals.forever() {
+                let c = match s {
+                    SIGHUP => match reload() {
+                        Ok(c) => Control::Reload(Box::new(c)),
+                        Err(e) => {
+                            tracing::error!("configuration not reloaded, keeping the old one: {e}");
+                            continue;
+                        }
+                    },
+                    _ => Control::Stop,
+                };
+                if tx.send(c).is_err() {
+                    break;
+                }
+            }
+        });
+        let r = daemon::run(cfg, &socket.listener, rx, Embedding::process(log), |_| {}).await;
+        handle.close();
+        drop(socket);
+        r
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            fatal(&e);
+            ExitCode::FAILURE
+        }
+    }
 }

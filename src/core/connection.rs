@@ -105,9 +105,18 @@ impl ConnMachine {
         self.phase
     }
 
-    /// Consecutive failures since the last stable connection.
+    /// Consecutive failures since the last stable connection (kept while connected, so
+    /// that a connection dropped at once backs off further).
     pub fn failures(&self) -> u32 {
         self.failures
+    }
+
+    /// The failed attempts `status` reports: 0 while connected.
+    pub fn attempt(&self) -> u32 {
+        match self.phase {
+            Phase::Connected { .. } => 0,
+            _ => self.failures,
+        }
     }
 
     /// The state as `status` reports it.

@@ -1,10 +1,14 @@
-//! Pure state machines: backoff, connection, login session. No I/O, no actix.
+//! Pure state machines and rules: backoff, connection, login session, heartbeat liveness,
+//! request correlation, the event ring. No I/O, no actix.
 //!
 //! Each machine takes an input (plus the time and a random number where it needs them)
 //! and returns the actions to perform; the actors in [`crate::daemon`] perform them.
 
 pub mod backoff;
 pub mod connection;
+pub mod liveness;
+pub mod pending;
+pub mod ring;
 pub mod session;
 
 #[cfg(test)]

@@ -14,24 +14,8 @@ pub type CallerId = u64;
 /// Identifies a request the session sent to the server.
 pub type ReqId = u64;
 
-/// A failure answered to a caller: Tencent code and one-line reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fail {
-    /// Tencent error code.
-    pub code: i32,
-    /// One line, never containing a ticket.
-    pub desc: String,
-}
-
-impl Fail {
-    /// A failure with the given code and reason.
-    pub fn new(code: i32, desc: impl Into<String>) -> Fail {
-        Fail {
-            code,
-            desc: desc.into(),
-        }
-    }
-}
+/// A failure answered to a caller: the API's one error type (Tencent code, one line).
+pub type Fail = crate::proto::rpc::RpcError;
 
 /// A successful answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +196,9 @@ enum Phase {
         callers: Vec<CallerId>,
     },
 }
+
+/// The longest a timer is armed for (a day); a later deadline is re-armed when it fires.
+pub const MAX_TIMER_MS: u64 = 24 * 3600 * 1000;
 
 /// Settings of the machine.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -739,6 +726,12 @@ impl SessionMachine {
                     *inflight = None;
                     *online = true;
                     self.relogin_failures = 0;
+                    out.push(SessionAction::Emit(Event::Relogin {
+                        success: true,
+                        code: None,
+                        desc: None,
+                        retry_in_ms: None,
+                    }));
                 }
                 Err(f) => {
                     *inflight = None;
@@ -804,11 +797,19 @@ impl SessionMachine {
             );
         } else {
             self.relogin_failures = self.relogin_failures.saturating_add(1);
-            let delay = self
-                .settings
-                .backoff
-                .delay(self.relogin_failures, rand)
-                .as_millis() as u64;
+            let delay = u64::try_from(
+                self.settings
+                    .backoff
+                    .delay(self.relogin_failures, rand)
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX);
+            out.push(SessionAction::Emit(Event::Relogin {
+                success: false,
+                code: Some(f.code),
+                desc: Some(f.message),
+                retry_in_ms: Some(delay),
+            }));
             out.push(SessionAction::SetTimer(Timer::Relogin, delay));
         }
     }
@@ -889,6 +890,18 @@ impl SessionMachine {
                 });
             }
         };
+        if self.app_id.is_none() {
+            if let Some(caller) = caller {
+                out.push(SessionAction::Reply {
+                    caller,
+                    result: Err(Fail::new(
+                        code::SDK_NOT_INITIALIZED,
+                        "SDK not initialised: call initSDK first",
+                    )),
+                });
+            }
+            return;
+        }
         match &mut self.phase {
             Phase::Logout => reply_ok(out),
             Phase::LoggingOut { callers, .. } => match caller {
@@ -944,7 +957,12 @@ impl SessionMachine {
         if let Phase::LoggingOut { user, callers, .. } =
             std::mem::replace(&mut self.phase, Phase::Logout)
         {
-            out.push(status_event(LoginStatus::Logout, &user, "logout"));
+            let reason = if self.uninit_callers.is_empty() {
+                "logout"
+            } else {
+                "unInit"
+            };
+            out.push(status_event(LoginStatus::Logout, &user, reason));
             reply_all(out, callers, Ok(Reply::Done));
         }
         if !self.uninit_callers.is_empty() {
@@ -971,13 +989,23 @@ impl SessionMachine {
         };
         let lead = i64::try_from(self.settings.expiring_lead_secs).unwrap_or(i64::MAX);
         let warn_at = exp.saturating_sub(lead);
-        let ms = |secs: i64| u64::try_from(secs.max(0)).unwrap_or(0).saturating_mul(1000);
+        // Timers are capped (a ticket may be valid for years); one that fires before its
+        // time is armed again by `on_timer`.
+        let ms = |secs: i64| {
+            u64::try_from(secs.max(0))
+                .unwrap_or(0)
+                .saturating_mul(1000)
+                .min(MAX_TIMER_MS)
+        };
         out.push(SessionAction::SetTimer(
             Timer::Expiring,
-            ms(warn_at - now_s),
+            ms(warn_at.saturating_sub(now_s)),
         ));
         // Valid while now <= exp: it is dead from exp + 1.
-        out.push(SessionAction::SetTimer(Timer::Expiry, ms(exp + 1 - now_s)));
+        out.push(SessionAction::SetTimer(
+            Timer::Expiry,
+            ms(exp.saturating_add(1).saturating_sub(now_s)),
+        ));
     }
 
     fn on_timer(&mut self, t: Timer, now_s: i64, out: &mut Vec<SessionAction>) {
@@ -1008,16 +1036,25 @@ impl SessionMachine {
             Timer::Relogin => self.try_send_login(now_s, out),
             Timer::Expiring => {
                 if let (Phase::Logined { .. }, Some(exp)) = (&self.phase, self.expires_at()) {
-                    if now_s <= exp {
+                    let lead = i64::try_from(self.settings.expiring_lead_secs).unwrap_or(i64::MAX);
+                    if now_s < exp.saturating_sub(lead) {
+                        // A capped timer fired early: wait again.
+                        self.arm_expiry_timers(now_s, out);
+                    } else if now_s <= exp {
                         out.push(SessionAction::Emit(Event::UserSigExpiring {
                             expires_at: exp,
-                            remaining_secs: exp - now_s,
+                            remaining_secs: exp.saturating_sub(now_s),
                         }));
                     }
                 }
             }
             Timer::Expiry => {
                 let dead = self.expires_at().is_some_and(|e| now_s > e);
+                if !dead && self.expires_at().is_some() && self.status() != LoginStatus::Logout {
+                    // A capped timer fired early: wait again.
+                    self.arm_expiry_timers(now_s, out);
+                    return;
+                }
                 if dead
                     && matches!(
                         self.phase,

@@ -430,7 +430,16 @@ fn reconnect_relogs_in_silently_and_status_stays_logined() {
         NOW,
         0.5,
     );
-    assert!(events(&a).is_empty());
+    assert_eq!(
+        events(&a),
+        vec![Event::Relogin {
+            success: true,
+            code: None,
+            desc: None,
+            retry_in_ms: None
+        }],
+        "only onRelogin: no status change"
+    );
     assert!(m.online());
 }
 
@@ -470,6 +479,16 @@ fn relogin_refusals_follow_the_rules() {
             }
             None => {
                 assert!(a.contains(&A::SetTimer(Timer::Relogin, 1000)), "{c}: {a:?}");
+                assert_eq!(
+                    events(&a),
+                    vec![Event::Relogin {
+                        success: false,
+                        code: Some(*c),
+                        desc: Some("no".into()),
+                        retry_in_ms: Some(1000)
+                    }],
+                    "{c}: the failed re-login is announced with its retry"
+                );
                 assert_eq!(m.status(), LoginStatus::Logined);
                 let (_, auto) =
                     sent_login(&m.handle(I::TimerFired(Timer::Relogin), NOW, 0.5)).unwrap();

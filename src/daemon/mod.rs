@@ -1,80 +1,100 @@
-//! `imlinkd`: the actors (supervisor, connection, session, events, API).
+//! `imlinkd`'s library: an embeddable daemon.
+//!
+//! [`run`] takes the configuration, a listening socket and a control channel (reload,
+//! stop), and serves until told to stop; it runs on the current actix system. The
+//! `imlinkd` binary adds what belongs to a process — the panic hook, rlimits, signals,
+//! the environment, binding the socket — so tests can run the whole daemon in-process
+//! on a temporary socket, with tokio's clock paused and an in-memory server.
+//!
+//! # Layout
+//!
+//! - [`hub`] — the status board, the event ring, the subscribers.
+//! - [`session`] — the Session actor: the login machine, persistence.
+//! - [`link`] — the link seam and its implementations ([`link::ws`]: the native protocol).
+//! - [`api`] — the Unix-socket JSON-RPC server.
+//! - [`store`] — the state file; [`socket`] — binding the API socket safely.
+//! - [`systemd`] — readiness, `STATUS=`, the watchdog, socket activation.
+//! - [`messages`] — the messages between the actors.
 
 pub mod api;
-pub mod connection;
-pub mod events;
+pub mod hub;
+pub mod link;
 pub mod messages;
 pub mod session;
+pub mod socket;
 pub mod store;
 pub mod systemd;
 
+use actix::prelude::*;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::logging::LogControl;
-use std::sync::Arc;
+use link::ws::transport::{AwcDialer, Dialer};
+use link::ws::WsLink;
+use messages::{Reconfigure, Shutdown};
 
-/// Loads the configuration again from the same sources (file, environment, flags) for a
-/// SIGHUP reload; the error names the key, the value and the source.
-pub type Reloader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
-
-/// Where the configuration came from, for SIGHUP reloads.
-#[derive(Clone)]
-pub struct ConfigSource {
-    /// Re-reads the configuration.
-    pub reload: Reloader,
+/// What the process tells the daemon.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// SIGHUP: the configuration was read again.
+    Reload(Box<Config>),
+    /// SIGTERM / SIGINT: stop gracefully.
+    Stop,
 }
 
-/// Reports an error that ends the daemon, once, on stderr (with the journal's error
-/// priority under systemd), whatever the log level.
-fn fatal(msg: &str) {
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        eprintln!("<3>imlinkd: {msg}");
-    } else {
-        eprintln!("imlinkd: {msg}");
+/// How the daemon is embedded: what the binary and the tests choose differently.
+pub struct Embedding {
+    /// The log level control (initSDK's `logLevel`, reloads).
+    pub log: LogControl,
+    /// Where the wall clock is read.
+    pub clock: Clock,
+    /// How the native link connects (None: awc, the real network).
+    pub dialer: Option<Rc<dyn Dialer>>,
+    /// The boot id (None: a random one).
+    pub boot_id: Option<String>,
+}
+
+impl Embedding {
+    /// The defaults of the `imlinkd` binary.
+    pub fn process(log: LogControl) -> Embedding {
+        Embedding {
+            log,
+            clock: Clock::System,
+            dialer: None,
+            boot_id: None,
+        }
     }
 }
 
-/// Runs the daemon until SIGTERM/SIGINT; returns the process exit code.
-pub fn run(cfg: Config, source: ConfigSource, log: LogControl) -> std::process::ExitCode {
-    // A panic anywhere in the actor system ends the process: systemd restarts it.
-    std::panic::set_hook(Box::new(|info| {
-        fatal(&format!("fatal: {info}"));
-        std::process::exit(70);
-    }));
-    // Every API client and subscriber is a file descriptor: allow as many as the hard
-    // limit permits (systemd's default soft limit is 1024).
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) if (n as usize) < cfg.api.max_clients + 64 => tracing::warn!(
-            limit = n,
-            max_clients = cfg.api.max_clients,
-            "the open-files limit is below api.max_clients; raise LimitNOFILE"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!("cannot raise the open-files limit: {e}"),
-    }
-    let sys = actix_rt::System::new();
-    let code = sys.block_on(supervise(cfg, source, log));
-    std::process::ExitCode::from(code)
+/// A running daemon's parts, for in-process tests.
+pub struct Running {
+    /// The hub.
+    pub hub: Rc<hub::Hub>,
+    /// The API's shared state.
+    pub api: Rc<api::Api>,
 }
 
-async fn supervise(cfg: Config, source: ConfigSource, log: LogControl) -> u8 {
-    use actix::prelude::*;
-    use messages::{Reconfigure, StopLink};
+/// How long a graceful stop lets requests already read be answered and subscribers take
+/// what is queued (before and after the link closes, which takes up to
+/// [`link::ws::CLOSE_WAIT`]): the whole stop stays under two seconds.
+pub const WIND_DOWN: Duration = Duration::from_millis(350);
 
-    let store = match store::Store::open(&cfg.state.dir) {
-        Ok(s) => s,
-        Err(e) => {
-            fatal(&e);
-            return 1;
-        }
-    };
-    // The socket passed by socket activation, else api.socket bound afresh.
-    let socket = match systemd::api_socket(&cfg.api) {
-        Ok(s) => s,
-        Err(e) => {
-            fatal(&e);
-            return 1;
-        }
-    };
+/// Runs the daemon on the current actix system: opens the state directory, starts the
+/// actors, serves `listener` until [`Control::Stop`] (or the sender is dropped), then stops
+/// gracefully. `started` sees the running parts once the socket is served.
+pub async fn run(
+    cfg: Config,
+    listener: &UnixListener,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    embed: Embedding,
+    started: impl FnOnce(&Running),
+) -> Result<(), String> {
+    let store = store::Store::open(&cfg.state.dir)?;
     let restore = match (cfg.state.restore_session, store.saved()) {
         (true, Some(saved)) if cfg.sdk.app_id.is_none_or(|a| a == saved.app_id) => Some(saved),
         (_, Some(saved)) => {
@@ -84,112 +104,91 @@ async fn supervise(cfg: Config, source: ConfigSource, log: LogControl) -> u8 {
         _ => None,
     };
     let instance_id = store.instance_id().to_owned();
-    let boot_id = events::new_boot_id();
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), boot_id = %boot_id, socket = %cfg.api.socket.display(), "imlinkd starting");
+    let boot_id = embed.boot_id.clone().unwrap_or_else(hub::new_boot_id);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), boot_id = %boot_id, "imlinkd starting");
 
-    let event_log = events::EventLog::new(boot_id, cfg.events.history, cfg.server.url.clone());
-    let board = event_log.board();
-    let events = event_log.start();
-    let conn_events = events.clone();
-    let conn_cfg = cfg.clone();
-    let session_log = log.clone();
-    let session_events = events.clone();
-    let session_cfg = cfg.clone();
-    let mut conn_addr = None;
-    let session = session::Session::create(|ctx| {
-        let me = ctx.address();
-        let mut c = connection::Connection::new(&conn_cfg, instance_id, conn_events);
-        c.set_link(connection::SessionLink {
-            up: me.clone().recipient(),
-            down: me.clone().recipient(),
-            push: me.recipient(),
-        });
-        let conn = c.start();
-        conn_addr = Some(conn.clone());
-        session::Session::new(
-            &session_cfg,
-            conn,
-            session_events,
-            store,
-            session_log,
-            restore,
-        )
-    });
-    let Some(conn) = conn_addr else { return 1 };
-
-    let shared = api::ApiShared {
-        session: session.clone(),
-        events: events.clone(),
-        board,
-        settings: std::rc::Rc::new(std::cell::RefCell::new(cfg.api.clone())),
-        clients: std::rc::Rc::new(std::cell::RefCell::new(0)),
+    let hub = hub::Hub::new(
+        boot_id,
+        embed.clock,
+        cfg.events.history,
+        cfg.api.subscriber_queue,
+        cfg.server.url.clone(),
+    );
+    let dialer = embed
+        .dialer
+        .clone()
+        .unwrap_or_else(|| Rc::new(AwcDialer::new(cfg.server.clone())));
+    let session = {
+        let (cfg, hub, log) = (cfg.clone(), hub.clone(), embed.log.clone());
+        session::Session::create(move |ctx| {
+            let link = WsLink::start_link(
+                &cfg,
+                instance_id,
+                hub.clone(),
+                ctx.address().recipient(),
+                dialer,
+            );
+            session::Session::new(&cfg, link, hub, store, log, restore)
+        })
     };
-    let settings = shared.settings.clone();
-    // systemd: STATUS= lines and watchdog pings (only under a service manager).
-    let _notifier = systemd::Notifier::start_if_wanted(events.clone());
+    let api = api::Api::new(
+        hub.clone(),
+        session.clone().recipient(),
+        session.clone().recipient(),
+        cfg.api.clone(),
+    );
+    let notifier = systemd::start_notifier(hub.clone(), session.clone().recipient());
 
-    // Signals arrive on a plain thread and are forwarded into the actor system.
-    let (sig_tx, mut sig_rx) = tokio::sync::mpsc::unbounded_channel();
-    let signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ]);
-    let mut signals = match signals {
-        Ok(s) => s,
-        Err(e) => {
-            fatal(&format!("cannot install signal handlers: {e}"));
-            return 1;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = {
+        let api = api.clone();
+        async move {
+            api::serve(listener, api, async {
+                let _ = stop_rx.await;
+            })
+            .await
         }
     };
-    let sig_handle = signals.handle();
-    std::thread::spawn(move || {
-        for s in signals.forever() {
-            if sig_tx.send(s).is_err() {
-                break;
-            }
-        }
+    tokio::pin!(serving);
+    tracing::info!("ready");
+    systemd::ready();
+    started(&Running {
+        hub: hub.clone(),
+        api: api.clone(),
     });
-
-    {
-        let serve = api::serve(&socket.listener, shared);
-        tokio::pin!(serve);
-        tracing::info!("ready");
-        systemd::ready();
-        loop {
-            tokio::select! {
-                _ = &mut serve => {}
-                s = sig_rx.recv() => match s {
-                    Some(signal_hook::consts::SIGHUP) => {
-                        systemd::reloading();
-                        match (source.reload)() {
-                            Ok(new) => {
-                                // Said before the new level applies, so it shows at the old one.
-                                tracing::info!(log_level = %new.sdk.log_level, "reloading the configuration");
-                                if let Err(e) = log.set_level(new.sdk.log_level) {
-                                    tracing::warn!("cannot change the log level: {e}");
-                                }
-                                *settings.borrow_mut() = new.api.clone();
-                                conn.do_send(Reconfigure(new.clone()));
-                                session.do_send(Reconfigure(new.clone()));
-                                events.do_send(Reconfigure(new.clone()));
-                            }
-                            Err(e) => tracing::error!("configuration not reloaded, keeping the old one: {e}"),
-                        }
-                        systemd::ready();
+    loop {
+        tokio::select! {
+            _ = &mut serving => break,
+            c = control.recv() => match c {
+                Some(Control::Reload(new)) => {
+                    systemd::reloading();
+                    // Said before the new level applies, so it shows at the old one.
+                    tracing::info!(log_level = %new.sdk.log_level, "reloading the configuration");
+                    if let Err(e) = embed.log.set_level(new.sdk.log_level) {
+                        tracing::warn!("cannot change the log level: {e}");
                     }
-                    _ => break,
+                    *api.settings.borrow_mut() = new.api.clone();
+                    hub.reconfigure(new.events.history, new.api.subscriber_queue);
+                    session.do_send(Reconfigure(*new));
+                    systemd::ready();
                 }
+                Some(Control::Stop) | None => break,
             }
         }
     }
     systemd::stopping();
-    tracing::info!("stopping: closing the connection, keeping the session on disk");
-    let _ = conn.send(StopLink).await;
-    // Let the close frame go out.
-    actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
-    sig_handle.close();
-    drop(socket);
-    actix_rt::System::current().stop();
-    0
+    tracing::info!(
+        "stopping: answering what was asked, closing the connection, keeping the session on disk"
+    );
+    let _ = stop_tx.send(());
+    // Let `serving` see the stop so nothing new is accepted.
+    let _ = (&mut serving).await;
+    api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;
+    let _ = session.send(Shutdown).await;
+    api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;
+    if let Some(n) = notifier {
+        n.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
 }

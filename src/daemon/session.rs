@@ -1,48 +1,52 @@
-//! The Session actor: drives [`SessionMachine`], performs its actions (requests to the
-//! Connection, timers, persistence, events, answers to callers), keeps the profile and the
-//! server-time estimate.
+//! The Session actor: drives [`SessionMachine`] and performs its actions — requests through
+//! the link, timers, persistence, events, answers to callers.
+//!
+//! Persistence is ordered and durable: a change that must survive a restart (a logout, a
+//! kick, an expiry, `unInitSDK`) is answered only once the state file says so. When the
+//! write fails the caller gets -32002, `status.stateSaved` turns false, and the write is
+//! retried until it succeeds (or a newer state replaces it).
 
 use actix::prelude::*;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+use crate::clock::Clock;
 use crate::codes::code;
 use crate::config::Config;
 use crate::core::backoff::Backoff;
 use crate::core::session::*;
-use crate::daemon::connection::Connection;
-use crate::daemon::events::EventLog;
+use crate::daemon::hub::{Hub, SessionPart};
+use crate::daemon::link::{Link, LinkControl, LinkEvent, LinkReconfigure, LinkReply, LinkRequest};
 use crate::daemon::messages::*;
 use crate::daemon::store::Store;
 use crate::logging::LogControl;
 use crate::proto::api::Event;
-use crate::proto::ws::{Command, Empty, LoginBody, LoginResult, Push};
-use crate::proto::UserFullInfo;
+
+/// How long after a failed write of the state file it is tried again (first, then ×2 up
+/// to a minute).
+const PERSIST_RETRY: Duration = Duration::from_millis(500);
+const PERSIST_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The Session actor.
 pub struct Session {
     machine: SessionMachine,
-    conn: Addr<Connection>,
-    events: Addr<EventLog>,
+    link: Link,
+    hub: Rc<Hub>,
+    clock: Clock,
     store: Store,
     log: LogControl,
     callers: HashMap<CallerId, oneshot::Sender<Result<Reply, Fail>>>,
     next_caller: CallerId,
     timers: HashMap<Timer, SpawnHandle>,
-    info: Option<UserFullInfo>,
-    /// Server clock minus local clock, ms.
-    server_offset: Option<i64>,
-    published: Option<SessionPart>,
+    /// The state the file must hold, and whether it does.
+    wanted: Option<Option<Saved>>,
+    saved_ok: bool,
+    persist_retry: Option<SpawnHandle>,
+    persist_backoff: Duration,
     restore: Option<Saved>,
     start_app: Option<u64>,
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The machine's settings from the configuration.
@@ -54,37 +58,43 @@ pub fn settings(cfg: &Config) -> SessionSettings {
     }
 }
 
-/// Is this a valid UserID: `[A-Za-z0-9_-]{1,32}`?
-pub fn valid_user_id(u: &str) -> bool {
-    (1..=32).contains(&u.len())
-        && u.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+/// Why a durable change was not saved, as the caller is told.
+fn not_saved(e: &str) -> Fail {
+    Fail::new(
+        code::STATE_NOT_SAVED,
+        format!(
+            "done, but the state file could not be written ({}); a restart now would not see it; the daemon keeps trying",
+            crate::text::clean(e)
+        ),
+    )
 }
 
 impl Session {
     /// A session actor. `restore` is the saved session to resume at start (already
-    /// filtered by `state.restore_session` and the configured app id); `start_app` the
-    /// configured SDKAppID to initialise with.
+    /// filtered by `state.restore_session` and the configured app id); the configured
+    /// SDKAppID, if any, initialises it.
     pub fn new(
         cfg: &Config,
-        conn: Addr<Connection>,
-        events: Addr<EventLog>,
+        link: Link,
+        hub: Rc<Hub>,
         store: Store,
         log: LogControl,
         restore: Option<Saved>,
     ) -> Session {
         Session {
             machine: SessionMachine::new(settings(cfg)),
-            conn,
-            events,
+            link,
+            clock: hub.clock(),
+            hub,
             store,
             log,
             callers: HashMap::new(),
             next_caller: 1,
             timers: HashMap::new(),
-            info: None,
-            server_offset: None,
-            published: None,
+            wanted: None,
+            saved_ok: true,
+            persist_retry: None,
+            persist_backoff: PERSIST_RETRY,
             restore,
             start_app: cfg.sdk.app_id,
         }
@@ -93,81 +103,131 @@ impl Session {
     fn input(&mut self, input: SessionInput, ctx: &mut Context<Self>) {
         let actions = self
             .machine
-            .handle(input, crate::usersig::now_unix(), fastrand::f64());
+            .handle(input, self.clock.unix_s(), fastrand::f64());
         // The status part goes first so that the snapshot and the events stay in step.
-        self.publish_state();
+        self.publish();
+        // Replies that follow a write of the state file wait for it.
+        let mut write: Option<Result<(), String>> = None;
+        let mut held = Vec::new();
         for a in actions {
-            self.perform(a, ctx);
+            match a {
+                SessionAction::Persist(saved) => {
+                    let durable = saved.is_none();
+                    let r = self.persist(saved, ctx);
+                    if durable {
+                        write = Some(match (write, r) {
+                            (Some(Err(e)), _) | (_, Err(e)) => Err(e),
+                            _ => Ok(()),
+                        });
+                    }
+                }
+                SessionAction::Reply { caller, result } if write.is_some() => {
+                    held.push((caller, result))
+                }
+                other => self.perform(other, ctx),
+            }
         }
-        if self.machine.user().is_empty() {
-            self.info = None;
+        for (caller, result) in held {
+            let result = match (&write, result) {
+                (Some(Err(e)), Ok(_)) => Err(not_saved(e)),
+                (_, r) => r,
+            };
+            self.reply(caller, result);
         }
+        self.publish();
     }
 
-    fn publish_state(&mut self) {
-        let part = SessionPart {
+    fn publish(&self) {
+        self.hub.set_session(SessionPart {
             app_id: self.machine.app_id(),
             status: self.machine.status(),
             user: self.machine.user().to_owned(),
             expires_at: self.machine.expires_at(),
+            online: self.machine.online(),
+            state_saved: self.saved_ok,
+        });
+    }
+
+    fn reply(&mut self, caller: CallerId, result: Result<Reply, Fail>) {
+        if let Some(tx) = self.callers.remove(&caller) {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// Writes the state file (on failure: remembered, retried, and reported).
+    fn persist(&mut self, saved: Option<Saved>, ctx: &mut Context<Self>) -> Result<(), String> {
+        self.wanted = Some(saved);
+        self.write_wanted(ctx)
+    }
+
+    fn write_wanted(&mut self, ctx: &mut Context<Self>) -> Result<(), String> {
+        let Some(wanted) = self.wanted.clone() else {
+            return Ok(());
         };
-        if self.published.as_ref() != Some(&part) {
-            self.published = Some(part.clone());
-            self.events.do_send(Publish::Session(part));
+        if let Some(h) = self.persist_retry.take() {
+            ctx.cancel_future(h);
+        }
+        match self.store.save(wanted.as_ref()) {
+            Ok(()) => {
+                if !self.saved_ok {
+                    tracing::info!("the state file is written again");
+                }
+                self.saved_ok = true;
+                self.wanted = None;
+                self.persist_backoff = PERSIST_RETRY;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("{e}; retrying in {} ms", self.persist_backoff.as_millis());
+                self.saved_ok = false;
+                let wait = self.persist_backoff;
+                self.persist_backoff = (wait * 2).min(PERSIST_RETRY_MAX);
+                self.persist_retry = Some(ctx.run_later(wait, |act, ctx| {
+                    act.persist_retry = None;
+                    let _ = act.write_wanted(ctx);
+                    act.publish();
+                }));
+                Err(e)
+            }
         }
     }
 
     fn perform(&mut self, action: SessionAction, ctx: &mut Context<Self>) {
         match action {
-            SessionAction::Reply { caller, result } => {
-                if let Some(tx) = self.callers.remove(&caller) {
-                    let _ = tx.send(result);
-                }
-            }
+            SessionAction::Reply { caller, result } => self.reply(caller, result),
             SessionAction::SendLogin {
                 req,
                 user,
                 sig,
                 auto,
             } => {
-                tracing::info!(user = %user, auto, "sending login");
-                let cmd = Command::Login(LoginBody {
-                    user_id: user,
-                    user_sig: sig,
-                    auto,
-                });
-                self.conn
-                    .send(SendRequest(cmd))
+                self.link
+                    .request
+                    .send(LinkRequest::Login { user, sig, auto })
                     .into_actor(self)
                     .map(move |res, act, ctx| {
                         let result = match res {
-                            Ok(Ok(resp)) if resp.code == 0 => {
-                                match serde_json::from_value::<LoginResult>(resp.body) {
-                                    Ok(r) => {
-                                        act.set_server_time(r.server_time);
-                                        act.info = Some(r.info);
-                                        Ok(Some(r.user_sig_expire_at))
-                                    }
-                                    Err(_) => Ok(None),
+                            Ok(Ok(LinkReply::LoggedIn { expires_at, info })) => {
+                                if info.is_some() {
+                                    act.hub.set_info(info);
                                 }
+                                Ok(expires_at)
                             }
-                            Ok(Ok(resp)) => Err(Fail::new(resp.code, resp.desc)),
+                            Ok(Ok(LinkReply::Done)) => Ok(None),
                             Ok(Err(f)) => Err(f),
-                            Err(_) => Err(Fail::new(
-                                code::DISCONNECTED,
-                                "connection actor unavailable",
-                            )),
+                            Err(_) => Err(Fail::new(code::DISCONNECTED, "the link is unavailable")),
                         };
                         if let Err(f) = &result {
-                            tracing::warn!(code = f.code, "login refused: {}", f.desc);
+                            tracing::warn!(code = f.code, "login refused: {}", f.message);
                         }
                         act.input(SessionInput::LoginDone { req, result }, ctx);
                     })
                     .spawn(ctx);
             }
             SessionAction::SendLogout { req } => {
-                self.conn
-                    .send(SendRequest(Command::Logout(Empty {})))
+                self.link
+                    .request
+                    .send(LinkRequest::Logout)
                     .into_actor(self)
                     .map(move |_, act, ctx| act.input(SessionInput::LogoutDone { req }, ctx))
                     .spawn(ctx);
@@ -175,21 +235,24 @@ impl Session {
             SessionAction::StartConnection => {
                 if let Some(app) = self.machine.app_id() {
                     tracing::info!(sdk_app_id = app, "SDK initialised");
-                    self.conn.do_send(StartLink(app));
+                    self.link.control.do_send(LinkControl::Start(app));
                 }
             }
             SessionAction::StopConnection => {
                 tracing::info!("SDK un-initialised");
-                self.conn.do_send(StopLink);
+                self.link.control.do_send(LinkControl::Stop);
             }
             SessionAction::SetTimer(t, ms) => {
                 if let Some(h) = self.timers.remove(&t) {
                     ctx.cancel_future(h);
                 }
-                let h = ctx.run_later(Duration::from_millis(ms), move |act, ctx| {
-                    act.timers.remove(&t);
-                    act.input(SessionInput::TimerFired(t), ctx);
-                });
+                let h = ctx.run_later(
+                    Duration::from_millis(ms.min(MAX_TIMER_MS)),
+                    move |act, ctx| {
+                        act.timers.remove(&t);
+                        act.input(SessionInput::TimerFired(t), ctx);
+                    },
+                );
                 self.timers.insert(t, h);
             }
             SessionAction::CancelTimer(t) => {
@@ -198,28 +261,33 @@ impl Session {
                 }
             }
             SessionAction::Persist(saved) => {
-                if let Err(e) = self.store.save(saved.as_ref()) {
-                    tracing::error!("{e}");
-                }
+                let _ = self.persist(saved, ctx);
             }
             SessionAction::Emit(e) => {
-                if let Event::LoginStatusChanged {
-                    status,
-                    user_id,
-                    reason,
-                } = &e
-                {
-                    tracing::info!(status = %status, user = %user_id, reason = %reason, "login status changed");
-                } else {
-                    tracing::info!(event = e.name(), "event");
+                match &e {
+                    Event::LoginStatusChanged {
+                        status,
+                        user_id,
+                        reason,
+                    } => {
+                        tracing::info!(status = %status, user = %user_id, reason = %reason, "login status changed")
+                    }
+                    Event::Relogin {
+                        success: false,
+                        code,
+                        desc,
+                        retry_in_ms,
+                    } => tracing::warn!(
+                        code = ?code,
+                        retry_in_ms = ?retry_in_ms,
+                        "re-login refused: {}",
+                        desc.as_deref().unwrap_or("")
+                    ),
+                    other => tracing::info!(event = other.name(), "event"),
                 }
-                self.events.do_send(Publish::Event(e));
+                self.hub.emit(e);
             }
         }
-    }
-
-    fn set_server_time(&mut self, server_ms: i64) {
-        self.server_offset = Some(server_ms - unix_ms());
     }
 
     fn caller(&mut self) -> (CallerId, oneshot::Receiver<Result<Reply, Fail>>) {
@@ -235,7 +303,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.publish_state();
+        self.publish();
         if let Some(saved) = self.restore.take() {
             let expires_at = crate::usersig::decode(&saved.sig)
                 .ok()
@@ -277,79 +345,37 @@ impl Handler<SessionCall> for Session {
         };
         self.input(input, ctx);
         Box::pin(async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(Fail::new(
-                    code::INTERNAL_ERROR,
-                    "the session dropped the call",
-                ))
-            })
+            rx.await
+                .unwrap_or_else(|_| Err(Fail::internal("the session dropped the call")))
         })
     }
 }
 
-impl Handler<LinkUp> for Session {
+impl Handler<LinkEvent> for Session {
     type Result = ();
-    fn handle(&mut self, msg: LinkUp, ctx: &mut Context<Self>) {
-        self.set_server_time(msg.0.server_time);
-        self.input(SessionInput::LinkUp, ctx);
-    }
-}
-
-impl Handler<LinkDown> for Session {
-    type Result = ();
-    fn handle(&mut self, _: LinkDown, ctx: &mut Context<Self>) {
-        self.input(SessionInput::LinkDown, ctx);
-    }
-}
-
-impl Handler<ServerPush> for Session {
-    type Result = ();
-    fn handle(&mut self, msg: ServerPush, ctx: &mut Context<Self>) {
-        match msg.0 {
-            Push::KickedOffline(k) => {
-                tracing::warn!(reason = ?k.reason, by = ?k.platform, "kicked offline");
+    fn handle(&mut self, msg: LinkEvent, ctx: &mut Context<Self>) {
+        match msg {
+            LinkEvent::Up => self.input(SessionInput::LinkUp, ctx),
+            LinkEvent::Down => self.input(SessionInput::LinkDown, ctx),
+            LinkEvent::Kicked { why } => {
+                tracing::warn!("kicked offline: {why}");
                 self.input(SessionInput::Kicked, ctx);
             }
-            Push::UserSigExpired(_) => self.input(SessionInput::SigExpired, ctx),
-            Push::SelfInfoUpdated(b) => {
-                if self.machine.online() && b.info.user_id == self.machine.user() {
-                    self.info = Some(b.info.clone());
-                    self.events
-                        .do_send(Publish::Event(Event::SelfInfoUpdated { info: b.info }));
+            LinkEvent::SigExpired => self.input(SessionInput::SigExpired, ctx),
+            LinkEvent::SelfInfo(info) => {
+                if self.machine.online() && info.user_id == self.machine.user() {
+                    self.hub.set_info(Some(info.clone()));
+                    self.hub.emit(Event::SelfInfoUpdated { info });
                 }
             }
-            Push::Hello(_) => {}
-        }
-    }
-}
-
-impl Handler<GetSelfInfo> for Session {
-    type Result = Result<UserFullInfo, Fail>;
-    fn handle(&mut self, _: GetSelfInfo, _: &mut Context<Self>) -> Self::Result {
-        match (&self.info, self.machine.status()) {
-            (Some(i), crate::codes::LoginStatus::Logined) => Ok(i.clone()),
-            _ => Err(Fail::new(code::NOT_LOGGED_IN, "not logged in")),
-        }
-    }
-}
-
-impl Handler<GetServerTime> for Session {
-    type Result = Result<i64, Fail>;
-    fn handle(&mut self, _: GetServerTime, _: &mut Context<Self>) -> Self::Result {
-        match self.server_offset {
-            Some(offset) => Ok((unix_ms() + offset) / 1000),
-            None => Err(Fail::new(
-                code::DISCONNECTED,
-                "the server time is not known yet: no connection so far",
-            )),
         }
     }
 }
 
 impl Handler<ReconnectNow> for Session {
     type Result = ();
-    fn handle(&mut self, msg: ReconnectNow, _: &mut Context<Self>) {
-        self.conn.do_send(msg);
+    fn handle(&mut self, _: ReconnectNow, _: &mut Context<Self>) {
+        self.link.control.do_send(LinkControl::ReconnectNow);
     }
 }
 
@@ -357,5 +383,38 @@ impl Handler<Reconfigure> for Session {
     type Result = ();
     fn handle(&mut self, msg: Reconfigure, _: &mut Context<Self>) {
         self.machine.reconfigure(settings(&msg.0));
+        self.link.reconfigure.do_send(LinkReconfigure(msg.0));
+    }
+}
+
+impl Handler<Alive> for Session {
+    type Result = ();
+    fn handle(&mut self, _: Alive, _: &mut Context<Self>) {}
+}
+
+impl Handler<Shutdown> for Session {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// The daemon stops: callers still waiting are told so, the link closes cleanly, and
+    /// the saved session stays for the restart.
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        for (_, h) in self.timers.drain() {
+            ctx.cancel_future(h);
+        }
+        for (_, tx) in self.callers.drain() {
+            let _ = tx.send(Err(Fail::new(code::DISCONNECTED, "imlinkd is stopping")));
+        }
+        let close = self.link.close.send(crate::daemon::link::CloseLink);
+        Box::pin(
+            async move {
+                let _ = close.await;
+            }
+            .into_actor(self)
+            .map(|_, act, ctx| {
+                if act.wanted.is_some() {
+                    let _ = act.write_wanted(ctx);
+                }
+            }),
+        )
     }
 }

@@ -5,11 +5,11 @@
 //!   supervisor calls them at the points that define each state: `READY=1` once the API
 //!   socket listens, `RELOADING=1` … `READY=1` around a SIGHUP reload, `STOPPING=1` when a
 //!   stop begins.
-//! - [`Notifier`] is an actor, started only under a service manager. It keeps the
-//!   `STATUS=` line current (who is logged in, the connection state) by following the
-//!   event log, and sends `WATCHDOG=1` at half of `$WATCHDOG_USEC` — from a `run_interval`
-//!   that first asks the event log for a status snapshot, so a wedged actor system stops
-//!   the pings and systemd restarts the process.
+//! - [`start_notifier`] starts a task, only under a service manager. It keeps the
+//!   `STATUS=` line current (who is logged in, the connection state) by waking on every
+//!   change of the hub, and sends `WATCHDOG=1` at half of `$WATCHDOG_USEC` — each time
+//!   after the Session actor answered, so a wedged actor system stops the pings and
+//!   systemd restarts the process.
 //! - [`api_socket`] takes the listening socket passed by socket activation
 //!   (`LISTEN_FDS`/`LISTEN_PID`, `imlinkd.socket`) and falls back to binding
 //!   `api.socket`. A passed socket belongs to systemd: it is not unlinked on exit.
@@ -21,22 +21,19 @@
 use actix::prelude::*;
 use sd_notify::NotifyState;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 use crate::codes::LoginStatus;
 use crate::config::ApiConfig;
-use crate::daemon::api::{self, BoundSocket};
-use crate::daemon::events::EventLog;
-use crate::daemon::messages::{EventLine, GetStatus, Subscribe};
+use crate::daemon::hub::Hub;
+use crate::daemon::messages::Alive;
+use crate::daemon::socket::{self as api, BoundSocket};
 use crate::proto::api::{ConnState, Status};
 
 /// How often the status line is refreshed even when no event arrives (a connection
 /// state change is not always an event of its own).
 const REFRESH: Duration = Duration::from_secs(1);
-
-/// Events queued for the notifier; it only needs to know that something happened.
-const QUEUE: usize = 64;
 
 /// Sends `states` to the service manager; a no-op without `$NOTIFY_SOCKET`. A failure is
 /// logged, never fatal: the daemon works the same without a service manager.
@@ -112,111 +109,56 @@ pub fn status_line(s: &Status) -> String {
     format!("{login}; {conn}")
 }
 
-// ---------------------------------------------------------------- the notifier actor
+// ---------------------------------------------------------------- the notifier
 
-/// Keeps `STATUS=` current and feeds the watchdog. Start it with [`Notifier::start_if_wanted`].
-pub struct Notifier {
-    events: Addr<EventLog>,
-    watchdog: Option<Duration>,
-    last_status: String,
-}
-
-impl Notifier {
-    /// Starts the notifier when a service manager listens; returns its address (None
-    /// outside systemd, where there is nobody to tell).
-    pub fn start_if_wanted(events: Addr<EventLog>) -> Option<Addr<Notifier>> {
-        if !under_service_manager() {
-            return None;
-        }
-        let watchdog = watchdog_interval(
-            std::env::var("WATCHDOG_USEC").ok().as_deref(),
-            std::env::var("WATCHDOG_PID").ok().as_deref(),
-            std::process::id(),
-        );
-        if let Some(w) = watchdog {
-            tracing::info!(interval_ms = w.as_millis() as u64, "watchdog enabled");
-        }
-        Some(
-            Notifier {
-                events,
-                watchdog,
-                last_status: String::new(),
+/// Keeps `STATUS=` current and feeds the watchdog, when a service manager listens (None
+/// outside systemd, where there is nobody to tell). Every status change wakes it; the
+/// watchdog ping is sent only after the Session actor answered an [`Alive`], so a wedged
+/// actor system stops the pings and systemd restarts the process.
+pub fn start_notifier(
+    hub: Rc<Hub>,
+    alive: Recipient<Alive>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !under_service_manager() {
+        return None;
+    }
+    let watchdog = watchdog_interval(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    );
+    if let Some(w) = watchdog {
+        tracing::info!(interval_ms = w.as_millis() as u64, "watchdog enabled");
+    }
+    Some(tokio::task::spawn_local(async move {
+        let mut last = String::new();
+        // Half the interval, as sd_watchdog_enabled(3) recommends.
+        let mut tick = tokio::time::interval(watchdog.map(|w| w / 2).unwrap_or(REFRESH));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let ping = tokio::select! {
+                _ = hub.changed() => false,
+                _ = tick.tick() => watchdog.is_some(),
+            };
+            let mut states = Vec::with_capacity(2);
+            if ping {
+                let deadline = watchdog.map(|w| w / 2).unwrap_or(REFRESH);
+                match tokio::time::timeout(deadline, alive.send(Alive)).await {
+                    Ok(Ok(())) => states.push(NotifyState::Watchdog),
+                    // No answer in time: no ping; if it stays so, systemd restarts us.
+                    _ => tracing::warn!("the session did not answer; watchdog ping skipped"),
+                }
             }
-            .start(),
-        )
-    }
-
-    /// Asks the event log for a snapshot; on the answer sends `STATUS=` if it changed and,
-    /// when `ping`, `WATCHDOG=1` — the answer proves the actor system is turning.
-    fn refresh(&mut self, ctx: &mut Context<Self>, ping: bool) {
-        let deadline = self.watchdog.map(|w| w / 2).unwrap_or(REFRESH);
-        self.events
-            .send(GetStatus)
-            .into_actor(self)
-            .timeout(deadline)
-            .map(move |res, act, _| match res {
-                Ok(Ok(status)) => {
-                    let line = status_line(&status);
-                    let mut states = Vec::with_capacity(2);
-                    if ping {
-                        states.push(NotifyState::Watchdog);
-                    }
-                    if line != act.last_status {
-                        states.push(NotifyState::Status(&line));
-                    }
-                    if !states.is_empty() {
-                        notify(&states);
-                    }
-                    act.last_status = line;
-                }
-                // No answer in time: no ping; if it stays so, systemd restarts us.
-                _ => tracing::warn!("the event log did not answer; watchdog ping skipped"),
-            })
-            .spawn(ctx);
-    }
-}
-
-impl Actor for Notifier {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        // Follow every event: each one may have changed the login or the connection.
-        let (tx, rx) = mpsc::channel::<EventLine>(QUEUE);
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|line| (line, rx))
-        });
-        ctx.add_stream(stream);
-        self.events
-            .send(Subscribe {
-                filter: None,
-                since: None,
-                tx,
-            })
-            .into_actor(self)
-            .map(|res, _, _| {
-                if let Err(e) = res {
-                    tracing::warn!("cannot follow the event log for STATUS=: {e}");
-                }
-            })
-            .spawn(ctx);
-        self.refresh(ctx, self.watchdog.is_some());
-        ctx.run_interval(REFRESH, |act, ctx| act.refresh(ctx, false));
-        if let Some(w) = self.watchdog {
-            // Half the interval, as sd_watchdog_enabled(3) recommends.
-            ctx.run_interval(w / 2, |act, ctx| act.refresh(ctx, true));
+            let line = status_line(&hub.status());
+            if line != last {
+                notify(&[NotifyState::Status(&line)]);
+                last = line;
+            }
+            if !states.is_empty() {
+                notify(&states);
+            }
         }
-    }
-}
-
-impl StreamHandler<EventLine> for Notifier {
-    fn handle(&mut self, _: EventLine, ctx: &mut Context<Self>) {
-        self.refresh(ctx, false);
-    }
-
-    fn finished(&mut self, _: &mut Context<Self>) {
-        // The event log dropped us; the periodic refresh keeps STATUS= going. The default
-        // would stop the actor, and with it the watchdog.
-    }
+    }))
 }
 
 // ---------------------------------------------------------------- socket activation
@@ -293,12 +235,14 @@ mod tests {
             sdk_app_id: app,
             login_status: login,
             user_id: user.into(),
+            online: false,
             connection: conn,
             connected_since: None,
             reconnect_attempt: 0,
             next_retry_ms: None,
             server: "ws://127.0.0.1:8600/v1/connect".into(),
             user_sig_expires_at: None,
+            state_saved: true,
             boot_id: "b".into(),
             last_seq: 0,
         }

@@ -1,15 +1,441 @@
-//! The local JSON-RPC 2.0 API (DESIGN §5, `docs/api.md`): events and result shapes.
+//! The local JSON-RPC 2.0 API (DESIGN §5, `docs/api.md`): one typed params struct and one
+//! result type per method, the events, and the `status` snapshot.
 //!
-//! Requests and responses are handled as `serde_json::Value` by the API layer (JSON-RPC
-//! needs to answer malformed requests precisely); the types here are the payloads.
+//! The daemon reads params with [`MethodCall::read`] (field by field, so that a wrong
+//! field gets 6017 naming it); clients (`imlinkctl`, the tests, the bench) serialise the
+//! same structs and deserialise the same results through [`Call`].
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::profile::UserFullInfo;
-use crate::codes::LoginStatus;
+use super::rpc::{Params, RpcError};
+use crate::codes::{code, LogLevel, LoginStatus};
 
 /// The JSON-RPC notification method that carries events.
 pub const EVENT_METHOD: &str = "event";
+
+/// The longest UserSig accepted, in bytes. Tencent's tickets are a few hundred bytes;
+/// anything near the server's frame limit (64 KiB) could never be sent.
+pub const MAX_USERSIG_BYTES: usize = 16 * 1024;
+
+/// The longest UserID, in bytes.
+pub const MAX_USER_ID_BYTES: usize = 32;
+
+/// Is this a UserID the service accepts: 1 to 32 bytes of printable ASCII, no spaces
+/// (so `alice`, `bot_7`, `alice@example.com` and `+8613800000000` are valid)?
+pub fn valid_user_id(u: &str) -> bool {
+    (1..=MAX_USER_ID_BYTES).contains(&u.len()) && u.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The message of a 7003.
+pub const INVALID_USER_ID_MESSAGE: &str =
+    "invalid UserID: 1 to 32 bytes of printable ASCII, no spaces or control characters";
+
+// ------------------------------------------------------------------------- methods
+
+/// The methods of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// `initSDK`.
+    InitSdk,
+    /// `unInitSDK`.
+    UnInitSdk,
+    /// `login`.
+    Login,
+    /// `logout`.
+    Logout,
+    /// `getLoginStatus`.
+    GetLoginStatus,
+    /// `getLoginUser`.
+    GetLoginUser,
+    /// `getServerTime`.
+    GetServerTime,
+    /// `getVersion`.
+    GetVersion,
+    /// `getSelfInfo`.
+    GetSelfInfo,
+    /// `status`.
+    Status,
+    /// `reconnect`.
+    Reconnect,
+    /// `subscribe`.
+    Subscribe,
+    /// `unsubscribe`.
+    Unsubscribe,
+}
+
+impl Method {
+    /// Every method.
+    pub const ALL: [Method; 13] = [
+        Method::InitSdk,
+        Method::UnInitSdk,
+        Method::Login,
+        Method::Logout,
+        Method::GetLoginStatus,
+        Method::GetLoginUser,
+        Method::GetServerTime,
+        Method::GetVersion,
+        Method::GetSelfInfo,
+        Method::Status,
+        Method::Reconnect,
+        Method::Subscribe,
+        Method::Unsubscribe,
+    ];
+
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::InitSdk => "initSDK",
+            Method::UnInitSdk => "unInitSDK",
+            Method::Login => "login",
+            Method::Logout => "logout",
+            Method::GetLoginStatus => "getLoginStatus",
+            Method::GetLoginUser => "getLoginUser",
+            Method::GetServerTime => "getServerTime",
+            Method::GetVersion => "getVersion",
+            Method::GetSelfInfo => "getSelfInfo",
+            Method::Status => "status",
+            Method::Reconnect => "reconnect",
+            Method::Subscribe => "subscribe",
+            Method::Unsubscribe => "unsubscribe",
+        }
+    }
+
+    /// The method of a wire name.
+    pub fn from_name(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The param names, in positional order.
+    pub fn param_names(self) -> &'static [&'static str] {
+        match self {
+            Method::InitSdk => &["sdkAppID", "logLevel"],
+            Method::Login => &["userID", "userSig"],
+            Method::Subscribe => &["events", "since"],
+            Method::Unsubscribe => &["subscription"],
+            _ => &[],
+        }
+    }
+
+    /// May a read-only peer call it?
+    pub fn read_only(self) -> bool {
+        !matches!(
+            self,
+            Method::InitSdk
+                | Method::UnInitSdk
+                | Method::Login
+                | Method::Logout
+                | Method::Reconnect
+        )
+    }
+}
+
+/// A request to a method, with its params, as the daemon reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MethodCall {
+    /// `initSDK`.
+    InitSdk(InitSdk),
+    /// `unInitSDK`.
+    UnInitSdk,
+    /// `login`.
+    Login(Login),
+    /// `logout`.
+    Logout,
+    /// `getLoginStatus`.
+    GetLoginStatus,
+    /// `getLoginUser`.
+    GetLoginUser,
+    /// `getServerTime`.
+    GetServerTime,
+    /// `getVersion`.
+    GetVersion,
+    /// `getSelfInfo`.
+    GetSelfInfo,
+    /// `status`.
+    Status,
+    /// `reconnect`.
+    Reconnect,
+    /// `subscribe`.
+    Subscribe(Subscribe),
+    /// `unsubscribe`.
+    Unsubscribe(Unsubscribe),
+}
+
+impl MethodCall {
+    /// Reads the params of `method`: -32600 / -32602 for their shape, 6017 (naming the
+    /// field) or 7003 for their values.
+    pub fn read(method: Method, raw: Option<&RawValue>) -> Result<MethodCall, RpcError> {
+        let m = method.name();
+        let p = Params::read(m, method.param_names(), raw)?;
+        Ok(match method {
+            Method::InitSdk => {
+                let sdk_app_id = match p.opt::<u64>("sdkAppID") {
+                    Ok(Some(a)) if a > 0 => a,
+                    _ => return Err(RpcError::bad_param(m, "sdkAppID", "a positive integer")),
+                };
+                let log_level = p.opt::<LogLevel>("logLevel").map_err(|_| {
+                    RpcError::bad_param(
+                        m,
+                        "logLevel",
+                        "a log level: 0|3|4|5|6, none|debug|info|warn|error or V2TIM_LOG_*",
+                    )
+                })?;
+                MethodCall::InitSdk(InitSdk {
+                    sdk_app_id,
+                    log_level,
+                })
+            }
+            Method::UnInitSdk => MethodCall::UnInitSdk,
+            Method::Login => {
+                let user_id = match p.opt::<String>("userID") {
+                    Ok(Some(u)) => u,
+                    _ => return Err(RpcError::bad_param(m, "userID", "a string")),
+                };
+                if !valid_user_id(&user_id) {
+                    return Err(RpcError::new(code::INVALID_USERID, INVALID_USER_ID_MESSAGE));
+                }
+                let user_sig = match p.opt::<String>("userSig") {
+                    Ok(Some(s)) if !s.trim().is_empty() => s,
+                    _ => return Err(RpcError::bad_param(m, "userSig", "a non-empty string")),
+                };
+                if user_sig.len() > MAX_USERSIG_BYTES {
+                    return Err(RpcError::new(
+                        code::INVALID_PARAMETERS,
+                        format!(
+                            "login: parameter userSig is longer than {MAX_USERSIG_BYTES} bytes, the most a login can carry"
+                        ),
+                    ));
+                }
+                MethodCall::Login(Login { user_id, user_sig })
+            }
+            Method::Logout => MethodCall::Logout,
+            Method::GetLoginStatus => MethodCall::GetLoginStatus,
+            Method::GetLoginUser => MethodCall::GetLoginUser,
+            Method::GetServerTime => MethodCall::GetServerTime,
+            Method::GetVersion => MethodCall::GetVersion,
+            Method::GetSelfInfo => MethodCall::GetSelfInfo,
+            Method::Status => MethodCall::Status,
+            Method::Reconnect => MethodCall::Reconnect,
+            Method::Subscribe => {
+                let events = match p.opt::<Vec<String>>("events") {
+                    Ok(e) => e,
+                    Err(_) => {
+                        return Err(RpcError::bad_param(m, "events", "an array of event names"))
+                    }
+                };
+                if let Some(names) = &events {
+                    if let Some(bad) = names.iter().find(|n| !EVENT_NAMES.contains(&n.as_str())) {
+                        return Err(RpcError::new(
+                            code::INVALID_PARAMETERS,
+                            format!(
+                                "subscribe: unknown event {:?}; known: {}",
+                                crate::text::clean(bad),
+                                EVENT_NAMES.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                let since = p.opt::<u64>("since").map_err(|_| {
+                    RpcError::bad_param(m, "since", "a non-negative integer (an event seq)")
+                })?;
+                MethodCall::Subscribe(Subscribe { events, since })
+            }
+            Method::Unsubscribe => match p.opt::<u64>("subscription") {
+                Ok(Some(subscription)) => MethodCall::Unsubscribe(Unsubscribe { subscription }),
+                _ => {
+                    return Err(RpcError::bad_param(
+                        m,
+                        "subscription",
+                        "a subscription id (integer)",
+                    ))
+                }
+            },
+        })
+    }
+}
+
+/// A method's params as a client sends them, and the result it gets back.
+pub trait Call: Serialize {
+    /// The method.
+    const METHOD: Method;
+    /// Its result.
+    type Output: DeserializeOwned;
+}
+
+macro_rules! no_params {
+    ($($(#[$doc:meta])* $name:ident => $method:ident, $out:ty;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct $name {}
+        impl Call for $name {
+            const METHOD: Method = Method::$method;
+            type Output = $out;
+        }
+    )*};
+}
+
+no_params! {
+    /// `unInitSDK`.
+    UnInitSdk => UnInitSdk, Empty;
+    /// `logout`.
+    Logout => Logout, Empty;
+    /// `getLoginStatus`.
+    GetLoginStatus => GetLoginStatus, LoginStatusResult;
+    /// `getLoginUser`.
+    GetLoginUser => GetLoginUser, LoginUserResult;
+    /// `getServerTime`.
+    GetServerTime => GetServerTime, ServerTimeResult;
+    /// `getVersion`.
+    GetVersion => GetVersion, VersionResult;
+    /// `getSelfInfo`.
+    GetSelfInfo => GetSelfInfo, SelfInfoResult;
+    /// `status`.
+    GetStatus => Status, Status;
+    /// `reconnect`.
+    Reconnect => Reconnect, Empty;
+}
+
+/// `initSDK` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitSdk {
+    /// The SDKAppID (positive).
+    #[serde(rename = "sdkAppID")]
+    pub sdk_app_id: u64,
+    /// Sets the daemon's log level.
+    #[serde(rename = "logLevel", default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<LogLevel>,
+}
+
+impl Call for InitSdk {
+    const METHOD: Method = Method::InitSdk;
+    type Output = Empty;
+}
+
+/// `login` params.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    /// The user.
+    #[serde(rename = "userID")]
+    pub user_id: String,
+    /// The ticket.
+    #[serde(rename = "userSig")]
+    pub user_sig: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user_id", &self.user_id)
+            .field("user_sig", &"[redacted]")
+            .finish()
+    }
+}
+
+impl Call for Login {
+    const METHOD: Method = Method::Login;
+    type Output = LoginResult;
+}
+
+/// `subscribe` params.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribe {
+    /// Only these events (None: all); `eventsLost` is always delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<String>>,
+    /// Replay the retained events after this seq first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+}
+
+impl Call for Subscribe {
+    const METHOD: Method = Method::Subscribe;
+    type Output = Subscribed;
+}
+
+/// `unsubscribe` params.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsubscribe {
+    /// An id returned by `subscribe` on this connection.
+    pub subscription: u64,
+}
+
+impl Call for Unsubscribe {
+    const METHOD: Method = Method::Unsubscribe;
+    type Output = Empty;
+}
+
+// ------------------------------------------------------------------------- results
+
+/// `{}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// The result of `login`: `{}` or `{"repeatLogin": true}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginResult {
+    /// The user was already logged in (the ticket may have been renewed).
+    #[serde(
+        rename = "repeatLogin",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub repeat_login: bool,
+}
+
+/// `getLoginStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginStatusResult {
+    /// 1, 2 or 3.
+    pub status: LoginStatus,
+}
+
+/// `getLoginUser`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginUserResult {
+    /// The user logged in or logging in; `""` when nobody.
+    #[serde(rename = "userID")]
+    pub user_id: String,
+}
+
+/// `getServerTime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerTimeResult {
+    /// Unix seconds.
+    #[serde(rename = "serverTime")]
+    pub server_time: i64,
+}
+
+/// `getVersion`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionResult {
+    /// The daemon's version.
+    pub version: String,
+}
+
+/// `getSelfInfo`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfInfoResult {
+    /// The profile.
+    pub info: UserFullInfo,
+}
+
+/// `subscribe`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscribed {
+    /// The subscription id.
+    pub subscription: u64,
+    /// The daemon's boot id.
+    #[serde(rename = "bootID")]
+    pub boot_id: String,
+    /// The seq of the newest event at the instant of subscribing.
+    pub seq: u64,
+    /// The status at that instant (`status.lastSeq == seq`).
+    pub status: Status,
+}
+
+// ------------------------------------------------------------------------- events
 
 /// Names of every event the daemon emits.
 pub const EVENT_NAMES: &[&str] = &[
@@ -21,6 +447,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "onSelfInfoUpdated",
     "onLoginStatusChanged",
     "onUserSigExpiring",
+    "onRelogin",
     "eventsLost",
 ];
 
@@ -62,8 +489,8 @@ pub enum Event {
         /// The user concerned (`""` when nobody).
         #[serde(rename = "userID")]
         user_id: String,
-        /// Why: `login`, `logout`, `relogin`, `restore`, `kicked`, `userSigExpired`,
-        /// `loginFailed`, `connectionLost`, `unInit`, `switchUser`.
+        /// Why: `login`, `logout`, `restore`, `kicked`, `userSigExpired`, `loginFailed`,
+        /// `switchUser`, `unInit`.
         reason: String,
     },
     /// The ticket runs out soon (imlink's addition): renew it with `login`.
@@ -75,6 +502,23 @@ pub enum Event {
         /// Seconds left when the event was emitted.
         #[serde(rename = "remainingSecs")]
         remaining_secs: i64,
+    },
+    /// The silent re-login after a reconnect (the status stays LOGINED throughout)
+    /// succeeded — the session is online again — or failed and will be retried
+    /// (imlink's addition).
+    #[serde(rename = "onRelogin")]
+    Relogin {
+        /// True: accepted by the server.
+        success: bool,
+        /// The refusal's code (absent on success).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<i32>,
+        /// The refusal's reason (absent on success).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        desc: Option<String>,
+        /// When the next attempt is due, ms (absent on success).
+        #[serde(rename = "retryInMs", default, skip_serializing_if = "Option::is_none")]
+        retry_in_ms: Option<u64>,
     },
     /// Events `from`..=`to` were not delivered to this subscriber.
     #[serde(rename = "eventsLost")]
@@ -98,10 +542,30 @@ impl Event {
             Event::SelfInfoUpdated { .. } => "onSelfInfoUpdated",
             Event::LoginStatusChanged { .. } => "onLoginStatusChanged",
             Event::UserSigExpiring { .. } => "onUserSigExpiring",
+            Event::Relogin { .. } => "onRelogin",
             Event::EventsLost { .. } => "eventsLost",
         }
     }
 }
+
+/// The params of an event notification, as a client reads them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventParams {
+    /// The subscription it was delivered to.
+    pub subscription: u64,
+    /// Its number.
+    pub seq: u64,
+    /// Unix ms.
+    pub time: i64,
+    /// The daemon's boot id.
+    #[serde(rename = "bootID")]
+    pub boot_id: String,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+// ------------------------------------------------------------------------- status
 
 /// The connection state reported by `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +593,9 @@ pub struct Status {
     /// The logged-in (or logging-in) user, `""` when nobody.
     #[serde(rename = "userID")]
     pub user_id: String,
+    /// True only while connected and the server holds this session's login (false during
+    /// the silent re-login after a reconnect, although `loginStatus` stays 1).
+    pub online: bool,
     /// The connection state.
     pub connection: ConnState,
     /// When the current connection came up, unix milliseconds, or null.
@@ -137,13 +604,100 @@ pub struct Status {
     pub reconnect_attempt: u32,
     /// Milliseconds until the next connect attempt while `waiting`, else null.
     pub next_retry_ms: Option<u64>,
-    /// The server URL.
+    /// The server (URL of the native link, or the Tencent service).
     pub server: String,
     /// When the ticket expires, unix seconds, or null.
     pub user_sig_expires_at: Option<i64>,
+    /// False while the last change of the login could not be written to the state file
+    /// (the daemon retries; a restart now would not see it).
+    pub state_saved: bool,
     /// Changes at every daemon start.
     #[serde(rename = "bootID")]
     pub boot_id: String,
     /// The seq of the newest event.
     pub last_seq: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(method: Method, params: &str) -> Result<MethodCall, RpcError> {
+        let raw = RawValue::from_string(params.to_owned()).unwrap();
+        MethodCall::read(method, Some(&raw))
+    }
+
+    #[test]
+    fn user_ids_follow_the_service() {
+        for ok in [
+            "alice",
+            "bot_7",
+            "a-b",
+            "alice@example.com",
+            "+8613800000000",
+            &"x".repeat(32),
+        ] {
+            assert!(valid_user_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "bad id",
+            "tab\there",
+            "new\nline",
+            "élan",
+            &"x".repeat(33),
+            "\u{7f}",
+        ] {
+            assert!(!valid_user_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn params_are_checked_field_by_field() {
+        assert_eq!(
+            call(Method::Login, r#"{"userID":"alice","userSig":"s"}"#).unwrap(),
+            MethodCall::Login(Login {
+                user_id: "alice".into(),
+                user_sig: "s".into()
+            })
+        );
+        let e = call(Method::Login, r#"{"userID":"a b","userSig":"s"}"#).unwrap_err();
+        assert_eq!(e.code, code::INVALID_USERID);
+        let big = format!(
+            r#"{{"userID":"a","userSig":"{}"}}"#,
+            "x".repeat(MAX_USERSIG_BYTES + 1)
+        );
+        let e = call(Method::Login, &big).unwrap_err();
+        assert_eq!(e.code, code::INVALID_PARAMETERS);
+        assert!(e.message.contains("16384"), "{e:?}");
+        assert!(!e.message.contains("xxxx"), "the ticket is never echoed");
+        let e = call(Method::Subscribe, r#"{"since":-1}"#).unwrap_err();
+        assert_eq!(e.code, code::INVALID_PARAMETERS);
+        let s = call(Method::Subscribe, r#"{"since":18446744073709551615}"#).unwrap();
+        assert_eq!(
+            s,
+            MethodCall::Subscribe(Subscribe {
+                events: None,
+                since: Some(u64::MAX)
+            })
+        );
+        assert!(Method::GetLoginStatus.read_only() && !Method::Login.read_only());
+    }
+
+    #[test]
+    fn events_serialise_with_their_names() {
+        let e = Event::Relogin {
+            success: false,
+            code: Some(9520),
+            desc: Some("timeout".into()),
+            retry_in_ms: Some(1600),
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"event":"onRelogin","data":{"success":false,"code":9520,"desc":"timeout","retryInMs":1600}}"#
+        );
+        for n in EVENT_NAMES {
+            assert!(n.starts_with("on") || *n == "eventsLost");
+        }
+    }
 }

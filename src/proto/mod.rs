@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod profile;
+pub mod rpc;
 pub mod ws;
 
 pub use profile::UserFullInfo;

@@ -1,0 +1,300 @@
+//! One connection's task: read lines, answer them, stop reading while a lot waits for the
+//! client (back-pressure), close an idle connection, and after a half-close keep serving
+//! what was asked until it is done.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::net::UnixStream;
+
+use super::dispatch::{self, Outcome};
+use super::line::{Lines, Piece};
+use super::out::Out;
+use super::Api;
+use crate::codes::code;
+use crate::proto::rpc::{self, Id, Line, RpcError};
+
+/// How often a half-closed connection with subscriptions is checked for a peer that has
+/// gone away completely.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// How much may wait for a client before its requests are no longer read: two lines' worth,
+/// at least 256 KiB. One batch's replies may go beyond it (they are bounded by the batch).
+fn high_water(max_line: usize) -> usize {
+    max_line.saturating_mul(2).max(256 * 1024)
+}
+
+thread_local! {
+    /// What one read brings in (one per thread, reused by every connection).
+    static READ: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
+    /// Where a single reply is put together.
+    static REPLY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The state of one connection's reading side.
+struct Conn<'a> {
+    api: &'a Rc<Api>,
+    out: &'a Rc<Out>,
+    peer: Option<(u32, u32)>,
+    lines: Lines,
+    /// Requests of this connection waiting for the Session.
+    waiting: Rc<std::cell::Cell<usize>>,
+    settled: Rc<tokio::sync::Notify>,
+}
+
+enum Read {
+    /// Some input was read (and answered).
+    Data,
+    /// Nothing to read after all.
+    Empty,
+    /// The client shut down its writing side (or closed).
+    Eof,
+    /// The connection failed.
+    Failed,
+}
+
+impl Conn<'_> {
+    fn send_one(&self, bytes: &[u8]) {
+        REPLY.with(|r| {
+            let mut r = r.borrow_mut();
+            r.clear();
+            r.extend_from_slice(bytes);
+            r.push(b'\n');
+            self.out.send(&self.api.hub, &r);
+            if r.capacity() > 64 * 1024 {
+                r.shrink_to(1024);
+            }
+        });
+    }
+
+    fn send_error(&self, id: &Id, e: &RpcError) {
+        self.send_one(&dispatch::refused(id, e));
+    }
+
+    /// Runs `fut` in the background, counted as a request in flight; `done` gets its reply.
+    fn later<T: 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + 'static,
+        done: impl FnOnce(&Rc<Api>, &Rc<Out>, T) + 'static,
+    ) {
+        let api = self.api.clone();
+        let out = self.out.clone();
+        let waiting = self.waiting.clone();
+        let settled = self.settled.clone();
+        waiting.set(waiting.get() + 1);
+        api.begin_request();
+        tokio::task::spawn_local(async move {
+            let r = fut.await;
+            done(&api, &out, r);
+            waiting.set(waiting.get().saturating_sub(1));
+            api.end_request();
+            settled.notify_waiters();
+        });
+    }
+
+    fn on_line(&mut self, line: &[u8]) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(line) else {
+            return self.send_error(
+                &Id::null(),
+                &RpcError::parse_error("the line is not valid UTF-8"),
+            );
+        };
+        match rpc::read_line(text) {
+            Err(e) => self.send_error(&Id::null(), &e),
+            Ok(Line::One(Err((id, e)))) => self.send_error(&id, &e),
+            Ok(Line::One(Ok(inc))) => match dispatch::call(self.api, self.out, self.peer, inc) {
+                Outcome::Now(Some(r)) => self.send_one(&r),
+                Outcome::Now(None) => {}
+                Outcome::Later(fut) => self.later(fut, |api, out, r| {
+                    if let Some(mut r) = r {
+                        r.push(b'\n');
+                        out.send(&api.hub, &r);
+                    }
+                }),
+            },
+            Ok(Line::Batch(items)) => {
+                let mut parts = Vec::with_capacity(items.len());
+                let mut later = false;
+                for item in items {
+                    parts.push(match item {
+                        Err((id, e)) => Outcome::Now(Some(dispatch::refused(&id, &e))),
+                        Ok(inc) => {
+                            let o = dispatch::call(self.api, self.out, self.peer, inc);
+                            later |= matches!(o, Outcome::Later(_));
+                            o
+                        }
+                    });
+                }
+                if !later {
+                    let replies: Vec<Vec<u8>> = parts
+                        .into_iter()
+                        .filter_map(|p| match p {
+                            Outcome::Now(r) => r,
+                            Outcome::Later(_) => None,
+                        })
+                        .collect();
+                    if let Some(b) = batch_reply(replies) {
+                        self.out.send(&self.api.hub, &b);
+                    }
+                    return;
+                }
+                let all = futures_util::future::join_all(parts.into_iter().map(|p| async move {
+                    match p {
+                        Outcome::Now(r) => r,
+                        Outcome::Later(f) => f.await,
+                    }
+                }));
+                self.later(all, |api, out, replies| {
+                    if let Some(b) = batch_reply(replies.into_iter().flatten().collect()) {
+                        out.send(&api.hub, &b);
+                    }
+                });
+            }
+        }
+    }
+
+    fn on_piece(&mut self, p: Piece<'_>, max: usize) {
+        match p {
+            Piece::Line(l) => self.on_line(l),
+            Piece::TooLong => self.send_error(
+                &Id::null(),
+                &RpcError::new(
+                    code::INVALID_REQUEST,
+                    format!("request line longer than api.max_line_bytes ({max} bytes); discarded"),
+                ),
+            ),
+        }
+    }
+
+    /// Reads what is there and answers every complete line.
+    fn read(&mut self, stream: &UnixStream) -> Read {
+        let max = self.api.settings.borrow().max_line_bytes;
+        READ.with(|b| {
+            let mut b = b.borrow_mut();
+            match stream.try_read(&mut b) {
+                Ok(0) => Read::Eof,
+                Ok(n) => {
+                    let mut lines = std::mem::take(&mut self.lines);
+                    lines.feed(&b[..n], max, |p| self.on_piece(p, max));
+                    self.lines = lines;
+                    Read::Data
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Read::Empty,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Read::Empty,
+                Err(e) => {
+                    tracing::debug!("API client read failed: {e}");
+                    Read::Failed
+                }
+            }
+        })
+    }
+
+    fn idle(&self) -> bool {
+        !self.out.has_subs() && self.waiting.get() == 0 && self.out.pending() == 0
+    }
+}
+
+/// The whole reply to a batch: `[a,b,…]\n`; None when every member was a notification.
+fn batch_reply(replies: Vec<Vec<u8>>) -> Option<Vec<u8>> {
+    if replies.is_empty() {
+        return None;
+    }
+    let mut b = Vec::with_capacity(replies.iter().map(|r| r.len() + 1).sum::<usize>() + 2);
+    b.push(b'[');
+    for (i, r) in replies.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        b.extend_from_slice(r);
+    }
+    b.extend_from_slice(b"]\n");
+    Some(b)
+}
+
+/// Serves one connection until it ends.
+pub async fn serve(api: &Rc<Api>, stream: &UnixStream, out: &Rc<Out>, peer: Option<(u32, u32)>) {
+    let mut c = Conn {
+        api,
+        out,
+        peer,
+        lines: Lines::default(),
+        waiting: Rc::new(std::cell::Cell::new(0)),
+        settled: Rc::new(tokio::sync::Notify::new()),
+    };
+    loop {
+        if out.is_dead() {
+            return;
+        }
+        let (max_line, idle_limit) = {
+            let s = api.settings.borrow();
+            (s.max_line_bytes, Duration::from_millis(s.idle_timeout_ms))
+        };
+        // Back-pressure: while much waits for this client, its requests are not read.
+        if out.pending() > high_water(max_line) {
+            tokio::select! {
+                _ = out.drained() => {}
+                _ = tokio::time::sleep(idle_limit.min(Duration::from_secs(1))) => {
+                    if out.stalled_for() >= idle_limit {
+                        tracing::warn!(
+                            pending = out.pending(),
+                            "disconnecting an API client that does not read its replies"
+                        );
+                        return;
+                    }
+                }
+            }
+            continue;
+        }
+        let ready = if c.idle() {
+            match tokio::time::timeout(idle_limit, stream.readable()).await {
+                Err(_) => {
+                    tracing::debug!(
+                        "closing an API connection idle for {} ms",
+                        idle_limit.as_millis()
+                    );
+                    return;
+                }
+                Ok(r) => r,
+            }
+        } else {
+            stream.readable().await
+        };
+        if ready.is_err() {
+            return;
+        }
+        match c.read(stream) {
+            Read::Data | Read::Empty => {}
+            Read::Failed => return,
+            Read::Eof => break,
+        }
+    }
+    // Half-closed: a last line without '\n' still counts; then answer what was asked and
+    // keep delivering events until the subscriptions end or the peer is gone.
+    let max = api.settings.borrow().max_line_bytes;
+    let mut lines = std::mem::take(&mut c.lines);
+    lines.finish(|p| c.on_piece(p, max));
+    loop {
+        if out.is_dead() {
+            return;
+        }
+        if c.waiting.get() == 0 && !out.has_subs() {
+            break;
+        }
+        let settled = c.settled.notified();
+        if c.waiting.get() == 0 && !out.has_subs() {
+            break;
+        }
+        tokio::select! {
+            _ = settled => {}
+            _ = tokio::time::sleep(PROBE_EVERY) => {
+                if out.has_subs() && out.probe_gone() {
+                    return;
+                }
+            }
+        }
+    }
+    out.finish().await;
+}

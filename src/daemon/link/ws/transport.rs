@@ -1,0 +1,417 @@
+//! The byte pipe under the native link: a WebSocket as two channels of whole messages.
+//!
+//! [`Dialer`] opens one; [`AwcDialer`] is the real one (awc, `ws://` and `wss://`), and
+//! [`MemoryDialer`] hands out in-memory pipes so that the link actor runs in-process with
+//! tokio's clock paused (no socket, no real time). The link actor sees only [`Transport`]:
+//! it sends [`Outbound`] messages and reads [`Inbound`] ones.
+//!
+//! The awc transport refuses a frame larger than [`MAX_FRAME_BYTES`] as soon as its header
+//! arrives (awc alone would first buffer the whole declared payload), and joins fragmented
+//! messages up to the same limit.
+
+use actix_codec::{Decoder, Encoder};
+use actix_http::ws::Item;
+use awc::error::WsProtocolError;
+use awc::ws::{self, CloseCode, CloseReason, Frame, Message};
+use bytes::{Bytes, BytesMut};
+use futures_util::future::LocalBoxFuture;
+use futures_util::stream::{LocalBoxStream, StreamExt};
+use futures_util::SinkExt;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use crate::codes::code;
+use crate::config::ServerConfig;
+use crate::proto::ws::MAX_FRAME_BYTES;
+
+/// What the link sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// A text message (one JSON frame).
+    Text(String),
+    /// Answer to a ping.
+    Pong(Bytes),
+    /// Close the connection (normal closure).
+    Close,
+}
+
+/// What the link receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A whole text message.
+    Text(Bytes),
+    /// A ping to answer.
+    Ping(Bytes),
+    /// Any other sign of life (pong, binary message): counts for liveness only.
+    Other,
+    /// The connection ended, with why.
+    Closed(String),
+}
+
+/// An open connection.
+pub struct Transport {
+    /// Messages to send; dropping it closes the connection.
+    pub tx: mpsc::UnboundedSender<Outbound>,
+    /// Messages received; ends after [`Inbound::Closed`].
+    pub rx: LocalBoxStream<'static, Inbound>,
+}
+
+/// Opens connections.
+pub trait Dialer {
+    /// Connects to `url` (the attempt's timeout is the caller's); the error is a Tencent
+    /// code (9508) and one line.
+    fn dial(&self, url: String) -> LocalBoxFuture<'static, Result<Transport, (i32, String)>>;
+}
+
+// ------------------------------------------------------------------------- awc
+
+/// Refuses an oversized frame from its header, then decodes with awc's codec.
+pub struct GuardedCodec {
+    inner: ws::Codec,
+    max: usize,
+}
+
+impl GuardedCodec {
+    /// awc's client codec with a frame limit of `max` bytes.
+    pub fn new(inner: ws::Codec, max: usize) -> GuardedCodec {
+        GuardedCodec { inner, max }
+    }
+}
+
+/// The payload length a frame header declares, once enough of it has arrived.
+fn declared_len(src: &[u8]) -> Option<u64> {
+    let b1 = *src.get(1)?;
+    match b1 & 0x7f {
+        126 => Some(u64::from(u16::from_be_bytes([*src.get(2)?, *src.get(3)?]))),
+        127 => {
+            let b: [u8; 8] = src.get(2..10)?.try_into().ok()?;
+            Some(u64::from_be_bytes(b))
+        }
+        n => Some(u64::from(n)),
+    }
+}
+
+impl Decoder for GuardedCodec {
+    type Item = Frame;
+    type Error = WsProtocolError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WsProtocolError> {
+        if let Some(len) = declared_len(src) {
+            if len > self.max as u64 {
+                return Err(WsProtocolError::Overflow);
+            }
+        }
+        self.inner.decode(src)
+    }
+}
+
+impl Encoder<Message> for GuardedCodec {
+    type Error = WsProtocolError;
+
+    fn encode(&mut self, item: Message, dst: &mut BytesMut) -> Result<(), WsProtocolError> {
+        self.inner.encode(item, dst)
+    }
+}
+
+/// Joins fragmented messages, up to a limit.
+#[derive(Default)]
+struct Assembler {
+    text: bool,
+    buf: Option<BytesMut>,
+}
+
+impl Assembler {
+    /// The whole message a frame completes, if any; `Err` for a message over the limit.
+    fn push(&mut self, frame: Frame, max: usize) -> Result<Option<Inbound>, String> {
+        let mut add = |data: &Bytes, first: Option<bool>| -> Result<(), String> {
+            if let Some(text) = first {
+                self.text = text;
+                self.buf = Some(BytesMut::new());
+            }
+            let Some(buf) = self.buf.as_mut() else {
+                return Err("a continuation frame without a first frame".into());
+            };
+            if buf.len() + data.len() > max {
+                return Err(format!("a message larger than {max} bytes"));
+            }
+            buf.extend_from_slice(data);
+            Ok(())
+        };
+        Ok(match frame {
+            Frame::Text(t) => Some(Inbound::Text(t)),
+            Frame::Binary(_) | Frame::Pong(_) => Some(Inbound::Other),
+            Frame::Ping(p) => Some(Inbound::Ping(p)),
+            Frame::Close(reason) => Some(Inbound::Closed(match reason {
+                Some(r) => format!(
+                    "closed by the server ({} {})",
+                    u16::from(r.code),
+                    crate::text::clean(r.description.as_deref().unwrap_or(""))
+                ),
+                None => "closed by the server".into(),
+            })),
+            Frame::Continuation(Item::FirstText(d)) => {
+                add(&d, Some(true))?;
+                None
+            }
+            Frame::Continuation(Item::FirstBinary(d)) => {
+                add(&d, Some(false))?;
+                None
+            }
+            Frame::Continuation(Item::Continue(d)) => {
+                add(&d, None)?;
+                None
+            }
+            Frame::Continuation(Item::Last(d)) => {
+                add(&d, None)?;
+                let whole = self.buf.take().unwrap_or_default().freeze();
+                Some(if self.text {
+                    Inbound::Text(whole)
+                } else {
+                    Inbound::Other
+                })
+            }
+        })
+    }
+}
+
+/// Builds the HTTP client, with the CA file for `wss://` when configured.
+pub fn build_client(server: &ServerConfig) -> Result<awc::Client, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let secure = server.url.starts_with("wss://");
+    match &server.ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("server.ca_file {}: {e}", path.display()))?;
+            let mut n = 0;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| format!("server.ca_file {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("server.ca_file {}: {e}", path.display()))?;
+                n += 1;
+            }
+            if n == 0 {
+                return Err(format!(
+                    "server.ca_file {}: no certificate found",
+                    path.display()
+                ));
+            }
+        }
+        // The built-in web roots only when they can be used (they cost memory).
+        None if secure => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        None => {}
+    }
+    let connect_timeout = Duration::from_millis(server.connect_timeout_ms);
+    let mut connector = awc::Connector::new().timeout(connect_timeout);
+    if secure {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        connector = connector.rustls_0_23(Arc::new(tls));
+    }
+    Ok(awc::Client::builder()
+        .connector(connector)
+        .timeout(connect_timeout)
+        .finish())
+}
+
+/// Dials with awc.
+pub struct AwcDialer {
+    server: ServerConfig,
+    client: RefCell<Option<awc::Client>>,
+}
+
+impl AwcDialer {
+    /// A dialer for this `[server]`.
+    pub fn new(server: ServerConfig) -> AwcDialer {
+        AwcDialer {
+            server,
+            client: RefCell::new(None),
+        }
+    }
+
+    fn client(&self) -> Result<awc::Client, String> {
+        if let Some(c) = &*self.client.borrow() {
+            return Ok(c.clone());
+        }
+        let c = build_client(&self.server)?;
+        *self.client.borrow_mut() = Some(c.clone());
+        Ok(c)
+    }
+}
+
+impl Dialer for AwcDialer {
+    fn dial(&self, url: String) -> LocalBoxFuture<'static, Result<Transport, (i32, String)>> {
+        let client = self.client();
+        Box::pin(async move {
+            let client = client.map_err(|e| (code::DISCONNECTED, e))?;
+            let (_resp, framed) = client
+                .ws(url)
+                .max_frame_size(MAX_FRAME_BYTES)
+                .connect()
+                .await
+                .map_err(|e| {
+                    (
+                        code::DISCONNECTED,
+                        format!("connect failed: {}", crate::text::clean(&e.to_string())),
+                    )
+                })?;
+            let framed = framed.into_map_codec(|c| GuardedCodec::new(c, MAX_FRAME_BYTES));
+            let (mut sink, stream) = framed.split();
+            let (tx, mut out_rx) = mpsc::unbounded_channel::<Outbound>();
+            actix_rt::spawn(async move {
+                while let Some(o) = out_rx.recv().await {
+                    let (msg, last) = match o {
+                        Outbound::Text(t) => (Message::Text(t.into()), false),
+                        Outbound::Pong(p) => (Message::Pong(p), false),
+                        Outbound::Close => (
+                            Message::Close(Some(CloseReason {
+                                code: CloseCode::Normal,
+                                description: None,
+                            })),
+                            true,
+                        ),
+                    };
+                    if sink.send(msg).await.is_err() || last {
+                        break;
+                    }
+                }
+                let _ = sink.close().await;
+            });
+            let asm = Rc::new(RefCell::new(Assembler::default()));
+            let rx = stream
+                .map(move |f| match f {
+                    Ok(frame) => match asm.borrow_mut().push(frame, MAX_FRAME_BYTES) {
+                        Ok(Some(i)) => Some(i),
+                        Ok(None) => None,
+                        Err(why) => Some(Inbound::Closed(format!("protocol error: {why}"))),
+                    },
+                    Err(WsProtocolError::Overflow) => Some(Inbound::Closed(format!(
+                        "protocol error: a frame larger than {MAX_FRAME_BYTES} bytes"
+                    ))),
+                    Err(e) => Some(Inbound::Closed(format!(
+                        "protocol error: {}",
+                        crate::text::clean(&e.to_string())
+                    ))),
+                })
+                .filter_map(futures_util::future::ready)
+                .chain(futures_util::stream::once(async {
+                    Inbound::Closed("closed by the server".into())
+                }))
+                // Nothing after the first `Closed`.
+                .scan(false, |done, i| {
+                    let out = if *done { None } else { Some(i.clone()) };
+                    *done = *done || matches!(i, Inbound::Closed(_));
+                    futures_util::future::ready(out)
+                })
+                .boxed_local();
+            Ok(Transport { tx, rx })
+        })
+    }
+}
+
+// ------------------------------------------------------------------------- memory
+
+/// The server's end of an in-memory connection.
+pub struct PeerEnd {
+    /// What the link sent.
+    pub rx: mpsc::UnboundedReceiver<Outbound>,
+    /// What the link will receive.
+    pub tx: mpsc::UnboundedSender<Inbound>,
+}
+
+/// In-memory connections for in-process tests: each dial is answered by the next
+/// decision from `accept` (a scripted server), without sockets.
+#[derive(Clone, Default)]
+pub struct MemoryDialer {
+    /// The server ends of the connections opened so far, for the test to drive.
+    pub accepted: Rc<RefCell<Vec<PeerEnd>>>,
+    /// Refuse dials while true (code 9508).
+    pub refuse: Rc<std::cell::Cell<bool>>,
+    /// Every URL dialled.
+    pub dialled: Rc<RefCell<Vec<String>>>,
+}
+
+impl Dialer for MemoryDialer {
+    fn dial(&self, url: String) -> LocalBoxFuture<'static, Result<Transport, (i32, String)>> {
+        self.dialled.borrow_mut().push(url);
+        if self.refuse.get() {
+            return Box::pin(async { Err((code::DISCONNECTED, "connection refused".into())) });
+        }
+        let (to_peer, peer_rx) = mpsc::unbounded_channel();
+        let (peer_tx, from_peer) = mpsc::unbounded_channel::<Inbound>();
+        self.accepted.borrow_mut().push(PeerEnd {
+            rx: peer_rx,
+            tx: peer_tx,
+        });
+        let rx = futures_util::stream::unfold(from_peer, |mut r| async move {
+            r.recv().await.map(|i| (i, r))
+        })
+        .chain(futures_util::stream::once(async {
+            Inbound::Closed("closed by the server".into())
+        }))
+        .boxed_local();
+        Box::pin(async move { Ok(Transport { tx: to_peer, rx }) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_frames_are_refused_from_their_header() {
+        let mut c = GuardedCodec::new(ws::Codec::new().client_mode(), 1024);
+        // A text frame header declaring 70 MB, with none of its payload.
+        let mut src = BytesMut::from(&[0x81u8, 127, 0, 0, 0, 0, 4, 44, 29, 128][..]);
+        assert!(matches!(c.decode(&mut src), Err(WsProtocolError::Overflow)));
+        // A small frame passes.
+        let mut c = GuardedCodec::new(ws::Codec::new().client_mode(), 1024);
+        let mut src = BytesMut::from(&[0x81u8, 2, b'h', b'i'][..]);
+        assert!(matches!(c.decode(&mut src), Ok(Some(Frame::Text(t))) if &t[..] == b"hi"));
+        assert_eq!(declared_len(&[0x81, 126, 1, 0]), Some(256));
+        assert_eq!(declared_len(&[0x81]), None);
+    }
+
+    #[test]
+    fn fragments_are_joined_up_to_the_limit() {
+        let mut a = Assembler::default();
+        assert_eq!(
+            a.push(
+                Frame::Continuation(Item::FirstText(Bytes::from_static(b"ab"))),
+                4
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            a.push(
+                Frame::Continuation(Item::Last(Bytes::from_static(b"cd"))),
+                4
+            ),
+            Ok(Some(Inbound::Text(Bytes::from_static(b"abcd"))))
+        );
+        let mut a = Assembler::default();
+        a.push(
+            Frame::Continuation(Item::FirstText(Bytes::from_static(b"abc"))),
+            4,
+        )
+        .unwrap();
+        assert!(a
+            .push(
+                Frame::Continuation(Item::Continue(Bytes::from_static(b"de"))),
+                4
+            )
+            .is_err());
+        let mut a = Assembler::default();
+        assert!(a
+            .push(Frame::Continuation(Item::Last(Bytes::from_static(b"x"))), 4)
+            .is_err());
+    }
+}
