@@ -121,6 +121,15 @@ pub fn run(cmd: &UsersigCommand, json: bool, out: &mut dyn Write) -> Result<(), 
         } => {
             let key = key.load()?;
             let time = time.unwrap_or_else(usersig::now_unix);
+            if *expire < 0 || time < 0 || time.checked_add(*expire).is_none() {
+                return Err(CtlError {
+                    code: code::INVALID_PARAMETERS,
+                    message: format!(
+                        "--time and --expire must be 0 or more, their sum at most {}",
+                        i64::MAX
+                    ),
+                });
+            }
             let ticket = usersig::generate(*sdk_app_id, &key, user, *expire, time);
             write_out(out, format_args!("{ticket}"))
         }
@@ -166,7 +175,7 @@ pub fn run(cmd: &UsersigCommand, json: bool, out: &mut dyn Write) -> Result<(), 
                     format_args!(
                         "valid (expires at {}, in {} s)",
                         ticket.expires_at(),
-                        ticket.expires_at() - now
+                        ticket.expires_at().saturating_sub(now)
                     ),
                 )
             }

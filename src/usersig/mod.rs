@@ -2,39 +2,41 @@
 //!
 //! A ticket is the JSON document
 //! `{"TLS.ver":"2.0","TLS.identifier":…,"TLS.sdkappid":…,"TLS.time":…,"TLS.expire":…,["TLS.userbuf":…,]"TLS.sig":…}`,
-//! zlib-compressed (level 6), base64-encoded, with `+`→`*`, `/`→`-`, `=`→`_`. `TLS.sig` is
-//! the standard base64 of HMAC-SHA256 over the signed text, keyed with the secret key's
-//! UTF-8 bytes. [`generate`] writes the fields in the order of Tencent's official Node.js
-//! generator so that, for the same inputs and clock, the ticket is byte-identical to it;
-//! [`decode`] parses the JSON by key, so tickets from libraries that order keys differently
-//! verify too.
-//!
-//! Byte identity also needs the same compressed bytes: the official generator compresses
-//! with the zlib that Node.js bundles, whose match finder differs from canonical zlib's.
-//! [`deflate`] reproduces it; flate2 is used only to inflate.
+//! zlib-compressed (level 6, with flate2), base64-encoded, with `+`→`*`, `/`→`-`, `=`→`_`.
+//! `TLS.sig` is the standard base64 of HMAC-SHA256 over the signed text, keyed with the
+//! secret key's UTF-8 bytes. [`generate`] writes the same JSON text as Tencent's official
+//! Node.js generator (same keys in the same order, same number and string formatting), so
+//! for the same inputs and clock both tickets inflate to identical JSON with the same MAC;
+//! the compressed bytes may differ, which is harmless because the service only inflates.
+//! [`decode`] parses the JSON by key, so tickets from libraries that order keys
+//! differently, or write numbers as strings, verify too.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use flate2::read::ZlibDecoder;
+use flate2::write::ZlibEncoder;
+use flate2::Compression;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
-use std::io::Read;
+use std::io::{Read, Write};
 use subtle::ConstantTimeEq;
 
 use crate::codes::code;
 
-pub mod deflate;
-
 /// The longest ticket text accepted for decoding; real tickets are a few hundred bytes.
 pub const MAX_TICKET_LEN: usize = 16 * 1024;
-/// The largest decompressed JSON accepted: a guard against zlib bombs.
-const MAX_JSON_LEN: u64 = 64 * 1024;
+/// The largest decompressed JSON accepted, in bytes: inflating stops one byte past it, so
+/// a zlib bomb costs at most this much memory.
+pub const MAX_JSON_LEN: usize = 64 * 1024;
+/// The zlib level tickets are compressed with (DESIGN §7), as the official generator does.
+const ZLIB_LEVEL: u32 = 6;
 
 /// Why a ticket was refused, with Tencent's code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SigError {
-    /// 70003: not a ticket (bad base64, bad zlib, bad JSON, missing field) or a MAC mismatch.
+    /// 70003: not a ticket (bad base64, bad zlib, too large, bad JSON, a field missing or out
+    /// of range) or a MAC mismatch.
     #[error("UserSig check failed: {0}")]
     CheckFailed(String),
     /// 70013: the ticket was issued for another UserID.
@@ -103,6 +105,7 @@ pub struct Ticket {
 
 impl Ticket {
     /// The unix second after which the ticket is no longer valid (`time + expire`).
+    /// [`decode`] refuses tickets whose sum overflows; for a hand-built ticket it saturates.
     pub fn expires_at(&self) -> i64 {
         self.time.saturating_add(self.expire)
     }
@@ -192,7 +195,31 @@ pub fn generate_with_userbuf(
         Ok(j) => j,
         Err(_) => unreachable!("a struct of strings and integers always serialises"),
     };
-    escape(&STANDARD.encode(deflate::zlib_compress(&json)))
+    escape(&STANDARD.encode(zlib(&json)))
+}
+
+/// Compresses `data` into a zlib stream at [`ZLIB_LEVEL`].
+fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut z = ZlibEncoder::new(Vec::new(), Compression::new(ZLIB_LEVEL));
+    match z.write_all(data).and_then(|()| z.finish()) {
+        Ok(out) => out,
+        Err(_) => unreachable!("compressing into a Vec cannot fail"),
+    }
+}
+
+/// Inflates a zlib stream, refusing one that inflates to more than [`MAX_JSON_LEN`] bytes.
+fn inflate_bounded(raw: &[u8]) -> Result<Vec<u8>, SigError> {
+    let mut json = Vec::new();
+    ZlibDecoder::new(raw)
+        .take(MAX_JSON_LEN as u64 + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| SigError::CheckFailed(format!("not zlib data (truncated?): {e}")))?;
+    if json.len() > MAX_JSON_LEN {
+        return Err(SigError::CheckFailed(format!(
+            "the decompressed ticket is longer than {MAX_JSON_LEN} bytes"
+        )));
+    }
+    Ok(json)
 }
 
 fn field<'a>(
@@ -203,18 +230,44 @@ fn field<'a>(
         .ok_or_else(|| SigError::CheckFailed(format!("field {name} is missing")))
 }
 
-fn int_field(
+/// A non-negative integer field of at most `max`, written as a JSON number or, as some
+/// generators do, as a decimal string (Tencent's server accepts both).
+fn uint_field(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    max: u64,
+) -> Result<u64, SigError> {
+    // Ok: a non-negative integer; Err: a negative one; None: not an integer in range.
+    let n = match field(obj, name)? {
+        serde_json::Value::Number(n) => n.as_u64().map(Ok).or_else(|| n.as_i64().map(Err)),
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            s.parse::<u64>()
+                .ok()
+                .map(Ok)
+                .or_else(|| s.parse::<i64>().ok().map(Err))
+        }
+        _ => None,
+    };
+    match n {
+        Some(Ok(n)) if n <= max => Ok(n),
+        Some(Ok(_)) => Err(SigError::CheckFailed(format!(
+            "field {name} is larger than {max}"
+        ))),
+        Some(Err(_)) => Err(SigError::CheckFailed(format!("field {name} is negative"))),
+        None => Err(SigError::CheckFailed(format!(
+            "field {name} is not an integer between 0 and {max}"
+        ))),
+    }
+}
+
+/// A time field: a non-negative integer that fits an `i64`.
+fn time_field(
     obj: &serde_json::Map<String, serde_json::Value>,
     name: &str,
 ) -> Result<i64, SigError> {
-    let v = field(obj, name)?;
-    // Some generators write numbers as strings; accept both, as Tencent's server does.
-    match v {
-        serde_json::Value::Number(n) => n.as_i64(),
-        serde_json::Value::String(s) => s.trim().parse::<i64>().ok(),
-        _ => None,
-    }
-    .ok_or_else(|| SigError::CheckFailed(format!("field {name} is not an integer")))
+    let n = uint_field(obj, name, i64::MAX.unsigned_abs())?;
+    i64::try_from(n).map_err(|_| SigError::CheckFailed(format!("field {name} is too large")))
 }
 
 fn str_field(
@@ -229,7 +282,12 @@ fn str_field(
     }
 }
 
-/// Decodes a ticket without checking anything but its form. Never panics.
+/// Decodes a ticket without checking anything but its form: at most [`MAX_TICKET_LEN`]
+/// bytes of base64, inflating to at most [`MAX_JSON_LEN`] bytes of a JSON object with the
+/// string fields `TLS.ver`, `TLS.identifier`, `TLS.sig` (and `TLS.userbuf` if present) and
+/// the integer fields `TLS.sdkappid` (a `u64`), `TLS.time` and `TLS.expire` (each between 0
+/// and `i64::MAX`, their sum too). Anything else is 70003.
+/// Never panics.
 pub fn decode(ticket: &str) -> Result<Ticket, SigError> {
     let t = ticket.trim();
     if t.is_empty() {
@@ -244,24 +302,21 @@ pub fn decode(ticket: &str) -> Result<Ticket, SigError> {
     let raw = STANDARD
         .decode(unescape(t))
         .map_err(|e| SigError::CheckFailed(format!("not base64: {e}")))?;
-    let mut json = Vec::new();
-    ZlibDecoder::new(raw.as_slice())
-        .take(MAX_JSON_LEN + 1)
-        .read_to_end(&mut json)
-        .map_err(|e| SigError::CheckFailed(format!("not zlib data (truncated?): {e}")))?;
-    if json.len() as u64 > MAX_JSON_LEN {
-        return Err(SigError::CheckFailed(
-            "decompressed ticket is too large".into(),
-        ));
-    }
+    let json = inflate_bounded(&raw)?;
     let value: serde_json::Value = serde_json::from_slice(&json)
         .map_err(|e| SigError::CheckFailed(format!("not JSON: {e}")))?;
     let obj = value
         .as_object()
         .ok_or_else(|| SigError::CheckFailed("not a JSON object".into()))?;
-    let sdkappid = int_field(obj, "TLS.sdkappid")?;
-    let sdkappid = u64::try_from(sdkappid)
-        .map_err(|_| SigError::CheckFailed("field TLS.sdkappid is negative".into()))?;
+    let sdkappid = uint_field(obj, "TLS.sdkappid", u64::MAX)?;
+    let time = time_field(obj, "TLS.time")?;
+    let expire = time_field(obj, "TLS.expire")?;
+    if time.checked_add(expire).is_none() {
+        return Err(SigError::CheckFailed(format!(
+            "TLS.time + TLS.expire is past {}",
+            i64::MAX
+        )));
+    }
     let userbuf = match obj.get("TLS.userbuf") {
         None | Some(serde_json::Value::Null) => None,
         Some(_) => Some(str_field(obj, "TLS.userbuf")?),
@@ -270,8 +325,8 @@ pub fn decode(ticket: &str) -> Result<Ticket, SigError> {
         ver: str_field(obj, "TLS.ver")?,
         identifier: str_field(obj, "TLS.identifier")?,
         sdkappid,
-        time: int_field(obj, "TLS.time")?,
-        expire: int_field(obj, "TLS.expire")?,
+        time,
+        expire,
         userbuf,
         sig: str_field(obj, "TLS.sig")?,
     })
@@ -338,7 +393,7 @@ pub fn verify_mac(t: &Ticket, key: &str) -> Result<(), SigError> {
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
@@ -349,12 +404,17 @@ mod tests {
     /// Made by the official Node.js package `tls-sig-api-v2` 1.0.2 with its clock pinned.
     const OFFICIAL_ALICE: &str = "eJyrVgrxCdYrSy1SslIy0jNQ0gHzM1NS80oy0zLBwok5mcmpUInilOzEgoLMFCUrQxMDCDCEyJRk5qYqWRmam0HFIaKpFQWZRalKVhYgYagRmelKVkqRxhn*Hqn6blVm*eb*mRXhES6FkSmF7i6uwbkBmQapkb6WvhlOmZGugSYGtkq1AITfMCw_";
 
+    fn inflated(ticket: &str) -> Vec<u8> {
+        inflate_bounded(&STANDARD.decode(unescape(ticket)).unwrap()).unwrap()
+    }
+
     #[test]
-    fn generates_the_official_ticket() {
-        assert_eq!(
-            generate(1400000001, "K", "alice", 86400, 1764000000),
-            OFFICIAL_ALICE
-        );
+    fn generates_the_official_json_and_mac() {
+        let ours = generate(1400000001, "K", "alice", 86400, 1764000000);
+        assert_eq!(inflated(&ours), inflated(OFFICIAL_ALICE));
+        assert_eq!(decode(&ours).unwrap(), decode(OFFICIAL_ALICE).unwrap());
+        // zlib header: deflate, 32 KiB window, FLEVEL 2 (the default level, 6).
+        assert_eq!(STANDARD.decode(unescape(&ours)).unwrap()[..2], [0x78, 0x9c]);
     }
 
     #[test]
