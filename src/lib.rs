@@ -8,6 +8,7 @@
 //! - [`codes`] — Tencent's error codes, login status values and log levels.
 //! - [`usersig`] — the TLSSigAPIv2 ticket: generate, decode, verify.
 //! - [`config`] — the daemon's configuration: defaults, file, environment, flags.
+//! - [`signals`] — SIGHUP caught from the first instant, before the daemon's handlers.
 //! - [`logging`] — tracing set-up with the SDK's log levels, changeable at run time.
 //! - [`proto`] — wire types, serde only: the JSON-RPC API, events, the WebSocket frames.
 //! - [`core`] — pure state machines (connection, backoff, login session), no I/O.
@@ -23,4 +24,5 @@ pub mod daemon;
 pub mod devserver;
 pub mod logging;
 pub mod proto;
+pub mod signals;
 pub mod usersig;
