@@ -245,6 +245,16 @@ impl Text<'_> {
     }
 }
 
+/// `deserialize_x => visit_y(T)`: the text parsed as `T`, handed to `visit_y` (the
+/// visitor checks the range of narrower types).
+macro_rules! parsed {
+    ($de:lifetime; $($method:ident => $visit:ident($ty:ty)),* $(,)?) => {$(
+        fn $method<V: Visitor<$de>>(self, visitor: V) -> Result<V::Value, DeError> {
+            visitor.$visit(self.parse::<$ty>()?)
+        }
+    )*};
+}
+
 impl<'de> Deserializer<'de> for Text<'_> {
     type Error = DeError;
 
@@ -260,44 +270,12 @@ impl<'de> Deserializer<'de> for Text<'_> {
         }
     }
 
-    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_u64(self.parse()?)
-    }
-
-    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.deserialize_u64(visitor)
-    }
-
-    fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.deserialize_u64(visitor)
-    }
-
-    fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.deserialize_u64(visitor)
-    }
-
-    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_i64(self.parse()?)
-    }
-
-    fn deserialize_i32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_i16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.deserialize_i64(visitor)
-    }
-
-    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_f64(self.parse()?)
-    }
-
-    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        self.deserialize_f64(visitor)
+    parsed! { 'de;
+        deserialize_u8 => visit_u64(u64), deserialize_u16 => visit_u64(u64),
+        deserialize_u32 => visit_u64(u64), deserialize_u64 => visit_u64(u64),
+        deserialize_i8 => visit_i64(i64), deserialize_i16 => visit_i64(i64),
+        deserialize_i32 => visit_i64(i64), deserialize_i64 => visit_i64(i64),
+        deserialize_f32 => visit_f64(f64), deserialize_f64 => visit_f64(f64),
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {

@@ -1,18 +1,19 @@
 //! The configuration of `imlinkd` (DESIGN §4): defaults → file → `IMLINK_*` environment →
 //! flags, into one typed struct.
 //!
-//! The struct is the schema ([`schema`]): each key is a field, its default is in the
+//! The struct is the schema (`schema.rs`): each key is a field, its default is in the
 //! section's `Default`, its range check is the field's `deserialize_with` function
-//! ([`valid`]), and the list of keys is read off the struct ([`keys`]). [`load`] reads each
-//! source into a tree of values as written, with their origins ([`sources`]), and
-//! deserialises the struct from it ([`de`]); a value from the environment or a flag is
-//! text that the field's type reads. Every source is deserialised on its own first, so a
-//! bad value is reported even where a later source overrides it; then the merge is, and
-//! the rules between keys are checked ([`rules`]). An error names the key, the value as
-//! written (made safe to print) and where it was written (file path, variable, flag);
-//! unknown keys get the closest known key as a suggestion. [`Loaded::to_toml`] renders
-//! the effective configuration from the struct with the origin of every value, for
-//! `imlinkd --check-config`.
+//! (`valid.rs`, bounds in [`limits`]), and the list of keys is read off the struct
+//! ([`keys()`]). [`load`] reads each source into a tree of values as written, with their
+//! origins (`sources.rs`), and deserialises the struct from it (`de.rs`): a TOML value is
+//! handed to its field as it is, text from the environment or a flag is read as the type
+//! the field asks for. Every source is deserialised on its own first, so a bad value is
+//! reported even where a later source overrides it; then the merge is, and the rules
+//! between keys are checked (`rules.rs`). An error names the key, the value as written
+//! (made safe to print, see [`printable`]) and where it was written (file path, variable,
+//! flag); an unknown key gets the closest known key as a suggestion. [`Loaded::to_toml`]
+//! renders the effective configuration from the struct with the origin of every value,
+//! for `imlinkd --check-config`.
 //!
 //! Files are read only if they are regular files, and only up to a limit
 //! ([`read_regular_file`]), so `--config /dev/zero` or a FIFO is an error, not a hang.
