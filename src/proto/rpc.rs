@@ -398,7 +398,9 @@ impl<'a> Params<'a> {
     pub fn opt<T: Deserialize<'a>>(&self, name: &str) -> Result<Option<T>, WrongType> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) => serde_json::from_str(v.get()).map(Some).map_err(|_| WrongType),
+            Some(v) => serde_json::from_str(v.get())
+                .map(Some)
+                .map_err(|_| WrongType),
         }
     }
 }
