@@ -334,6 +334,11 @@ async fn run(hub: Arc<Hub>, mut session: Session, stream: actix_ws::MessageStrea
                         close(session.clone(), CloseCode::Size, &format!("frame exceeds {MAX_WEB_FRAME_BYTES} bytes")).await;
                         break End::Closed;
                     }
+                    Some(Err(ProtocolError::Io(e))) => {
+                        // A browser tab or Node process that went away without a close frame.
+                        tracing::info!(conn = id, error = %e, "Web connection ended by the peer without a close frame");
+                        break End::Closed;
+                    }
                     Some(Err(e)) => {
                         tracing::warn!(conn = id, error = %e, "Web protocol error: closing 1002");
                         close(session.clone(), CloseCode::Protocol, "protocol error").await;
