@@ -596,6 +596,41 @@ fn faults_apply_to_web_connections() {
     );
 }
 
+#[test]
+fn a_web_login_displaced_while_offline_learns_it_when_it_reconnects() {
+    require_node!();
+    let server = DevServer::start(&["--faults", "--policy", "single"]);
+    let mut sdk = NodeProc::sdk(&server);
+    sdk_login_ready(&mut sdk, "alice");
+    server.fault("refuse?ms=2000");
+    server.fault("drop");
+    sdk.expect(T, "disconnected", |v| {
+        v["event"] == "NET_STATE_CHANGE" && v["data"]["state"] == "disconnected"
+    });
+    wait_until(T, "the refusal to end", || {
+        server.stats()["faults"]["refusing"] == false
+    });
+    // The SDK stays disconnected until it next sends a request. Meanwhile a native login
+    // displaces the offline Web login.
+    let mut linux = WsClient::connect(&server, "Linux", "linux-1");
+    assert_eq!(
+        linux.login("alice", &ticket("alice", 3600), false)["code"],
+        0
+    );
+    wait_until(T, "the Web login to be marked displaced", || {
+        web_sessions(&server, "alice")
+            .first()
+            .is_some_and(|s| s["state"] == "displaced")
+    });
+    // The SDK's automatic re-login is told it was kicked; the native login stays.
+    prompt_reconnect(&mut sdk);
+    let k = sdk.event("KICKED_OUT", T);
+    assert_eq!(k["data"]["type"], "multipleDevice", "{k}");
+    sdk.event("SDK_NOT_READY", T);
+    assert_eq!(server.user_stats("alice")["failed"]["6208"], 1);
+    assert_eq!(online_platforms(&server, "alice"), ["Linux"]);
+}
+
 /// After a lost connection that had lived at least a second the SDK reconnects at once
 /// (`connecting`, `connected`); after a shorter one or a refused attempt it says
 /// `disconnected` and connects again only when it next sends a request. This makes it send
