@@ -679,7 +679,7 @@ fn bridge_drives_the_sdk_over_json_lines() {
     let proxy = format!("ws://{}", server.addr);
     let r = b.call(
         2,
-        json!({"op": "init", "sdkAppID": APP, "proxyServer": proxy, "logLevel": 0}),
+        json!({"op": "init", "sdkAppID": APP, "proxyServer": proxy, "logLevel": -1}),
     );
     assert_eq!(r["ok"], json!({}), "{r}");
     let r = b.call(3, json!({"op": "login", "userID": "alice", "userSig": ticket_for(APP, "bad key", "alice", 3600, now_unix())}));
@@ -770,15 +770,22 @@ fn bridge_drives_the_sdk_over_json_lines() {
         "{:?}",
         b.backlog
     );
-    // Even at log level 0 no ticket reaches the log.
+    // At log level -1 the SDK logs every frame it sends, tickets included: redacted.
     let log = b.stderr();
     assert!(
         log.contains("TencentCloudChat"),
         "the SDK's log goes to stderr"
     );
+    assert!(
+        log.contains(r#""usersig":"[redacted]""#),
+        "{}",
+        tail(&log, 2000)
+    );
+    assert!(log.contains(r#""a2":"[redacted]""#), "{}", tail(&log, 2000));
     for s in [&sig, &fresh] {
         assert!(!log.contains(s.as_str()), "a UserSig reached stderr");
     }
+    assert!(!log.contains("A2v1."), "an A2 key reached stderr");
 }
 
 #[test]

@@ -21,12 +21,16 @@ const writeOut = process.stdout.write.bind(process.stdout);
 const writeErr = process.stderr.write.bind(process.stderr);
 const util = require('util');
 
-// Exact strings never to write (UserSigs, A2 keys), longest first.
-const secrets = [];
+// Exact strings never to write (UserSigs, A2 keys): the last MAX_SECRETS seen, and the
+// same list longest first for replacing.
+const MAX_SECRETS = 64;
+const seen = [];
+let secrets = [];
 function addSecret(s) {
-  if (typeof s === 'string' && s.length >= 8 && !secrets.includes(s)) {
-    secrets.push(s);
-    secrets.sort((a, b) => b.length - a.length);
+  if (typeof s === 'string' && s.length >= 8 && !seen.includes(s)) {
+    seen.push(s);
+    if (seen.length > MAX_SECRETS) seen.shift();
+    secrets = seen.slice().sort((a, b) => b.length - a.length);
   }
 }
 function scrub(text) {
@@ -191,7 +195,7 @@ const ops = {
   async init(p) {
     need(Number.isSafeInteger(p.sdkAppID) && p.sdkAppID > 0 && p.sdkAppID <= 0xffffffff, 'sdkAppID must be a positive 32-bit integer');
     need(p.proxyServer === undefined || (typeof p.proxyServer === 'string' && /^wss?:\/\/[^\s]{1,2040}$/.test(p.proxyServer)), 'proxyServer must be a ws:// or wss:// URL');
-    need(p.logLevel === undefined || (Number.isInteger(p.logLevel) && p.logLevel >= 0 && p.logLevel <= 4), 'logLevel must be 0..4');
+    need(p.logLevel === undefined || (Number.isInteger(p.logLevel) && p.logLevel >= -1 && p.logLevel <= 4), 'logLevel must be -1..4');
     const params = JSON.stringify([p.sdkAppID, p.proxyServer || null]);
     if (chat) {
       need(params === initParams, 'already initialised with other parameters');

@@ -854,7 +854,7 @@ impl Conn {
                 )
             }
             Err((c, why)) => {
-                tracing::info!(conn = self.id, user = %body.user_id, code = c, auto, reason = %why, "Web login refused");
+                tracing::info!(conn = self.id, user = ?body.user_id, code = c, auto, reason = %why, "Web login refused");
                 // A re-login the SDK makes by itself after a reconnect: the reasons that mean
                 // "this device was put offline" are told the way the SDK understands them.
                 let kick = match c {
