@@ -46,7 +46,9 @@ fn node_ready() -> bool {
             "node is not installed: CI must install Node.js >= 18 and npm, then run \
              `npm ci --omit=dev --prefix bridge/tencent`"
         );
-        eprintln!(
+        // Written to the real stderr (not eprintln!, which the test harness captures).
+        let _ = writeln!(
+            std::io::stderr(),
             "\n******** SKIPPED: node is not installed. Install Node.js >= 18 and run \
              `npm ci --omit=dev --prefix bridge/tencent` to run the Tencent SDK tests. ********\n"
         );
