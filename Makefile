@@ -4,6 +4,7 @@
 #   sudo make install        binaries, systemd units, sysusers.d, man pages, completions,
 #                            /etc/imlink/imlinkd.toml (kept if it exists)
 #   make install DESTDIR=/tmp/pkg PREFIX=/usr   staged install for packaging
+#                            (also the Tencent bridge, with `npm ci` when npm is present)
 #   make demo                the guided demo (DEMO_NONINTERACTIVE=1: unattended, checked)
 CARGO   ?= cargo
 PREFIX  ?= /usr/local
@@ -18,6 +19,9 @@ MANDIR      ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
 FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+# The Node program that drives Tencent's official SDK (bridge/tencent), and its packages.
+BRIDGEDIR   ?= $(PREFIX)/lib/imlink/tencent-bridge
+BRIDGE_FILES := index.js package.json package-lock.json
 # Which build `install` copies: release (default) or debug (tests, to skip a release build).
 BUILD       ?= release
 TARGET_DIR  ?= $(or $(CARGO_TARGET_DIR),target)
@@ -27,7 +31,7 @@ DOCDIR  := $(OUT)/docs
 BINS    := imlinkd imlinkctl imlink-devserver
 UNITS   := imlinkd.service imlinkd.socket imlinkd@.service
 
-.PHONY: all build test lint bench bench-smoke docs install install-files uninstall clean demo
+.PHONY: all build test lint bench bench-smoke docs install install-files install-bridge uninstall clean demo
 
 all: build
 
@@ -71,7 +75,7 @@ install: build docs install-files
 	fi
 
 # Copies what `build` and `docs` made; no cargo involved beyond `docs`.
-install-files: docs
+install-files: docs install-bridge
 	install -d $(DESTDIR)$(BINDIR)
 	for b in $(BINS); do install -m 0755 $(OUT)/$$b $(DESTDIR)$(BINDIR)/$$b; done
 	install -d $(DESTDIR)$(UNITDIR)
@@ -94,6 +98,19 @@ install-files: docs
 	  install -m 0644 etc/imlinkd.toml $(DESTDIR)$(SYSCONFDIR)/imlink/imlinkd.toml; \
 	fi
 
+# The bridge's files, then its pinned packages (npm ci: the registry, or the npm cache with
+# npm_config_offline=true). Without npm the files are copied and the last step is printed.
+install-bridge:
+	install -d $(DESTDIR)$(BRIDGEDIR)
+	for f in $(BRIDGE_FILES); do install -m 0644 bridge/tencent/$$f $(DESTDIR)$(BRIDGEDIR)/$$f; done
+	@if command -v npm >/dev/null 2>&1; then \
+	  echo "installing the Tencent bridge's packages (npm ci) into $(DESTDIR)$(BRIDGEDIR)"; \
+	  npm ci --omit=dev --no-audit --no-fund --prefix $(DESTDIR)$(BRIDGEDIR); \
+	else \
+	  echo "npm not found: the Tencent bridge is in $(DESTDIR)$(BRIDGEDIR) without its packages;"; \
+	  echo "install Node.js >= 18 and npm, then run: npm ci --omit=dev --prefix $(BRIDGEDIR)"; \
+	fi
+
 # Removes what install-files put in place, except the configuration in /etc/imlink (yours)
 # and the state in /var/lib/imlink.
 uninstall:
@@ -106,6 +123,8 @@ uninstall:
 	rm -f $(DESTDIR)$(MANDIR)/man1/imlinkctl.1 $(DESTDIR)$(MANDIR)/man1/imlinkctl-*.1
 	rm -f $(DESTDIR)$(MANDIR)/man5/imlinkd.toml.5 $(DESTDIR)$(MANDIR)/man8/imlinkd.8
 	rm -f $(DESTDIR)$(BASHCOMPDIR)/imlinkctl $(DESTDIR)$(ZSHCOMPDIR)/_imlinkctl $(DESTDIR)$(FISHCOMPDIR)/imlinkctl.fish
+	rm -rf $(DESTDIR)$(BRIDGEDIR)
+	rmdir $(DESTDIR)$(PREFIX)/lib/imlink 2>/dev/null || true
 	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then \
 	  systemctl daemon-reload || true; \
 	fi

@@ -1,7 +1,9 @@
 //! `make install` lays out the expected tree under DESTDIR: binaries, units with ExecStart
 //! under PREFIX, sysusers.d, man pages, completions, and the default configuration, which
-//! a second install leaves alone; `make uninstall` removes everything but the
-//! configuration. Uses the debug build (`BUILD=debug`) so the test needs no release build.
+//! a second install leaves alone, and the Tencent bridge with its packages (`npm ci`, from
+//! the npm cache: no network in tests) when npm is present; `make uninstall` removes
+//! everything but the configuration. Uses the debug build (`BUILD=debug`) so the test
+//! needs no release build.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -10,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 fn make(destdir: &Path, target: &str, extra: &[&str]) -> String {
     let mut cmd = support::make_command();
+    // The bridge's `npm ci` takes the packages from the npm cache (CI's own `npm ci` of
+    // bridge/tencent filled it); tests use no network.
+    cmd.env("npm_config_offline", "true");
     let out = cmd
         .arg("-s")
         .arg(target)
@@ -45,6 +50,15 @@ fn files(root: &Path) -> Vec<String> {
     out
 }
 
+fn have_npm() -> bool {
+    std::process::Command::new("npm")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn mode(p: PathBuf) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(&p)
@@ -58,7 +72,7 @@ fn mode(p: PathBuf) -> u32 {
 fn make_install_lays_out_the_tree_and_uninstall_takes_it_away() {
     let dest = tempfile::tempdir().unwrap();
     let d = dest.path();
-    make(d, "install-files", &["PREFIX=/usr"]);
+    let text = make(d, "install-files", &["PREFIX=/usr"]);
     let got = files(d);
     for want in [
         "usr/bin/imlinkd",
@@ -76,10 +90,37 @@ fn make_install_lays_out_the_tree_and_uninstall_takes_it_away() {
         "usr/share/zsh/site-functions/_imlinkctl",
         "usr/share/fish/vendor_completions.d/imlinkctl.fish",
         "etc/imlink/imlinkd.toml",
+        "usr/lib/imlink/tencent-bridge/index.js",
+        "usr/lib/imlink/tencent-bridge/package.json",
+        "usr/lib/imlink/tencent-bridge/package-lock.json",
     ] {
         assert!(
             got.iter().any(|f| f == want),
             "{want} missing; got {got:#?}"
+        );
+    }
+    // The bridge: its pinned packages when npm is here (and then it runs), else the
+    // instruction to install them.
+    let bridge = d.join("usr/lib/imlink/tencent-bridge");
+    if have_npm() {
+        for pkg in ["@tencentcloud/chat", "ws"] {
+            let p = bridge.join("node_modules").join(pkg).join("package.json");
+            assert!(p.exists(), "{} missing:\n{text}", p.display());
+        }
+        let out = std::process::Command::new("node")
+            .arg(bridge.join("index.js"))
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let hello: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(hello["event"], "hello", "{hello}");
+        assert_eq!(hello["protocol"], 1, "{hello}");
+    } else {
+        assert!(
+            text.contains("npm ci --omit=dev --prefix /usr/lib/imlink/tencent-bridge"),
+            "{text}"
         );
     }
     assert_eq!(mode(d.join("usr/bin/imlinkd")), 0o755);

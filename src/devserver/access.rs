@@ -177,6 +177,10 @@ async fn run(hub: Arc<Hub>, mut session: Session, stream: actix_ws::MessageStrea
                         if session.text(f).await.is_err() { break End::Closed; }
                         expiry = hub.login_of(id).map(|(l, e)| (l, unix_ms_to_instant(e)));
                     }
+                    Some(Outbound::Push(p)) => {
+                        if session.text(to_json(&p)).await.is_err() { break End::Closed; }
+                        expiry = hub.login_of(id).map(|(l, e)| (l, unix_ms_to_instant(e)));
+                    }
                     Some(Outbound::Close(c, reason)) => {
                         close(session.clone(), CloseCode::from(c), &reason).await;
                         break End::Closed;

@@ -6,6 +6,8 @@
 //! - [`policy`] — the multi-device login policy, a pure function, table-tested.
 //! - [`state`] — accounts, logins, connections and counters behind one lock ([`state::Hub`]).
 //! - [`access`] — the WebSocket endpoint `GET /v1/connect`: one task per connection.
+//! - [`websdk`] — the Web access endpoint `GET /binfo` (and `/info`) that Tencent's official
+//!   Web SDK speaks; its sessions share the [`state::Hub`] with `/v1/connect`.
 //! - [`rest`] — the Tencent-style REST admin API `POST /v4/<service>/<command>`.
 //! - [`faults`] — fault injection under `/faults/*` (with `--faults` only).
 //! - [`tls`] — `wss://` with rustls.
@@ -19,6 +21,7 @@ pub mod policy;
 pub mod rest;
 pub mod state;
 pub mod tls;
+pub mod websdk;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -216,6 +219,8 @@ pub async fn serve(
                 crate::proto::ws::CONNECT_PATH,
                 web::get().to(access::connect),
             )
+            .route(websdk::BINARY_PATH, web::get().to(websdk::connect))
+            .route(websdk::TEXT_PATH, web::get().to(websdk::connect))
             .route("/v4/{service}/{command}", web::post().to(rest::handle))
             .route("/debug/stats", web::get().to(stats))
             .route("/debug/sessions", web::get().to(sessions));

@@ -29,10 +29,22 @@ pub type ConnId = u64;
 /// What the state asks a connection task to do.
 #[derive(Debug)]
 pub enum Outbound {
-    /// Send this text frame (a serialised push).
+    /// Send this text frame (a serialised push; `/v1/connect` connections).
     Frame(String),
+    /// Translate this push into the connection's protocol and send it (Web connections).
+    Push(Push),
     /// Send a close frame with this code and reason, then end.
     Close(u16, String),
+}
+
+/// The access protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `GET /v1/connect`, docs/protocol.md.
+    Native,
+    /// `GET /binfo` (or `/info`): the protocol of Tencent's Web SDK (`web.rs`).
+    Web,
 }
 
 /// Fault signals every connection task watches (`faults.rs` sets them).
@@ -74,6 +86,7 @@ pub struct Hub {
 #[derive(Debug)]
 struct Conn {
     tx: mpsc::UnboundedSender<Outbound>,
+    protocol: Protocol,
     app: u64,
     platform: Platform,
     instance: String,
@@ -88,6 +101,7 @@ struct Login {
     user: String,
     instance: String,
     platform: Platform,
+    protocol: Protocol,
     conn: Option<ConnId>,
     displaced: bool,
     expires_at: i64,
@@ -124,6 +138,7 @@ struct State {
     conns: HashMap<ConnId, Conn>,
     next_id: u64,
     connections_total: u64,
+    web_telemetry_dropped: u64,
     stats: BTreeMap<String, UserStats>,
     fail_logins: Option<(u64, i32)>,
     delay_ms: u64,
@@ -155,6 +170,8 @@ pub struct SessionRow {
     pub user_id: String,
     /// Platform name.
     pub platform: Platform,
+    /// The access protocol of the connection that logged in: `native` or `web`.
+    pub protocol: Protocol,
     /// The client's instance id.
     pub instance_id: String,
     /// `online`, `offline` or `displaced`.
@@ -197,8 +214,16 @@ impl State {
         self.stats.entry(user.to_owned()).or_default()
     }
 
-    fn send(&self, conn: ConnId, out: Outbound) {
+    /// Queues a push for a connection, in its protocol: native connections get the
+    /// serialised frame (`frame` caches it across calls), Web connections the push itself.
+    fn push(&self, conn: ConnId, p: &Push, frame: &mut Option<String>) {
         if let Some(c) = self.conns.get(&conn) {
+            let out = match c.protocol {
+                Protocol::Native => {
+                    Outbound::Frame(frame.get_or_insert_with(|| push_json(p)).clone())
+                }
+                Protocol::Web => Outbound::Push(p.clone()),
+            };
             // A closed queue means the task is ending; it unregisters itself.
             let _ = c.tx.send(out);
         }
@@ -245,9 +270,20 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a new connection and returns its id and outbound queue.
+    /// Registers a new `/v1/connect` connection and returns its id and outbound queue.
     pub fn register(
         &self,
+        app: u64,
+        platform: Platform,
+        instance: &str,
+    ) -> (ConnId, mpsc::UnboundedReceiver<Outbound>) {
+        self.register_as(Protocol::Native, app, platform, instance)
+    }
+
+    /// Registers a new connection of `protocol` and returns its id and outbound queue.
+    pub fn register_as(
+        &self,
+        protocol: Protocol,
         app: u64,
         platform: Platform,
         instance: &str,
@@ -260,6 +296,7 @@ impl Hub {
             id,
             Conn {
                 tx,
+                protocol,
                 app,
                 platform,
                 instance: instance.to_owned(),
@@ -305,8 +342,8 @@ impl Hub {
         body: &LoginBody,
         now: i64,
     ) -> Result<LoginResult, Refusal> {
-        let (app, platform, instance, current) = match s.conns.get(&conn) {
-            Some(c) => (c.app, c.platform, c.instance.clone(), c.login),
+        let (app, platform, protocol, instance, current) = match s.conns.get(&conn) {
+            Some(c) => (c.app, c.platform, c.protocol, c.instance.clone(), c.login),
             None => return Err((code::INVALID_PARAMETERS, "connection is closing".into())),
         };
         let user = body.user_id.as_str();
@@ -411,12 +448,13 @@ impl Hub {
             let Some(old) = others.get(i) else { continue };
             if let Some(c) = old.conn {
                 s.end_login(old.id);
-                s.send(
+                s.push(
                     c,
-                    Outbound::Frame(push_json(&Push::KickedOffline(Kicked {
+                    &Push::KickedOffline(Kicked {
                         reason: KickReason::MultiDevice,
                         platform: Some(platform),
-                    }))),
+                    }),
+                    &mut None,
                 );
                 s.stats(user).kicked_multi_device += 1;
                 tracing::info!(conn = c, user, platform = %old.platform, by = %platform, "kicked offline (multi_device)");
@@ -445,6 +483,7 @@ impl Hub {
             user: user.to_owned(),
             instance,
             platform,
+            protocol,
             conn: Some(conn),
             displaced: false,
             expires_at,
@@ -536,6 +575,17 @@ impl Hub {
         tracing::info!(app, user, "account imported");
     }
 
+    /// The account's profile, if the account exists.
+    pub fn account(&self, app: u64, user: &str) -> Option<UserFullInfo> {
+        self.lock().accounts.get(&(app, user.to_owned())).cloned()
+    }
+
+    /// Counts one telemetry frame a Web client sent (accepted and dropped).
+    pub fn count_web_telemetry(&self) {
+        let mut s = self.lock();
+        s.web_telemetry_dropped = s.web_telemetry_dropped.saturating_add(1);
+    }
+
     /// Whether the account exists.
     pub fn account_exists(&self, app: u64, user: &str) -> bool {
         self.lock().accounts.contains_key(&(app, user.to_owned()))
@@ -561,12 +611,13 @@ impl Hub {
             n += 1;
             s.stats(user).kicked_rest_api += 1;
             if let Some(c) = l.conn {
-                s.send(
+                s.push(
                     c,
-                    Outbound::Frame(push_json(&Push::KickedOffline(Kicked {
+                    &Push::KickedOffline(Kicked {
                         reason: KickReason::RestApi,
                         platform: None,
-                    }))),
+                    }),
+                    &mut None,
                 );
             }
             tracing::info!(user, platform = %l.platform, online = l.conn.is_some(), "kicked offline (rest_api)");
@@ -594,15 +645,16 @@ impl Hub {
         let info = s.accounts.get_mut(&(app, user.to_owned()))?;
         f(info);
         info.user_id = user.to_owned();
-        let frame = push_json(&Push::SelfInfoUpdated(InfoBody { info: info.clone() }));
+        let push = Push::SelfInfoUpdated(InfoBody { info: info.clone() });
         let conns: Vec<ConnId> = s
             .logins
             .iter()
             .filter(|l| l.app == app && l.user == user && !l.displaced)
             .filter_map(|l| l.conn)
             .collect();
+        let mut frame = None;
         for c in &conns {
-            s.send(*c, Outbound::Frame(frame.clone()));
+            s.push(*c, &push, &mut frame);
         }
         Some(conns.len())
     }
@@ -675,12 +727,23 @@ impl Hub {
             .filter(|l| l.conn.is_none() && !l.displaced)
             .count();
         let (left, code) = s.fail_logins.unwrap_or((0, 0));
+        let by_protocol = |p: Protocol| {
+            serde_json::json!({
+                "connectionsOpen": s.conns.values().filter(|c| c.protocol == p).count(),
+                "loginsOnline": s.logins.iter().filter(|l| l.conn.is_some() && l.protocol == p).count(),
+            })
+        };
         serde_json::json!({
             "connectionsOpen": s.conns.len(),
             "connectionsTotal": s.connections_total,
             "loginsOnline": online,
             "loginsOffline": offline,
             "accounts": s.accounts.len(),
+            "protocols": {
+                "native": by_protocol(Protocol::Native),
+                "web": by_protocol(Protocol::Web),
+            },
+            "webTelemetryDropped": s.web_telemetry_dropped,
             "users": s.stats,
             "faults": {
                 "failLoginsLeft": left,
@@ -701,6 +764,7 @@ impl Hub {
                 sdk_app_id: l.app,
                 user_id: l.user.clone(),
                 platform: l.platform,
+                protocol: l.protocol,
                 instance_id: l.instance.clone(),
                 state: if l.displaced {
                     "displaced"
