@@ -195,6 +195,7 @@ impl Api {
             let out = Out::new(stream.clone());
             api.conns.borrow_mut().insert(id, out.clone());
             client::serve(&api, &stream, &out, peer).await;
+            out.abort();
             out.clear_subs();
             api.hub.forget(&out);
             api.conns.borrow_mut().remove(&id);

@@ -315,6 +315,15 @@ impl Out {
         }
     }
 
+    /// Ends the connection now: nothing more is written, a flusher waiting for the socket
+    /// to become writable wakes (the socket is shut down both ways), the peer sees the end.
+    pub fn abort(&self) {
+        if !self.dead.get() {
+            let _ = socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Both);
+        }
+        self.die();
+    }
+
     /// Shuts down the writing side once everything is written.
     pub async fn finish(&self) {
         self.drained().await;
