@@ -5,6 +5,7 @@ pub mod connection;
 pub mod events;
 pub mod messages;
 pub mod session;
+pub mod socket;
 pub mod store;
 pub mod systemd;
 

@@ -26,9 +26,9 @@ use tokio::sync::mpsc;
 
 use crate::codes::LoginStatus;
 use crate::config::ApiConfig;
-use crate::daemon::api::{self, BoundSocket};
 use crate::daemon::events::EventLog;
 use crate::daemon::messages::{EventLine, GetStatus, Subscribe};
+use crate::daemon::socket::{self, BoundSocket};
 use crate::proto::api::{ConnState, Status};
 
 /// How often the status line is refreshed even when no event arrives (a connection
@@ -222,7 +222,7 @@ impl StreamHandler<EventLine> for Notifier {
 // ---------------------------------------------------------------- socket activation
 
 /// The API socket: the one passed by socket activation if there is one, else
-/// `api.socket` bound afresh (see [`api::bind`]).
+/// `api.socket` bound afresh (see [`socket::bind`]).
 pub fn api_socket(cfg: &ApiConfig) -> Result<BoundSocket, String> {
     match activated_listener()? {
         Some((listener, path)) => {
@@ -235,9 +235,9 @@ pub fn api_socket(cfg: &ApiConfig) -> Result<BoundSocket, String> {
             } else {
                 tracing::info!("socket activation: serving {}", path.display());
             }
-            Ok(api::adopt(listener, path))
+            Ok(socket::adopt(listener, path))
         }
-        None => api::bind(&cfg.socket, cfg.socket_mode),
+        None => socket::bind(&cfg.socket, cfg.socket_mode),
     }
 }
 
