@@ -172,6 +172,94 @@ fn the_socket_has_its_mode_when_it_first_appears() {
 }
 
 #[test]
+fn the_socket_is_never_bound_or_chmod_ed_at_its_public_path() {
+    // A chmod through the public path follows whatever is there by then (another user's
+    // link, in a directory they can write); the daemon's system calls show whether the
+    // path is ever bound or chmod-ed. strace is the witness.
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("skipped: strace is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("imlinkd.sock");
+    let trace = dir.path().join("trace");
+    let mut strace = Command::new("strace")
+        .args([
+            "-f",
+            "-e",
+            "trace=bind,chmod,fchmodat,link,linkat,rename,renameat,renameat2",
+        ])
+        .arg("-o")
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_imlinkd"))
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args([
+            "--sdk-app-id",
+            &APP.to_string(),
+            "--server",
+            "ws://127.0.0.1:9/v1/connect",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(T, "the socket", || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    // Stop the daemon (strace's child) with SIGTERM; strace ends with it.
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.id())).unwrap();
+    let pid = children
+        .split_whitespace()
+        .next()
+        .expect("the daemon's pid");
+    assert!(Command::new("kill")
+        .args(["-TERM", pid])
+        .status()
+        .unwrap()
+        .success());
+    let st = finish_status(&mut strace);
+    assert!(st.success(), "imlinkd under strace: {st}");
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let public = format!("\"{}\"", sock.display());
+    let calls: Vec<&str> = trace.lines().filter(|l| l.contains(&public)).collect();
+    assert!(
+        calls
+            .iter()
+            .all(|l| !l.contains("bind(") && !l.contains("chmod")),
+        "the public path was bound or chmod-ed: {calls:#?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|l| l.contains("link") || l.contains("rename")),
+        "the socket is moved into place: {trace}"
+    );
+}
+
+/// Waits (at most [`T`]) for `child` to exit.
+fn finish_status(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + T;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no exit within {T:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
 fn a_socket_directory_others_can_write_is_refused() {
     let server = DevServer::start(&[]);
     let d = Daemon::start(&server, &[]);
@@ -333,26 +421,42 @@ fn imlinkctl_refuses_an_explicit_socket_in_another_users_shared_directory() {
     listener.set_nonblocking(true).unwrap();
     chown(&shared, NOBODY);
     chmod(&shared, 0o755);
-    let out = Command::new(env!("CARGO_BIN_EXE_imlinkctl"))
-        .args(["--socket", sock.to_str().unwrap(), "status"])
-        .output()
-        .unwrap();
+    let ctl = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_imlinkctl"));
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let out = finish(
+        ctl()
+            .args(["--socket", sock.to_str().unwrap(), "status"])
+            .spawn()
+            .unwrap(),
+        "imlinkctl",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {err}");
     assert!(err.contains(&sock.display().to_string()), "{err}");
     assert!(matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock));
     // IMLINK_SOCKET gets the same check.
-    let out = Command::new(env!("CARGO_BIN_EXE_imlinkctl"))
-        .env("IMLINK_SOCKET", &sock)
-        .arg("status")
-        .output()
-        .unwrap();
+    let out = finish(
+        ctl()
+            .env("IMLINK_SOCKET", &sock)
+            .arg("status")
+            .spawn()
+            .unwrap(),
+        "imlinkctl",
+    );
     assert_eq!(out.status.code(), Some(2));
     // The daemon's own socket (a private directory of root) is fine.
-    let out = Command::new(env!("CARGO_BIN_EXE_imlinkctl"))
-        .args(["--socket", d.socket.to_str().unwrap(), "status"])
-        .output()
-        .unwrap();
+    let out = finish(
+        ctl()
+            .args(["--socket", d.socket.to_str().unwrap(), "status"])
+            .spawn()
+            .unwrap(),
+        "imlinkctl",
+    );
     assert!(
         out.status.success(),
         "{}",
