@@ -159,10 +159,14 @@ fn the_socket_has_its_mode_when_it_first_appears() {
         assert!(Instant::now() < deadline, "no socket within {T:?}");
         std::hint::spin_loop();
     };
+    // Once it answers, binding is over and nothing else is left in the directory (the
+    // private bind directory is gone).
+    wait_until(T, "the socket to answer", || {
+        std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(first.mode() & 0o7777, 0o600, "the mode at first sight");
-    // Nothing else was left in the directory (the private bind directory is gone).
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -17,7 +17,8 @@
 //!    swap.
 //! 4. It is moved into place: `link` when the path was free (fails rather than replace a
 //!    socket that appeared meanwhile), `rename` over a stale socket. The private
-//!    directory is removed.
+//!    directory is removed (a process killed in between leaves it behind: a `.XXXXXXXX`
+//!    directory of mode 0700 holding nothing but a second name of the socket).
 //!
 //! The bound socket remembers its (device, inode). When the [`BoundSocket`] is dropped it
 //! unlinks the path only if it still holds that inode: a daemon that was replaced on the
