@@ -14,6 +14,7 @@
 //! - [`proto`] — wire types, serde only: the JSON-RPC API, events, the WebSocket frames.
 //! - [`core`] — pure state machines (connection, backoff, login session), no I/O.
 //! - [`daemon`] — `imlinkd`'s actors: supervisor, connection, session, events, API.
+//! - [`fsck`] — ownership and mode checks of the socket and state directories.
 //! - [`devserver`] — `imlink-devserver`, the emulator of the IM access server.
 //! - [`ctl`] — `imlinkctl`, the command-line client and UserSig tool.
 
@@ -24,6 +25,7 @@ pub mod core;
 pub mod ctl;
 pub mod daemon;
 pub mod devserver;
+pub mod fsck;
 pub mod logging;
 pub mod proto;
 pub mod text;

@@ -651,8 +651,7 @@ fn a_client_that_never_reads_its_replies_is_no_longer_read_then_cut_off_and_othe
         true
     });
     // Meanwhile others are served.
-    let mut c = connected(&d);
-    still_serves(&mut c);
+    still_serves(&mut connected(&d));
     wait_until(T, "the daemon to cut the client off", || {
         d.log()
             .contains("disconnecting an API client that does not read its replies")
@@ -676,7 +675,7 @@ fn a_client_that_never_reads_its_replies_is_no_longer_read_then_cut_off_and_othe
         n < 2_000_000,
         "the daemon kept {n} bytes of replies for a client that does not read"
     );
-    still_serves(&mut c);
+    still_serves(&mut connected(&d));
 }
 
 #[test]

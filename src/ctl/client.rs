@@ -31,6 +31,18 @@ impl From<CtlError> for Failure {
     }
 }
 
+/// The path to connect to for `path` when the caller is `uid`, or why not (see
+/// [`crate::fsck::check_client_socket`]).
+pub fn check_socket(path: &Path, uid: u32) -> Result<PathBuf, Failure> {
+    use crate::fsck::ClientRefusal;
+    crate::fsck::check_client_socket(path, uid).map_err(|r| match r {
+        ClientRefusal::Unreachable(m) => Failure::Unreachable(format!(
+            "{m} (is it running? set --socket or IMLINK_SOCKET)"
+        )),
+        ClientRefusal::Untrusted(m) => Failure::Unreachable(m),
+    })
+}
+
 /// A connection to `imlinkd`.
 pub struct Client {
     path: PathBuf,
@@ -41,9 +53,13 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the socket at `path`.
+    /// Connects to the socket at `path`, after checking that only this user, root or an
+    /// administrator-made directory controls it ([`crate::fsck::check_client_socket`]):
+    /// a socket in a directory another user could have made or can write to is refused
+    /// (exit 2) before anything is sent, since a request may carry a ticket.
     pub fn connect(path: &Path) -> Result<Client, Failure> {
-        let stream = UnixStream::connect(path).map_err(|e| {
+        let real = check_socket(path, crate::fsck::effective_uid())?;
+        let stream = UnixStream::connect(&real).map_err(|e| {
             Failure::Unreachable(format!(
                 "cannot reach imlinkd at {}: {e} (is it running? set --socket or IMLINK_SOCKET)",
                 path.display()

@@ -20,14 +20,9 @@ use crate::core::session::*;
 use crate::daemon::hub::{Hub, SessionPart};
 use crate::daemon::link::{Link, LinkControl, LinkEvent, LinkReconfigure, LinkReply, LinkRequest};
 use crate::daemon::messages::*;
-use crate::daemon::store::Store;
+use crate::daemon::store::{Completion, Health, Store};
 use crate::logging::LogControl;
 use crate::proto::api::Event;
-
-/// How long after a failed write of the state file it is tried again (first, then ×2 up
-/// to a minute).
-const PERSIST_RETRY: Duration = Duration::from_millis(500);
-const PERSIST_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// The Session actor.
 pub struct Session {
@@ -40,11 +35,8 @@ pub struct Session {
     callers: HashMap<CallerId, oneshot::Sender<Result<Reply, Fail>>>,
     next_caller: CallerId,
     timers: HashMap<Timer, SpawnHandle>,
-    /// The state the file must hold, and whether it does.
-    wanted: Option<Option<Saved>>,
+    /// The state file holds the latest state (the store retries failed writes).
     saved_ok: bool,
-    persist_retry: Option<SpawnHandle>,
-    persist_backoff: Duration,
     restore: Option<Saved>,
     start_app: Option<u64>,
 }
@@ -91,10 +83,7 @@ impl Session {
             callers: HashMap::new(),
             next_caller: 1,
             timers: HashMap::new(),
-            wanted: None,
             saved_ok: true,
-            persist_retry: None,
-            persist_backoff: PERSIST_RETRY,
             restore,
             start_app: cfg.sdk.app_id,
         }
@@ -106,35 +95,63 @@ impl Session {
             .handle(input, self.clock.unix_s(), fastrand::f64());
         // The status part goes first so that the snapshot and the events stay in step.
         self.publish();
-        // Replies that follow a write of the state file wait for it.
-        let mut write: Option<Result<(), String>> = None;
+        // Replies that follow a change of the saved session wait until it is on disk, so
+        // what a caller was told survives a crash; events go out at once (they say what
+        // holds now).
+        let mut durable: Option<Completion> = None;
         let mut held = Vec::new();
         for a in actions {
             match a {
                 SessionAction::Persist(saved) => {
-                    let durable = saved.is_none();
-                    let r = self.persist(saved, ctx);
-                    if durable {
-                        write = Some(match (write, r) {
-                            (Some(Err(e)), _) | (_, Err(e)) => Err(e),
-                            _ => Ok(()),
-                        });
-                    }
+                    // A later write covers an earlier one.
+                    durable = Some(self.store.persist(saved.as_ref()));
                 }
-                SessionAction::Reply { caller, result } if write.is_some() => {
+                SessionAction::Reply { caller, result } if durable.is_some() => {
                     held.push((caller, result))
                 }
                 other => self.perform(other, ctx),
             }
         }
-        for (caller, result) in held {
-            let result = match (&write, result) {
-                (Some(Err(e)), Ok(_)) => Err(not_saved(e)),
-                (_, r) => r,
-            };
-            self.reply(caller, result);
+        if let Some(c) = durable {
+            ctx.spawn(c.into_actor(self).map(move |r, act, _| {
+                for (caller, result) in held {
+                    let result = match (&r, result) {
+                        (Err(e), Ok(_)) => Err(not_saved(&e.to_string())),
+                        (_, other) => other,
+                    };
+                    act.reply(caller, result);
+                }
+            }));
         }
         self.publish();
+    }
+
+    /// Follows the store's health into `status.stateSaved`.
+    fn watch_health(
+        &mut self,
+        mut rx: tokio::sync::watch::Receiver<Health>,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.spawn(
+            async move {
+                let changed = rx.changed().await.is_ok();
+                let ok = matches!(*rx.borrow_and_update(), Health::Durable);
+                (changed, ok, rx)
+            }
+            .into_actor(self)
+            .map(|(changed, ok, rx), act, ctx| {
+                if act.saved_ok != ok {
+                    if ok {
+                        tracing::info!("the state file holds the latest state again");
+                    }
+                    act.saved_ok = ok;
+                    act.publish();
+                }
+                if changed {
+                    act.watch_health(rx, ctx);
+                }
+            }),
+        );
     }
 
     fn publish(&self) {
@@ -151,44 +168,6 @@ impl Session {
     fn reply(&mut self, caller: CallerId, result: Result<Reply, Fail>) {
         if let Some(tx) = self.callers.remove(&caller) {
             let _ = tx.send(result);
-        }
-    }
-
-    /// Writes the state file (on failure: remembered, retried, and reported).
-    fn persist(&mut self, saved: Option<Saved>, ctx: &mut Context<Self>) -> Result<(), String> {
-        self.wanted = Some(saved);
-        self.write_wanted(ctx)
-    }
-
-    fn write_wanted(&mut self, ctx: &mut Context<Self>) -> Result<(), String> {
-        let Some(wanted) = self.wanted.clone() else {
-            return Ok(());
-        };
-        if let Some(h) = self.persist_retry.take() {
-            ctx.cancel_future(h);
-        }
-        match self.store.save(wanted.as_ref()) {
-            Ok(()) => {
-                if !self.saved_ok {
-                    tracing::info!("the state file is written again");
-                }
-                self.saved_ok = true;
-                self.wanted = None;
-                self.persist_backoff = PERSIST_RETRY;
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!("{e}; retrying in {} ms", self.persist_backoff.as_millis());
-                self.saved_ok = false;
-                let wait = self.persist_backoff;
-                self.persist_backoff = (wait * 2).min(PERSIST_RETRY_MAX);
-                self.persist_retry = Some(ctx.run_later(wait, |act, ctx| {
-                    act.persist_retry = None;
-                    let _ = act.write_wanted(ctx);
-                    act.publish();
-                }));
-                Err(e)
-            }
         }
     }
 
@@ -261,7 +240,8 @@ impl Session {
                 }
             }
             SessionAction::Persist(saved) => {
-                let _ = self.persist(saved, ctx);
+                // Outside `input` (never reached): still written, in order.
+                drop(self.store.persist(saved.as_ref()));
             }
             SessionAction::Emit(e) => {
                 match &e {
@@ -303,6 +283,8 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let health = self.store.health();
+        self.watch_health(health, ctx);
         self.publish();
         if let Some(saved) = self.restore.take() {
             let expires_at = crate::usersig::decode(&saved.sig)
@@ -405,16 +387,15 @@ impl Handler<Shutdown> for Session {
             let _ = tx.send(Err(Fail::new(code::DISCONNECTED, "imlinkd is stopping")));
         }
         let close = self.link.close.send(crate::daemon::link::CloseLink);
+        let flush = self.store.close();
         Box::pin(
             async move {
                 let _ = close.await;
-            }
-            .into_actor(self)
-            .map(|_, act, ctx| {
-                if act.wanted.is_some() {
-                    let _ = act.write_wanted(ctx);
+                if let Err(e) = flush.await {
+                    tracing::error!("{e}: the last change of the session may be lost");
                 }
-            }),
+            }
+            .into_actor(self),
         )
     }
 }

@@ -28,7 +28,7 @@ use crate::codes::LoginStatus;
 use crate::config::ApiConfig;
 use crate::daemon::hub::Hub;
 use crate::daemon::messages::Alive;
-use crate::daemon::socket::{self as api, BoundSocket};
+use crate::daemon::socket::{self, BoundSocket};
 use crate::proto::api::{ConnState, Status};
 
 /// How often the status line is refreshed even when no event arrives (a connection
@@ -164,7 +164,7 @@ pub fn start_notifier(
 // ---------------------------------------------------------------- socket activation
 
 /// The API socket: the one passed by socket activation if there is one, else
-/// `api.socket` bound afresh (see [`api::bind`]).
+/// `api.socket` bound afresh (see [`socket::bind`]).
 pub fn api_socket(cfg: &ApiConfig) -> Result<BoundSocket, String> {
     match activated_listener()? {
         Some((listener, path)) => {
@@ -177,9 +177,9 @@ pub fn api_socket(cfg: &ApiConfig) -> Result<BoundSocket, String> {
             } else {
                 tracing::info!("socket activation: serving {}", path.display());
             }
-            Ok(api::adopt(listener, path))
+            Ok(socket::adopt(listener, path))
         }
-        None => api::bind(&cfg.socket, cfg.socket_mode),
+        None => socket::bind(&cfg.socket, cfg.socket_mode),
     }
 }
 

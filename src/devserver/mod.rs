@@ -243,6 +243,9 @@ pub async fn serve(
     .map_err(|e| format!("cannot serve on {local}: {e}"))?
     .run();
     let handle = server.handle();
+    // The handlers exist before anyone learns the address: a SIGTERM sent right after
+    // `listening on` must stop the server cleanly, not kill it.
+    let signals = signal_streams();
     tracing::info!(%local, "accepting {scheme}:// connections at {scheme}://{local}{}", crate::proto::ws::CONNECT_PATH);
     {
         let mut out = std::io::stdout().lock();
@@ -251,7 +254,7 @@ pub async fn serve(
     }
     let stopper = hub.clone();
     actix_web::rt::spawn(async move {
-        wait_for_signal().await;
+        wait_for_signal(signals).await;
         tracing::info!("signal received: closing connections (1001) and stopping");
         stopper.close_all(1001, "server going away");
         // Give the connection tasks a moment to send their close frames.
@@ -263,12 +266,24 @@ pub async fn serve(
     Ok(())
 }
 
-async fn wait_for_signal() {
+type SignalStreams = Option<(
+    actix_web::rt::signal::unix::Signal,
+    actix_web::rt::signal::unix::Signal,
+)>;
+
+fn signal_streams() -> SignalStreams {
     use actix_web::rt::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
+    ) {
+        (Ok(term), Ok(int)) => Some((term, int)),
+        _ => None,
+    }
+}
+
+async fn wait_for_signal(signals: SignalStreams) {
+    let Some((mut term, mut int)) = signals else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };

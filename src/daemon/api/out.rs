@@ -105,8 +105,9 @@ impl Out {
         self.drained.notify_waiters();
     }
 
-    /// Writes what it can of `bytes` now; returns how much was taken.
-    fn write_now(&self, bufs: &[IoSlice<'_>]) -> usize {
+    /// Writes what it can of `bufs` now; returns how much was taken (None: the peer is
+    /// gone — the caller then calls [`Out::die`], with no borrow of the buffer held).
+    fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> Option<usize> {
         let r = if bufs.len() == 1 {
             self.stream.try_write(&bufs[0])
         } else {
@@ -117,15 +118,22 @@ impl Out {
                 if n > 0 {
                     self.progress.set(Instant::now());
                 }
-                n
+                Some(n)
             }
-            Err(e) if would_block(&e) => 0,
+            Err(e) if would_block(&e) => Some(0),
             Err(e) => {
                 tracing::debug!("API client write failed: {e}");
-                self.die();
-                0
+                None
             }
         }
+    }
+
+    /// [`Out::try_write_now`] for bytes that are not the buffer.
+    fn write_now(&self, bufs: &[IoSlice<'_>]) -> usize {
+        self.try_write_now(bufs).unwrap_or_else(|| {
+            self.die();
+            0
+        })
     }
 
     /// Queues `bytes` (whole lines) behind what is queued, writing at once when possible.
@@ -266,9 +274,15 @@ impl Out {
             let n = {
                 let b = self.buf.borrow();
                 let s = self.start.get();
-                self.write_now(&[IoSlice::new(&b[s..])])
+                self.try_write_now(&[IoSlice::new(&b[s..])])
             };
-            self.start.set(self.start.get() + n);
+            match n {
+                Some(n) => self.start.set(self.start.get() + n),
+                None => {
+                    self.die();
+                    break;
+                }
+            }
         }
         self.flushing.set(false);
         self.drained.notify_waiters();
