@@ -189,21 +189,10 @@ pub struct OnlineDetail {
     pub platform: Platform,
 }
 
-/// Unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Whether `s` is a valid UserID (`[A-Za-z0-9_-]{1,32}`).
-pub fn valid_user_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 32
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
+/// Unix milliseconds (the crate's one clock).
+pub use crate::clock::unix_ms as now_ms;
+/// The service's UserID rule, the same as the daemon's.
+pub use crate::proto::api::valid_user_id;
 
 fn push_json(p: &Push) -> String {
     serde_json::to_string(p).unwrap_or_else(|_| String::from("{}"))
@@ -360,7 +349,7 @@ impl Hub {
         if !valid_user_id(user) {
             return Err((
                 code::INVALID_USERID,
-                "userID must match [A-Za-z0-9_-]{1,32}".into(),
+                "userID must be 1 to 32 bytes of printable ASCII, no spaces".into(),
             ));
         }
         let key = self.settings.apps.get(&app).ok_or_else(|| {

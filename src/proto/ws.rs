@@ -137,7 +137,7 @@ pub struct Empty {}
 /// Body of `login`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginBody {
-    /// The UserID, `[A-Za-z0-9_-]{1,32}`.
+    /// The UserID: 1 to 32 bytes of printable ASCII, no spaces.
     #[serde(rename = "userID")]
     pub user_id: String,
     /// The UserSig ticket.

@@ -2,14 +2,17 @@
 //! the daemon.
 //!
 //! A reply is written at once with a non-blocking write when nothing is queued before it;
-//! what the socket does not take waits in a buffer that a flusher task (started only when
-//! needed) writes when the socket is writable. Events are not queued at all: each
-//! subscription is a cursor into the hub's ring, and whenever the socket can take more the
-//! next events are rendered straight into the write (see [`crate::core::ring`]). A
-//! subscriber that stops reading therefore holds at most one partial write, and gets
-//! `eventsLost` when it reads again.
+//! what the socket does not take waits in a queue that a flusher task (started only when
+//! needed) writes when the socket is writable. Events are never copied per subscriber:
+//! each subscription is a cursor into the hub's ring, and whenever the socket can take
+//! more, the next events go out as a vectored write of shared buffers — the subscription's
+//! constant head and the event's body as the ring holds it (see [`crate::core::ring`]). A
+//! subscriber that stops reading therefore holds at most the handles of one write's events
+//! (a few KiB), and gets `eventsLost` when it reads again.
 
+use bytes::Bytes;
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::rc::Rc;
 use tokio::net::UnixStream;
@@ -19,30 +22,95 @@ use tokio::time::Instant;
 use super::super::hub::Hub;
 use crate::core::ring::{Cursor, Step};
 
-/// Events are rendered into a write until it holds about this many bytes.
-pub const WRITE_BATCH: usize = 64 * 1024;
+/// Events are put into one write until it holds about this many bytes …
+pub const WRITE_BATCH: usize = 32 * 1024;
+/// … or this many events.
+pub const WRITE_EVENTS: usize = 64;
+/// The most buffers one vectored write takes.
+const MAX_IOV: usize = 2 * WRITE_EVENTS + 2;
 
 /// One subscription of a connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Sub {
     id: u64,
     cursor: Cursor,
+    /// `{"jsonrpc":"2.0","method":"event","params":{"subscription":ID`.
+    head: Bytes,
+}
+
+/// Bytes waiting to be written: shared buffers, the first one partly written.
+#[derive(Debug, Default)]
+struct Queue {
+    segs: VecDeque<Bytes>,
+    /// Bytes of the first buffer already written.
+    offset: usize,
+    /// Bytes not yet written.
+    len: usize,
+}
+
+impl Queue {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.len += b.len();
+            self.segs.push_back(b);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The next buffers to write.
+    fn slices<'a>(&'a self, out: &mut [IoSlice<'a>; MAX_IOV]) -> usize {
+        let mut n = 0;
+        for (i, s) in self.segs.iter().enumerate() {
+            if n == MAX_IOV {
+                break;
+            }
+            out[n] = IoSlice::new(if i == 0 { &s[self.offset..] } else { s });
+            n += 1;
+        }
+        n
+    }
+
+    /// `n` bytes were written.
+    fn advance(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.segs.front() else {
+                break;
+            };
+            let left = front.len() - self.offset;
+            if n >= left {
+                n -= left;
+                self.offset = 0;
+                self.segs.pop_front();
+            } else {
+                self.offset += n;
+                n = 0;
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.segs = VecDeque::new();
+        self.offset = 0;
+        self.len = 0;
+    }
 }
 
 /// The writing side of a connection.
 pub struct Out {
     stream: Rc<UnixStream>,
-    /// Bytes waiting to be written, from `start`.
-    buf: RefCell<Vec<u8>>,
-    start: Cell<usize>,
-    /// A flusher task runs (and owns writing until the buffer is empty).
+    queue: RefCell<Queue>,
+    /// A flusher task runs (and owns writing until the queue is empty).
     flushing: Cell<bool>,
     subs: RefCell<Vec<Sub>>,
     /// The peer is gone (a write failed): nothing more is written.
     dead: Cell<bool>,
-    /// The buffer became empty, or the connection died.
+    /// The queue became empty, or the connection died.
     drained: Notify,
-    /// When bytes last left (or the buffer last became non-empty).
+    /// When bytes last left (or the queue last became non-empty).
     progress: Cell<Instant>,
 }
 
@@ -55,8 +123,7 @@ impl Out {
     pub fn new(stream: Rc<UnixStream>) -> Rc<Out> {
         Rc::new(Out {
             stream,
-            buf: RefCell::new(Vec::new()),
-            start: Cell::new(0),
+            queue: RefCell::new(Queue::default()),
             flushing: Cell::new(false),
             subs: RefCell::new(Vec::new()),
             dead: Cell::new(false),
@@ -67,7 +134,7 @@ impl Out {
 
     /// Bytes waiting to be written.
     pub fn pending(&self) -> usize {
-        self.buf.borrow().len() - self.start.get()
+        self.queue.borrow().len
     }
 
     /// The peer is gone.
@@ -89,7 +156,7 @@ impl Out {
     pub async fn drained(&self) {
         loop {
             let n = self.drained.notified();
-            if self.pending() == 0 || self.dead.get() {
+            if (self.pending() == 0 && !self.flushing.get()) || self.dead.get() {
                 return;
             }
             n.await;
@@ -98,20 +165,17 @@ impl Out {
 
     fn die(&self) {
         self.dead.set(true);
-        let mut b = self.buf.borrow_mut();
-        b.clear();
-        b.shrink_to_fit();
-        self.start.set(0);
+        self.queue.borrow_mut().clear();
         self.drained.notify_waiters();
     }
 
     /// Writes what it can of `bufs` now; returns how much was taken (None: the peer is
-    /// gone — the caller then calls [`Out::die`], with no borrow of the buffer held).
+    /// gone — the caller then calls [`Out::die`], with no borrow of the queue held).
     fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> Option<usize> {
-        let r = if bufs.len() == 1 {
-            self.stream.try_write(&bufs[0])
-        } else {
-            self.stream.try_write_vectored(bufs)
+        let r = match bufs {
+            [] => return Some(0),
+            [one] => self.stream.try_write(one),
+            many => self.stream.try_write_vectored(many),
         };
         match r {
             Ok(n) => {
@@ -128,39 +192,31 @@ impl Out {
         }
     }
 
-    /// [`Out::try_write_now`] for bytes that are not the buffer.
-    fn write_now(&self, bufs: &[IoSlice<'_>]) -> usize {
-        self.try_write_now(bufs).unwrap_or_else(|| {
-            self.die();
-            0
-        })
-    }
-
     /// Queues `bytes` (whole lines) behind what is queued, writing at once when possible.
     pub fn send(self: &Rc<Self>, hub: &Rc<Hub>, bytes: &[u8]) {
         if self.dead.get() || bytes.is_empty() {
             return;
         }
-        if !self.flushing.get() {
-            let n = self.write_now(&[IoSlice::new(bytes)]);
-            if n == bytes.len() || self.dead.get() {
-                return;
-            }
-            self.queue(&bytes[n..]);
+        if self.flushing.get() {
+            self.queue.borrow_mut().push(Bytes::copy_from_slice(bytes));
+            return;
+        }
+        let Some(n) = self.try_write_now(&[IoSlice::new(bytes)]) else {
+            return self.die();
+        };
+        if n < bytes.len() {
+            self.start_queue();
+            self.queue
+                .borrow_mut()
+                .push(Bytes::copy_from_slice(&bytes[n..]));
             self.start_flusher(hub);
-        } else {
-            self.queue(bytes);
         }
     }
 
-    fn queue(&self, bytes: &[u8]) {
-        let mut b = self.buf.borrow_mut();
-        if b.len() == self.start.get() {
-            b.clear();
-            self.start.set(0);
+    fn start_queue(&self) {
+        if self.queue.borrow().is_empty() {
             self.progress.set(Instant::now());
         }
-        b.extend_from_slice(bytes);
     }
 
     /// New events are in the ring: write them now, or leave them to the flusher.
@@ -168,36 +224,36 @@ impl Out {
         if self.dead.get() || self.flushing.get() || !self.has_subs() {
             return;
         }
-        SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            s.clear();
-            let more = self.render_events(hub, &mut s);
-            if s.is_empty() {
-                return;
-            }
-            let n = self.write_now(&[IoSlice::new(&s)]);
-            if self.dead.get() {
-                return;
-            }
-            if n < s.len() || more {
-                self.queue(&s[n..]);
-                if s.capacity() > 4 * WRITE_BATCH {
-                    s.shrink_to(WRITE_BATCH);
-                }
-                drop(s);
-                self.start_flusher(hub);
-            }
-        });
+        let mut q = Queue::default();
+        let more = self.render_events(hub, &mut q);
+        if q.is_empty() {
+            return;
+        }
+        let written = {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let n = q.slices(&mut iov);
+            self.try_write_now(&iov[..n])
+        };
+        let Some(n) = written else {
+            return self.die();
+        };
+        q.advance(n);
+        if !q.is_empty() || more {
+            self.start_queue();
+            *self.queue.borrow_mut() = q;
+            self.start_flusher(hub);
+        }
     }
 
-    /// Renders the next events of this connection's subscriptions into `out`, in seq order,
-    /// until about [`WRITE_BATCH`] bytes; true when more remain.
-    fn render_events(&self, hub: &Hub, out: &mut Vec<u8>) -> bool {
+    /// Puts the next events of this connection's subscriptions into `q`, in seq order,
+    /// up to [`WRITE_BATCH`] bytes or [`WRITE_EVENTS`] events; true when more remain.
+    fn render_events(&self, hub: &Hub, q: &mut Queue) -> bool {
         let ring = hub.ring();
         let lag = hub.lag_limit();
         let mut subs = self.subs.borrow_mut();
+        let mut events = 0;
         loop {
-            if out.len() >= WRITE_BATCH {
+            if q.len >= WRITE_BATCH || events >= WRITE_EVENTS {
                 return true;
             }
             // The subscription whose next step has the lowest seq goes first.
@@ -219,12 +275,11 @@ impl Out {
             let step = ring.next(&mut c, lag);
             let sub = &mut subs[i];
             sub.cursor = c;
-            out.extend_from_slice(
-                b"{\"jsonrpc\":\"2.0\",\"method\":\"event\",\"params\":{\"subscription\":",
-            );
-            out.extend_from_slice(itoa::Buffer::new().format(sub.id).as_bytes());
             match step {
-                Step::Deliver(e) => out.extend_from_slice(&e.body),
+                Step::Deliver(e) => {
+                    q.push(sub.head.clone());
+                    q.push(e.body.clone());
+                }
                 Step::Lost { from, to } => {
                     tracing::debug!(
                         subscription = sub.id,
@@ -232,10 +287,12 @@ impl Out {
                         to,
                         "subscriber lagging: events lost"
                     );
-                    out.extend_from_slice(&hub.render_lost(from, to));
+                    q.push(sub.head.clone());
+                    q.push(hub.render_lost(from, to));
                 }
                 Step::Idle => {}
             }
+            events += 1;
         }
     }
 
@@ -248,7 +305,7 @@ impl Out {
         tokio::task::spawn_local(async move { me.flush(hub).await });
     }
 
-    /// Writes the buffer as the socket takes it, pulling new events when it is empty; ends
+    /// Writes the queue as the socket takes it, pulling new events when it is empty; ends
     /// when nothing is left.
     async fn flush(self: Rc<Self>, hub: Rc<Hub>) {
         loop {
@@ -256,14 +313,11 @@ impl Out {
                 break;
             }
             if self.pending() == 0 {
-                let mut b = self.buf.borrow_mut();
-                b.clear();
-                self.start.set(0);
-                self.render_events(&hub, &mut b);
-                if b.is_empty() {
-                    if b.capacity() > WRITE_BATCH {
-                        b.shrink_to(0);
-                    }
+                let mut q = self.queue.borrow_mut();
+                self.render_events(&hub, &mut q);
+                if q.is_empty() {
+                    // Caught up: the memory goes back.
+                    q.clear();
                     break;
                 }
             }
@@ -271,13 +325,14 @@ impl Out {
                 self.die();
                 break;
             }
-            let n = {
-                let b = self.buf.borrow();
-                let s = self.start.get();
-                self.try_write_now(&[IoSlice::new(&b[s..])])
+            let written = {
+                let q = self.queue.borrow();
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let n = q.slices(&mut iov);
+                self.try_write_now(&iov[..n])
             };
-            match n {
-                Some(n) => self.start.set(self.start.get() + n),
+            match written {
+                Some(n) => self.queue.borrow_mut().advance(n),
                 None => {
                     self.die();
                     break;
@@ -292,7 +347,16 @@ impl Out {
 
     /// Adds a subscription at `cursor`.
     pub fn add_sub(&self, id: u64, cursor: Cursor) {
-        self.subs.borrow_mut().push(Sub { id, cursor });
+        let mut head = Vec::with_capacity(72);
+        head.extend_from_slice(
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"event\",\"params\":{\"subscription\":",
+        );
+        head.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+        self.subs.borrow_mut().push(Sub {
+            id,
+            cursor,
+            head: Bytes::from(head),
+        });
     }
 
     /// Removes subscription `id`; false when this connection holds no such subscription.
@@ -349,7 +413,25 @@ impl Out {
     }
 }
 
-thread_local! {
-    /// Where events are rendered before a direct write (one per thread, reused).
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_advances_across_shared_buffers() {
+        let mut q = Queue::default();
+        q.push(Bytes::from_static(b"abc"));
+        q.push(Bytes::from_static(b""));
+        q.push(Bytes::from_static(b"defg"));
+        assert_eq!(q.len, 7);
+        q.advance(2);
+        let mut iov = [IoSlice::new(&[]); MAX_IOV];
+        let n = q.slices(&mut iov);
+        let got: Vec<u8> = iov[..n].iter().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(got, b"cdefg");
+        q.advance(3);
+        assert_eq!((q.len, q.segs.len(), q.offset), (2, 1, 2));
+        q.advance(2);
+        assert!(q.is_empty() && q.segs.is_empty());
+    }
 }
