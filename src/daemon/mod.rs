@@ -77,6 +77,8 @@ pub struct Running {
     pub hub: Rc<hub::Hub>,
     /// The API's shared state.
     pub api: Rc<api::Api>,
+    /// The Session's calls (what `initSDK`, `login`, `logout`, `unInitSDK` send).
+    pub session: Recipient<messages::SessionCall>,
 }
 
 /// How long a graceful stop lets requests already read be answered and subscribers take
@@ -155,6 +157,7 @@ pub async fn run(
     started(&Running {
         hub: hub.clone(),
         api: api.clone(),
+        session: session.clone().recipient(),
     });
     loop {
         tokio::select! {

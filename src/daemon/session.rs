@@ -20,7 +20,7 @@ use crate::core::session::*;
 use crate::daemon::hub::{Hub, SessionPart};
 use crate::daemon::link::{Link, LinkControl, LinkEvent, LinkReconfigure, LinkReply, LinkRequest};
 use crate::daemon::messages::*;
-use crate::daemon::store::{Completion, Health, Store};
+use crate::daemon::store::{Health, Store};
 use crate::logging::LogControl;
 use crate::proto::api::Event;
 
@@ -37,6 +37,17 @@ pub struct Session {
     timers: HashMap<Timer, SpawnHandle>,
     /// The state file holds the latest state (the store retries failed writes).
     saved_ok: bool,
+    /// Writes of the state file: how many were asked for, the highest one known on disk,
+    /// the highest one whose first attempt has an outcome.
+    writes: u64,
+    written: u64,
+    settled: u64,
+    /// A caller waiting for an answer depends on the writes made while it waited.
+    depends: HashMap<CallerId, u64>,
+    /// Answers held until the write they depend on has an outcome.
+    held: Vec<(CallerId, u64, Result<Reply, Fail>)>,
+    /// Why the last write failed (for the answers that depended on it).
+    store_error: Option<String>,
     restore: Option<Saved>,
     start_app: Option<u64>,
 }
@@ -84,6 +95,12 @@ impl Session {
             next_caller: 1,
             timers: HashMap::new(),
             saved_ok: true,
+            writes: 0,
+            written: 0,
+            settled: 0,
+            depends: HashMap::new(),
+            held: Vec::new(),
+            store_error: None,
             restore,
             start_app: cfg.sdk.app_id,
         }
@@ -95,35 +112,48 @@ impl Session {
             .handle(input, self.clock.unix_s(), fastrand::f64());
         // The status part goes first so that the snapshot and the events stay in step.
         self.publish();
-        // Replies that follow a change of the saved session wait until it is on disk, so
-        // what a caller was told survives a crash; events go out at once (they say what
-        // holds now).
-        let mut durable: Option<Completion> = None;
-        let mut held = Vec::new();
         for a in actions {
-            match a {
-                SessionAction::Persist(saved) => {
-                    // A later write covers an earlier one.
-                    durable = Some(self.store.persist(saved.as_ref()));
-                }
-                SessionAction::Reply { caller, result } if durable.is_some() => {
-                    held.push((caller, result))
-                }
-                other => self.perform(other, ctx),
-            }
-        }
-        if let Some(c) = durable {
-            ctx.spawn(c.into_actor(self).map(move |r, act, _| {
-                for (caller, result) in held {
-                    let result = match (&r, result) {
-                        (Err(e), Ok(_)) => Err(not_saved(&e.to_string())),
-                        (_, other) => other,
-                    };
-                    act.reply(caller, result);
-                }
-            }));
+            self.perform(a, ctx);
         }
         self.publish();
+    }
+
+    /// Writes the state file. Every caller still waiting now depends on this write: its
+    /// answer is given once the state is on disk (or says that it is not).
+    fn persist(&mut self, saved: Option<Saved>, ctx: &mut Context<Self>) {
+        self.writes += 1;
+        let n = self.writes;
+        for caller in self.callers.keys() {
+            self.depends.insert(*caller, n);
+        }
+        let done = self.store.persist(saved.as_ref());
+        ctx.spawn(done.into_actor(self).map(move |r, act, _| {
+            act.settled = act.settled.max(n);
+            match r {
+                Ok(()) => act.written = act.written.max(n),
+                Err(e) => act.store_error = Some(e.to_string()),
+            }
+            act.release();
+        }));
+    }
+
+    /// Gives the held answers whose write has an outcome.
+    fn release(&mut self) {
+        let (ready, still): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(_, n, _)| self.written >= *n || self.settled >= *n);
+        self.held = still;
+        for (caller, n, result) in ready {
+            let result = match result {
+                Ok(_) if self.written < n => Err(not_saved(
+                    self.store_error.as_deref().unwrap_or("the write failed"),
+                )),
+                other => other,
+            };
+            if let Some(tx) = self.callers.remove(&caller) {
+                let _ = tx.send(result);
+            }
+        }
     }
 
     /// Follows the store's health into `status.stateSaved`.
@@ -140,6 +170,11 @@ impl Session {
             }
             .into_actor(self)
             .map(|(changed, ok, rx), act, ctx| {
+                if ok {
+                    // Everything asked for so far is on disk.
+                    act.written = act.writes;
+                    act.release();
+                }
                 if act.saved_ok != ok {
                     if ok {
                         tracing::info!("the state file holds the latest state again");
@@ -165,7 +200,15 @@ impl Session {
         });
     }
 
+    /// Answers a caller — once the writes it depends on have an outcome.
     fn reply(&mut self, caller: CallerId, result: Result<Reply, Fail>) {
+        if let Some(n) = self.depends.remove(&caller) {
+            if self.written < n {
+                self.held.push((caller, n, result));
+                self.release();
+                return;
+            }
+        }
         if let Some(tx) = self.callers.remove(&caller) {
             let _ = tx.send(result);
         }
@@ -239,10 +282,7 @@ impl Session {
                     ctx.cancel_future(h);
                 }
             }
-            SessionAction::Persist(saved) => {
-                // Outside `input` (never reached): still written, in order.
-                drop(self.store.persist(saved.as_ref()));
-            }
+            SessionAction::Persist(saved) => self.persist(saved, ctx),
             SessionAction::Emit(e) => {
                 match &e {
                     Event::LoginStatusChanged {

@@ -202,7 +202,9 @@ async fn run(hub: Arc<Hub>, mut session: Session, stream: actix_ws::MessageStrea
                             if session.pong(&p).await.is_err() { break End::Closed; }
                         }
                         Some(Ok(AggregatedMessage::Pong(_))) => {}
-                        Some(Ok(AggregatedMessage::Close(_))) => {
+                        Some(Ok(AggregatedMessage::Close(reason))) => {
+                            let code = reason.map(|r| u16::from(r.code)).unwrap_or(1005);
+                            tracing::info!(conn = id, code, "closed by the client ({code})");
                             close(session.clone(), CloseCode::Normal, "bye").await;
                             break End::Closed;
                         }

@@ -268,22 +268,28 @@ impl Dialer for AwcDialer {
             let (tx, mut out_rx) = mpsc::unbounded_channel::<Outbound>();
             actix_rt::spawn(async move {
                 while let Some(o) = out_rx.recv().await {
-                    let (msg, last) = match o {
-                        Outbound::Text(t) => (Message::Text(t.into()), false),
-                        Outbound::Pong(p) => (Message::Pong(p), false),
-                        Outbound::Close => (
-                            Message::Close(Some(CloseReason {
-                                code: CloseCode::Normal,
-                                description: None,
-                            })),
-                            true,
-                        ),
+                    let msg = match o {
+                        Outbound::Text(t) => Message::Text(t.into()),
+                        Outbound::Pong(p) => Message::Pong(p),
+                        Outbound::Close => Message::Close(Some(CloseReason {
+                            code: CloseCode::Normal,
+                            description: None,
+                        })),
                     };
-                    if sink.send(msg).await.is_err() || last {
+                    let close = matches!(msg, Message::Close(_));
+                    if sink.send(msg).await.is_err() {
+                        break;
+                    }
+                    if close {
+                        // The close handshake: the connection stays open until the
+                        // server's close frame arrives (the link then drops its sender)
+                        // or the link gives up; nothing more is sent.
+                        while out_rx.recv().await.is_some() {}
                         break;
                     }
                 }
-                let _ = sink.close().await;
+                // Dropping the sink (and the link dropping the stream) closes the socket.
+                drop(sink);
             });
             let asm = Rc::new(RefCell::new(Assembler::default()));
             let rx = stream
