@@ -48,6 +48,9 @@ fn config(dir: &std::path::Path) -> Config {
     c
 }
 
+/// What the test keeps of the running daemon.
+type Parts = (Rc<Hub>, Recipient<SessionCall>);
+
 /// A daemon under test and the scripted server's ends.
 struct Harness {
     hub: Rc<Hub>,
@@ -83,7 +86,7 @@ impl Harness {
         let dialer = MemoryDialer::default();
         let (tx, rx) = mpsc::unbounded_channel();
         let t0 = Instant::now();
-        let parts: Rc<RefCell<Option<(Rc<Hub>, Recipient<SessionCall>)>>> = Rc::default();
+        let parts: Rc<RefCell<Option<Parts>>> = Rc::default();
         let got = parts.clone();
         let embed = Embedding {
             log: LogControl::detached(LogLevel::Info),
