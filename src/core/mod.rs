@@ -13,3 +13,6 @@ pub mod session;
 
 #[cfg(test)]
 mod session_tests;
+
+#[cfg(test)]
+mod props;
