@@ -11,8 +11,9 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::client::{Client, Failure};
-use super::CtlError;
-use crate::codes::code;
+use crate::codes::{code, LoginStatus};
+use crate::proto::api::{self, ConnState, Status};
+use crate::proto::rpc::RpcError;
 
 /// Where the UserSig of `login` comes from (exactly one).
 #[derive(Debug, Args)]
@@ -67,7 +68,7 @@ fn write_line(out: &mut dyn Write, text: &str) -> Result<(), Failure> {
     writeln!(out, "{text}")
         .and_then(|_| out.flush())
         .map_err(|e| {
-            Failure::Rpc(CtlError {
+            Failure::Rpc(RpcError {
                 code: code::INTERNAL_ERROR,
                 message: format!("cannot write the output: {e}"),
             })
@@ -75,19 +76,13 @@ fn write_line(out: &mut dyn Write, text: &str) -> Result<(), Failure> {
 }
 
 fn usage(message: String) -> Failure {
-    Failure::Rpc(CtlError {
+    Failure::Rpc(RpcError {
         code: code::INVALID_PARAMETERS,
         message,
     })
 }
 
-/// Unix milliseconds now.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::unix_ms as now_ms;
 
 /// `2025-11-24T16:00:00.123Z` for unix milliseconds (UTC; no time zone database needed).
 pub fn utc(ms: i64) -> String {
@@ -132,63 +127,75 @@ fn span(secs: i64) -> String {
     }
 }
 
-fn status_name(s: i64) -> &'static str {
-    match s {
-        1 => "LOGINED",
-        2 => "LOGINING",
-        3 => "LOGOUT",
-        _ => "unknown",
+fn conn_name(c: ConnState) -> &'static str {
+    match c {
+        ConnState::Idle => "idle",
+        ConnState::Connecting => "connecting",
+        ConnState::Connected => "connected",
+        ConnState::Waiting => "waiting",
     }
 }
 
 /// The readable form of a `status` result.
-pub fn format_status(s: &Value) -> String {
+pub fn format_status(s: &Status) -> String {
     let now = now_ms();
     let mut lines = Vec::new();
-    let login = s["loginStatus"].as_i64().unwrap_or(0);
-    let user = s["userID"].as_str().unwrap_or_default();
-    lines.push(match (login, user) {
-        (_, "") => format!("login:       {} ({login})", status_name(login)),
-        (1, u) => format!("login:       {} ({login}) as {u}", status_name(login)),
-        (_, u) => format!("login:       {} ({login}), user {u}", status_name(login)),
-    });
-    lines.push(match s["sdkAppID"].as_u64() {
+    let n = u8::from(s.login_status);
+    let name = match s.login_status {
+        LoginStatus::Logined => "LOGINED",
+        LoginStatus::Logining => "LOGINING",
+        LoginStatus::Logout => "LOGOUT",
+    };
+    let mut login = match (s.login_status, s.user_id.as_str()) {
+        (_, "") => format!("login:       {name} ({n})"),
+        (LoginStatus::Logined, u) => format!("login:       {name} ({n}) as {u}"),
+        (_, u) => format!("login:       {name} ({n}), user {u}"),
+    };
+    if s.login_status == LoginStatus::Logined && !s.online {
+        login.push_str(" — offline, logging in again once connected");
+    }
+    lines.push(login);
+    lines.push(match s.sdk_app_id {
         Some(a) => format!("sdkAppID:    {a}"),
         None => "sdkAppID:    not initialised (initSDK)".to_owned(),
     });
-    let conn = s["connection"].as_str().unwrap_or("?");
-    let mut c = format!("connection:  {conn}");
-    if let Some(since) = s["connectedSince"].as_i64() {
+    let mut c = format!("connection:  {}", conn_name(s.connection));
+    if let Some(since) = s.connected_since {
         c.push_str(&format!(
             " since {} ({})",
             utc(since),
-            span((now - since) / 1000)
+            span(now.saturating_sub(since) / 1000)
         ));
     }
-    if let Some(n) = s["reconnectAttempt"].as_u64().filter(|n| *n > 0) {
-        c.push_str(&format!(", {n} failed attempt(s)"));
+    if s.reconnect_attempt > 0 {
+        c.push_str(&format!(", {} failed attempt(s)", s.reconnect_attempt));
     }
-    if let Some(ms) = s["nextRetryMs"].as_u64() {
+    if let Some(ms) = s.next_retry_ms {
         c.push_str(&format!(", next try in {ms} ms"));
     }
     lines.push(c);
-    lines.push(format!(
-        "server:      {}",
-        s["server"].as_str().unwrap_or_default()
-    ));
-    if let Some(exp) = s["userSigExpiresAt"].as_i64() {
-        let left = exp - now / 1000;
+    lines.push(format!("server:      {}", s.server));
+    if let Some(exp) = s.user_sig_expires_at {
+        let left = exp.saturating_sub(now / 1000);
         let when = if left >= 0 {
             format!("in {}", span(left))
         } else {
             format!("expired {}", span(left))
         };
-        lines.push(format!("userSig:     expires {} ({when})", utc(exp * 1000)));
+        lines.push(format!(
+            "userSig:     expires {} ({when})",
+            utc(exp.saturating_mul(1000))
+        ));
+    }
+    if !s.state_saved {
+        lines.push(
+            "state:       NOT SAVED — the state file could not be written; the daemon retries"
+                .to_owned(),
+        );
     }
     lines.push(format!(
         "daemon:      bootID {}, last event seq {}",
-        s["bootID"].as_str().unwrap_or_default(),
-        s["lastSeq"].as_u64().unwrap_or(0)
+        s.boot_id, s.last_seq
     ));
     lines.join("\n")
 }
@@ -206,9 +213,9 @@ pub fn format_event(e: &Value) -> String {
 
 /// `imlinkctl status`.
 pub fn status(socket: &Path, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
-    let s = Client::connect(socket)?.call("status", Value::Null)?;
+    let s = Client::connect(socket)?.call(&api::GetStatus {})?;
     if json {
-        write_line(out, &s.to_string())
+        write_line(out, &serde_json::to_string(&s).unwrap_or_default())
     } else {
         write_line(out, &format_status(&s))
     }
@@ -243,11 +250,14 @@ pub fn login(
 ) -> Result<(), Failure> {
     let sig = read_sig(&args.sig)?;
     let mut c = Client::connect(socket)?;
-    let r = c.call("login", json!({"userID": args.user, "userSig": sig}))?;
+    let r = c.call(&api::Login {
+        user_id: args.user.clone(),
+        user_sig: sig,
+    })?;
     if json {
-        return write_line(out, &r.to_string());
+        return write_line(out, &serde_json::to_string(&r).unwrap_or_default());
     }
-    if r["repeatLogin"] == json!(true) {
+    if r.repeat_login {
         write_line(
             out,
             &format!("{} was already logged in (repeatLogin)", args.user),
@@ -258,16 +268,16 @@ pub fn login(
 }
 
 /// `imlinkctl logout` and `imlinkctl reconnect`: a call without params whose result is `{}`.
-pub fn simple(
+pub fn simple<C: api::Call<Output = api::Empty>>(
     socket: &Path,
-    method: &str,
+    params: C,
     done: &str,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let r = Client::connect(socket)?.call(method, Value::Null)?;
+    let r = Client::connect(socket)?.call(&params)?;
     if json {
-        write_line(out, &r.to_string())
+        write_line(out, &serde_json::to_string(&r).unwrap_or_default())
     } else {
         write_line(out, done)
     }
@@ -281,15 +291,21 @@ pub fn call(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     let params = match &args.params {
-        None => Value::Null,
-        Some(text) => serde_json::from_str::<Value>(text)
-            .map_err(|e| usage(format!("PARAMS-JSON is not valid JSON: {e}")))?,
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str::<Box<serde_json::value::RawValue>>(text)
+                .map_err(|e| usage(format!("PARAMS-JSON is not valid JSON: {e}")))?,
+        ),
     };
-    let r = Client::connect(socket)?.call(&args.method, params)?;
+    let r = Client::connect(socket)?.call_raw(&args.method, params.as_deref())?;
     let text = if json {
-        r.to_string()
+        // One line, as the daemon wrote it.
+        r.get().to_owned()
     } else {
-        serde_json::to_string_pretty(&r).unwrap_or_else(|_| r.to_string())
+        serde_json::from_str::<Value>(r.get())
+            .ok()
+            .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            .unwrap_or_else(|| r.get().to_owned())
     };
     write_line(out, &text)
 }
@@ -365,8 +381,7 @@ fn follow(
     }
     // Learn which boot answers before choosing where to resume.
     if let Some(known) = st.boot_id.clone() {
-        let s = c.call("status", Value::Null)?;
-        let boot = s["bootID"].as_str().unwrap_or_default().to_owned();
+        let boot = c.call(&api::GetStatus {})?.boot_id;
         if boot != known {
             let _ = writeln!(
                 err,
@@ -376,15 +391,11 @@ fn follow(
             st.boot_id = Some(boot);
         }
     }
-    let mut params = serde_json::Map::new();
-    if !args.filter.is_empty() {
-        params.insert("events".into(), json!(args.filter));
-    }
-    if let Some(s) = st.resume {
-        params.insert("since".into(), json!(s));
-    }
-    let r = c.call("subscribe", Value::Object(params))?;
-    let boot = r["bootID"].as_str().unwrap_or_default().to_owned();
+    let r = c.call(&api::Subscribe {
+        events: (!args.filter.is_empty()).then(|| args.filter.clone()),
+        since: st.resume,
+    })?;
+    let boot = r.boot_id.clone();
     if st.boot_id.as_deref().is_some_and(|b| b != boot) {
         // Restarted again between `status` and `subscribe`: start over on this connection.
         st.boot_id = Some(boot);
@@ -393,7 +404,7 @@ fn follow(
     }
     st.boot_id = Some(boot);
     if st.resume.is_none() {
-        st.resume = r["seq"].as_u64();
+        st.resume = Some(r.seq);
     }
     while let Some(e) = c.next_event()? {
         if let Some(seq) = e["seq"].as_u64() {

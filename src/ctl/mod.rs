@@ -64,15 +64,9 @@ pub enum Command {
     Usersig(usersig::UsersigCommand),
 }
 
-/// A failure to report as `error <code>: <message>` with exit status 1.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("error {code}: {message}")]
-pub struct CtlError {
-    /// Tencent's or the JSON-RPC error code.
-    pub code: i32,
-    /// One line saying what went wrong and what to do.
-    pub message: String,
-}
+/// A failure reported as `error <code>: <message>` with exit status 1: the API's one
+/// error type.
+pub use crate::proto::rpc::RpcError;
 
 /// What the caller needs besides the parsed flags: where output goes.
 pub struct Io<'a> {
@@ -93,10 +87,16 @@ pub fn run(cli: &Cli, io: &mut Io<'_>) -> u8 {
         Command::Usersig(cmd) => usersig::run(cmd, json, io.out).map_err(Failure::Rpc),
         Command::Status => commands::status(&socket, json, io.out),
         Command::Login(a) => commands::login(&socket, a, json, io.out),
-        Command::Logout => commands::simple(&socket, "logout", "logged out", json, io.out),
+        Command::Logout => commands::simple(
+            &socket,
+            crate::proto::api::Logout {},
+            "logged out",
+            json,
+            io.out,
+        ),
         Command::Reconnect => commands::simple(
             &socket,
-            "reconnect",
+            crate::proto::api::Reconnect {},
             "reconnecting now (backoff reset)",
             json,
             io.out,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::CtlError;
+use crate::proto::rpc::RpcError;
 use crate::codes::code;
 use crate::usersig::{self, Ticket};
 
@@ -67,18 +67,18 @@ pub struct KeyArgs {
 }
 
 impl KeyArgs {
-    fn load(&self) -> Result<String, CtlError> {
+    fn load(&self) -> Result<String, RpcError> {
         match (&self.key, &self.key_file) {
             (Some(k), _) => Ok(k.clone()),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| CtlError {
+                let text = std::fs::read_to_string(path).map_err(|e| RpcError {
                     code: code::INVALID_PARAMETERS,
                     message: format!("cannot read the key file {}: {e}", path.display()),
                 })?;
                 let key = text.strip_suffix('\n').unwrap_or(&text);
                 Ok(key.strip_suffix('\r').unwrap_or(key).to_owned())
             }
-            (None, None) => Err(CtlError {
+            (None, None) => Err(RpcError {
                 code: code::INVALID_PARAMETERS,
                 message: "give the key with --key or --key-file".into(),
             }),
@@ -95,22 +95,22 @@ struct Decoded<'a> {
     expires_at: i64,
 }
 
-fn sig_error(e: &usersig::SigError) -> CtlError {
-    CtlError {
+fn sig_error(e: &usersig::SigError) -> RpcError {
+    RpcError {
         code: e.code(),
         message: e.to_string(),
     }
 }
 
-fn write_out(out: &mut dyn Write, line: std::fmt::Arguments<'_>) -> Result<(), CtlError> {
-    writeln!(out, "{line}").map_err(|e| CtlError {
+fn write_out(out: &mut dyn Write, line: std::fmt::Arguments<'_>) -> Result<(), RpcError> {
+    writeln!(out, "{line}").map_err(|e| RpcError {
         code: code::INTERNAL_ERROR,
         message: format!("cannot write to stdout: {e}"),
     })
 }
 
 /// Runs one `usersig` subcommand, printing results to `out`.
-pub fn run(cmd: &UsersigCommand, json: bool, out: &mut dyn Write) -> Result<(), CtlError> {
+pub fn run(cmd: &UsersigCommand, json: bool, out: &mut dyn Write) -> Result<(), RpcError> {
     match cmd {
         UsersigCommand::Gen {
             sdk_app_id,
@@ -122,7 +122,7 @@ pub fn run(cmd: &UsersigCommand, json: bool, out: &mut dyn Write) -> Result<(), 
             let key = key.load()?;
             let time = time.unwrap_or_else(usersig::now_unix);
             if *expire < 0 || time < 0 || time.checked_add(*expire).is_none() {
-                return Err(CtlError {
+                return Err(RpcError {
                     code: code::INVALID_PARAMETERS,
                     message: format!(
                         "--time and --expire must be 0 or more, their sum at most {}",
@@ -144,7 +144,7 @@ pub fn run(cmd: &UsersigCommand, json: bool, out: &mut dyn Write) -> Result<(), 
             } else {
                 serde_json::to_string_pretty(&decoded)
             }
-            .map_err(|e| CtlError {
+            .map_err(|e| RpcError {
                 code: code::INTERNAL_ERROR,
                 message: format!("cannot format the ticket: {e}"),
             })?;
