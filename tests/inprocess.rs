@@ -93,6 +93,12 @@ impl Harness {
             clock: Clock::tokio_at(T0_MS),
             dialer: Some(Rc::new(dialer.clone())),
             boot_id: Some("test".into()),
+            // The state file is written at once, on this thread: a writer thread would let
+            // virtual time run while it writes.
+            store: daemon::store::Options {
+                inline: true,
+                ..Default::default()
+            },
         };
         let done = tokio::task::spawn_local(async move {
             daemon::run(cfg, &listener, rx, embed, move |r: &Running| {

@@ -100,7 +100,11 @@ impl Client {
             match self.reader.read_line(&mut line) {
                 Ok(0) => return Ok(None),
                 Ok(_) if line.trim().is_empty() => continue,
-                Ok(_) => return serde_json::from_str(line.trim_end()).map(Some).map_err(unreadable),
+                Ok(_) => {
+                    return serde_json::from_str(line.trim_end())
+                        .map(Some)
+                        .map_err(unreadable)
+                }
                 Err(e) => return Err(self.lost(&format!("failed: {e}"))),
             }
         }

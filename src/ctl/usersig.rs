@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use crate::proto::rpc::RpcError;
 use crate::codes::code;
+use crate::proto::rpc::RpcError;
 use crate::usersig::{self, Ticket};
 
 /// The `usersig` subcommands.

@@ -57,6 +57,8 @@ pub struct Embedding {
     pub dialer: Option<Rc<dyn Dialer>>,
     /// The boot id (None: a random one).
     pub boot_id: Option<String>,
+    /// How the state file is written (a writer thread, unless `inline`).
+    pub store: store::Options,
 }
 
 impl Embedding {
@@ -67,6 +69,7 @@ impl Embedding {
             clock: Clock::System,
             dialer: None,
             boot_id: None,
+            store: store::Options::default(),
         }
     }
 }
@@ -96,7 +99,7 @@ pub async fn run(
     embed: Embedding,
     started: impl FnOnce(&Running),
 ) -> Result<(), String> {
-    let store = store::Store::open(&cfg.state.dir)?;
+    let store = store::Store::open_with(&cfg.state.dir, embed.store)?;
     let restore = match (cfg.state.restore_session, store.saved()) {
         (true, Some(saved)) if cfg.sdk.app_id.is_none_or(|a| a == saved.app_id) => Some(saved),
         (_, Some(saved)) => {

@@ -48,6 +48,9 @@ pub struct Session {
     held: Vec<(CallerId, u64, Result<Reply, Fail>)>,
     /// Why the last write failed (for the answers that depended on it).
     store_error: Option<String>,
+    /// Events that follow a write of the state file, published once it has an outcome
+    /// (so that a kick is announced only once the file no longer says "logged in").
+    queued: std::collections::VecDeque<(u64, Event)>,
     restore: Option<Saved>,
     start_app: Option<u64>,
 }
@@ -101,6 +104,7 @@ impl Session {
             depends: HashMap::new(),
             held: Vec::new(),
             store_error: None,
+            queued: std::collections::VecDeque::new(),
             restore,
             start_app: cfg.sdk.app_id,
         }
@@ -153,6 +157,24 @@ impl Session {
             if let Some(tx) = self.callers.remove(&caller) {
                 let _ = tx.send(result);
             }
+        }
+        while let Some((n, _)) = self.queued.front() {
+            if self.settled < *n && self.written < *n {
+                break;
+            }
+            if let Some((_, e)) = self.queued.pop_front() {
+                self.hub.emit(e);
+            }
+        }
+    }
+
+    /// Publishes an event — after the writes of the state file asked for before it.
+    fn emit(&mut self, e: Event) {
+        let n = self.writes;
+        if self.queued.is_empty() && (self.settled >= n || self.written >= n) {
+            self.hub.emit(e);
+        } else {
+            self.queued.push_back((n, e));
         }
     }
 
@@ -305,7 +327,7 @@ impl Session {
                     ),
                     other => tracing::info!(event = other.name(), "event"),
                 }
-                self.hub.emit(e);
+                self.emit(e);
             }
         }
     }
@@ -387,7 +409,7 @@ impl Handler<LinkEvent> for Session {
             LinkEvent::SelfInfo(info) => {
                 if self.machine.online() && info.user_id == self.machine.user() {
                     self.hub.set_info(Some(info.clone()));
-                    self.hub.emit(Event::SelfInfoUpdated { info });
+                    self.emit(Event::SelfInfoUpdated { info });
                 }
             }
         }

@@ -193,13 +193,17 @@ impl std::fmt::Debug for Completion {
 
 // ---------------------------------------------------------------- the store
 
-/// How the writer retries a failed write.
+/// How the writer retries a failed write, and where it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
     /// The first wait after a failure.
     pub retry_initial: Duration,
     /// The longest wait (the wait doubles after each failure up to this).
     pub retry_max: Duration,
+    /// Write on the caller's thread, at once, instead of on the writer thread (for
+    /// in-process tests with a paused clock, where a real thread would let virtual time
+    /// run while it writes). A failed write is then not retried until the next save.
+    pub inline: bool,
 }
 
 impl Default for Options {
@@ -207,6 +211,7 @@ impl Default for Options {
         Options {
             retry_initial: Duration::from_millis(250),
             retry_max: Duration::from_secs(30),
+            inline: false,
         }
     }
 }
@@ -224,6 +229,8 @@ pub struct Store {
     dir: PathBuf,
     file: SessionFile,
     tx: std_mpsc::Sender<Msg>,
+    /// The writer, when it runs on the caller's thread ([`Options::inline`]).
+    inline: Option<std::cell::RefCell<Writer>>,
     health: watch::Receiver<Health>,
 }
 
@@ -310,15 +317,21 @@ impl Store {
         }
         let (tx, rx) = std_mpsc::channel();
         let (health_tx, health) = watch::channel(Health::Durable);
-        let writer_dir = real.clone();
-        std::thread::Builder::new()
-            .name("imlink-store".into())
-            .spawn(move || Writer::new(writer_dir, options, health_tx).run(rx))
-            .map_err(|e| format!("cannot start the session writer: {e}"))?;
+        let writer = Writer::new(real.clone(), options, health_tx);
+        let inline = if options.inline {
+            Some(std::cell::RefCell::new(writer))
+        } else {
+            std::thread::Builder::new()
+                .name("imlink-store".into())
+                .spawn(move || writer.run(rx))
+                .map_err(|e| format!("cannot start the session writer: {e}"))?;
+            None
+        };
         Ok(Store {
             dir: real,
             file,
             tx,
+            inline,
             health,
         })
     }
@@ -415,6 +428,12 @@ impl Store {
     }
 
     fn send(&self, msg: Msg) {
+        if let Some(w) = &self.inline {
+            let mut w = w.borrow_mut();
+            w.take(msg);
+            w.attempt();
+            return;
+        }
         // If the writer is gone, the reply inside `msg` is dropped with it and the
         // completion resolves to a "stopped" error.
         let _ = self.tx.send(msg);
@@ -818,6 +837,7 @@ mod tests {
         Options {
             retry_initial: Duration::from_millis(10),
             retry_max: Duration::from_millis(50),
+            inline: false,
         }
     }
 
