@@ -132,7 +132,8 @@ fn backoff_delays(log: &str) -> Vec<(u64, i64)> {
             .split_whitespace()
             .find_map(|w| w.strip_prefix(key))
             .unwrap_or_else(|| panic!("no {key} in {line:?}"));
-        v.parse().unwrap_or_else(|_| panic!("bad {key} in {line:?}"))
+        v.parse()
+            .unwrap_or_else(|_| panic!("bad {key} in {line:?}"))
     };
     log.lines()
         .filter(|l| l.contains("reconnecting after backoff"))
@@ -186,10 +187,7 @@ fn a_silent_server_is_detected_within_heartbeat_timeout_plus_interval() {
     // Detected on the first heartbeat tick past the timeout: 700 + 200 ms after the
     // last frame. The bound is the behaviour; the slack (2 s) is for a busy machine.
     let detected = time(&lost) - t0;
-    assert!(
-        detected <= 700 + 200 + 2000,
-        "detected after {detected} ms"
-    );
+    assert!(detected <= 700 + 200 + 2000, "detected after {detected} ms");
     c.wait_event("onConnectSuccess", T);
     wait_until(T, "the re-login after the silence", || {
         server.user_stats("alice")["autoLogins"].as_i64() >= Some(1)
@@ -468,7 +466,9 @@ fn slow_responses_fail_an_explicit_login_with_9520_and_an_automatic_one_retries(
                 && server.user_stats("alice")["autoLogins"].as_i64().unwrap() > before
         },
     );
-    c.wait_status(T, "online", |s| s["loginStatus"] == 1 && s["online"] == true);
+    c.wait_status(T, "online", |s| {
+        s["loginStatus"] == 1 && s["online"] == true
+    });
     let ev = c.events_so_far();
     assert!(
         ev.iter()
