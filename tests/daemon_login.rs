@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::json;
-use support::daemon::{Daemon, T};
+use support::daemon::{Daemon, Launch, T};
 use support::*;
 
 fn names(events: &[serde_json::Value]) -> Vec<String> {
@@ -342,4 +342,49 @@ fn logs_in_over_wss_with_the_configured_ca_and_refuses_an_untrusted_server() {
     let (failed, _) = c2.wait_event("onConnectFailed", T);
     assert_eq!(failed["data"]["code"], 9508);
     assert_ne!(c2.ok("status", json!({}))["connection"], "connected");
+}
+
+/// A logout must be answered only once the session file says so (docs/architecture.md,
+/// Persistence). With every fsync of the daemon slowed down to 500 ms (strace fault
+/// injection), the login's reply waits for its write, but the logout's reply comes first:
+/// the write of "logged out" is queued when the logout starts and the reply goes out when
+/// the server has answered, without waiting for it. `logout_keeps_the_connection…`
+/// trips on the same race now and then.
+#[test]
+#[ignore = "fails: the logout reply does not wait for the session file (run with --ignored)"]
+fn logout_is_answered_only_once_the_session_file_says_so() {
+    let server = DevServer::start(&[]);
+    let wrapper = [
+        "strace",
+        "-D",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=fsync",
+        "-e",
+        "inject=fsync:delay_enter=500000",
+    ];
+    let d = Daemon::start_with(
+        &server,
+        &[],
+        Launch {
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
+            ..Launch::default()
+        },
+    );
+    let mut c = d.client();
+    c.wait_status(T, "connected", |s| s["connection"] == "connected");
+    c.ok(
+        "login",
+        json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
+    );
+    assert_eq!(d.session_file().unwrap()["loggedIn"], true);
+    c.ok("logout", json!({}));
+    assert_eq!(
+        d.session_file().unwrap()["loggedIn"],
+        false,
+        "the logout was answered before the session file said so"
+    );
 }
