@@ -63,6 +63,14 @@ pub fn now_unix() -> i64 {
     imlink::usersig::now_unix()
 }
 
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// A ticket for `user` on [`APP`], issued now, valid `expire` seconds.
 pub fn ticket(user: &str, expire: i64) -> String {
     ticket_at(user, expire, now_unix())
