@@ -68,7 +68,8 @@ impl Web {
         self.seq
     }
 
-    /// The next frame as JSON; `None` when the connection ended.
+    /// The next frame as JSON; `None` when the connection ended. Panics when neither
+    /// happens within [`T`].
     fn read(&mut self) -> Option<Value> {
         loop {
             match self.ws.read() {
@@ -90,6 +91,14 @@ impl Web {
                 }
                 Ok(Message::Close(_)) => continue,
                 Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("no frame, and the connection did not end, within {T:?}")
+                }
                 Err(_) => return None,
             }
         }

@@ -411,6 +411,30 @@ impl Rpc {
         }
     }
 
+    /// Waits for the daemon to close the connection (within `timeout`); panics on a line
+    /// or when it stays open.
+    pub fn expect_eof(&mut self, timeout: Duration) {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout))
+            .unwrap();
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => {}
+            Ok(_) => panic!("expected the end of the connection, got {line:?}"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the connection is still open after {timeout:?}")
+            }
+            // A reset is an end too.
+            Err(_) => {}
+        }
+    }
+
     /// Reads the next reply (not a notification) within `timeout`.
     pub fn next_reply(&mut self, timeout: Duration) -> Option<Value> {
         if let Some(r) = self.replies.pop_front() {
