@@ -72,11 +72,12 @@ wait_for() {
   done
 }
 
-# One JSON-RPC call to a daemon socket; prints the reply line.
+# One JSON-RPC call to a daemon socket; prints the reply line. (The daemon closes the
+# connection after the reply; -t only bounds a reply that does not come.)
 rpc_at() {
   local sock="$1" method="$2" params="${3:-{\}}"
   printf '{"jsonrpc":"2.0","id":1,"method":"%s","params":%s}\n' "$method" "$params" |
-    socat -t 5 - "UNIX-CONNECT:$sock"
+    socat -t "$STEP_TIMEOUT" - "UNIX-CONNECT:$sock"
 }
 rpc() { rpc_at "$SOCK" "$@"; }
 
@@ -94,6 +95,22 @@ expect_event() {
 status_has() { rpc status | grep -q -- "$1"; }
 expect_status() {
   wait_for "status with $1" status_has "$1"
+}
+status_at_has() { rpc_at "$1" status | grep -q -- "$2"; }
+# The seq of the newest event the stream has shown (0 before the first).
+shown_seq() {
+  local seq
+  seq="$(tail -n 1 "$WORK/events.jsonl" | grep -o '"seq":[0-9]*' | head -n 1 | cut -d: -f2)"
+  printf '%s\n' "${seq:-0}"
+}
+shown_through() { [ "$(shown_seq)" -ge "$1" ]; }
+# Waits until the stream has shown every event the daemon had emitted when this was
+# called (status.lastSeq): after it, "no event X" is a fact, not a guess.
+catch_up() {
+  local last
+  last="$(rpc status | grep -o '"lastSeq":[0-9]*' | cut -d: -f2)"
+  [ -n "$last" ] || fail "no lastSeq in the status"
+  wait_for "the event stream to show event $last" shown_through "$last"
 }
 
 # ---------------------------------------------------------------- the pieces
@@ -150,7 +167,11 @@ start_daemon() { # name; sets the daemon's socket path in $REPLY_SOCK
 show_events() {
   local line name data
   while IFS= read -r line; do
-    case "$line" in *'"method":"event"'*) ;; *) continue ;; esac
+    case "$line" in
+      *'"method":"event"'*) ;;
+      *'"result"'*) : > "$WORK/subscribed"; continue ;;  # the reply to subscribe
+      *) continue ;;
+    esac
     printf '%s\n' "$line" >> "$WORK/events.jsonl"
     name="$(printf '%s' "$line" | sed -n 's/.*"event":"\([A-Za-z]*\)".*/\1/p')"
     data="$(printf '%s' "$line" | sed -n 's/.*"data":\(.*\)}}$/\1/p')"
@@ -178,6 +199,8 @@ say "   imlinkd serves $SOCK"
 printf '{"jsonrpc":"2.0","id":1,"method":"subscribe"}\n' |
   socat -t 1000000 - "UNIX-CONNECT:$SOCK" 2>/dev/null | show_events &
 PIDS+=("$!")
+# Every event from here on is shown: the subscription is in place.
+wait_for "the event stream" test -e "$WORK/subscribed"
 expect_status '"connection":"connected"'
 say "   The daemon is connected; nobody is logged in yet."
 pause
@@ -203,9 +226,13 @@ expect_event onConnectFailed
 say "   …and retries with backoff. Starting the devserver again on $ADDR."
 start_devserver "$ADDR"
 expect_event onConnectSuccess
-expect_status '"loginStatus":1'
+expect_event onRelogin '"success":true'
+expect_status '"online":true'
+status_has '"loginStatus":1' || fail "not logged in: $(rpc status)"
 status_has '"userID":"alice"' || fail "another user is logged in: $(rpc status)"
+catch_up
 if event_since_mark onKickedOffline; then fail "kicked while reconnecting"; fi
+if event_since_mark onLoginStatusChanged; then fail "the status changed while reconnecting"; fi
 say "   Reconnected, and alice is online again without a new login call: the daemon"
 say "   logged her in silently with the stored ticket."
 pause
@@ -215,7 +242,7 @@ say "   A second imlinkd (another device, same platform) logs in as alice. The s
 say "   lets the newest login win and pushes kickedOffline to the first."
 start_daemon second
 SECOND_SOCK="$REPLY_SOCK"
-wait_for "second device connected" grep -q '"connection":"connected"' <(rpc_at "$SECOND_SOCK" status)
+wait_for "second device connected" status_at_has "$SECOND_SOCK" '"connection":"connected"'
 mark
 reply="$(rpc_at "$SECOND_SOCK" login "{\"userID\":\"alice\",\"userSig\":\"$(ticket alice 3600)\"}")"
 case "$reply" in *'"result"'*) ;; *) fail "second device login refused: $reply" ;; esac

@@ -314,15 +314,16 @@ fn a_subscriber_that_never_reads_slows_nobody_and_later_sees_events_lost() {
     assert_eq!(got.len() as u64, BURST);
     assert_gapless(&got);
     assert!(names(&got).iter().all(|n| n == "onSelfInfoUpdated"));
-    // The daemon answers at once meanwhile.
+    // Meanwhile the daemon serves other clients: the reading subscriber got the whole
+    // burst above while the slow one read nothing, and a call on another connection is
+    // answered now, before the slow one reads (a daemon that waited for the slow reader
+    // would answer neither). How fast is `make bench`'s business, not a test's.
     let t = Instant::now();
-    driver.ok("getLoginStatus", json!({}));
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "took {:?}",
+    assert_eq!(driver.login_status(), 1);
+    eprintln!(
+        "{BURST} events to the reading subscriber in {took:?}; a call meanwhile took {:?}",
         t.elapsed()
     );
-    eprintln!("{BURST} events to the reading subscriber in {took:?}");
 
     // Once the slow one reads again it gets what fitted in its socket and its queue, then
     // one eventsLost for the rest — without any new event being needed to carry it.

@@ -537,7 +537,7 @@ fn after_the_client_shuts_down_writing_pending_replies_still_arrive() {
     ids.sort_by_key(|v| v.to_string());
     assert_eq!(ids, [json!("l"), json!("v")]);
     // Nothing subscribed: the daemon closes the connection after the last reply.
-    assert!(c.read_line(T).is_none(), "expected EOF");
+    c.expect_eof(T);
 }
 
 #[test]
@@ -554,7 +554,8 @@ fn refused_connections_beyond_max_clients_get_an_error_line_then_eof() {
         .as_str()
         .unwrap()
         .contains("max_clients"));
-    assert!(extra.read_line(T).is_none(), "then EOF");
+    // Then the end of the connection.
+    extra.expect_eof(T);
     drop(b);
     // The slot frees once the daemon has seen the close.
     let _c = served_client(&d);

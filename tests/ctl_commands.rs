@@ -323,13 +323,19 @@ fn events_follows_the_daemon_across_a_restart() {
         e["event"] == "onLoginStatusChanged" && e["data"]["status"] == 1
     });
     assert_ne!(restored["bootID"], old_boot.as_str());
-    let notes: Vec<String> = erx.try_iter().collect();
-    assert!(
-        notes
-            .iter()
-            .any(|l| l.contains("restarted") && l.contains(&old_boot)),
-        "stderr: {notes:?}"
-    );
+    // The note on stderr (a pipe of its own, so it may come after the events on stdout).
+    let mut notes: Vec<String> = Vec::new();
+    let deadline = std::time::Instant::now() + T;
+    while !notes
+        .iter()
+        .any(|l| l.contains("restarted") && l.contains(&old_boot))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match erx.recv_timeout(left) {
+            Ok(l) => notes.push(l),
+            Err(_) => panic!("no note of the restart; stderr: {notes:?}"),
+        }
+    }
     // Still following.
     d.client().ok("logout", json!({}));
     wait_for("logout", &|e| e["data"]["status"] == 3);

@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::json;
-use support::daemon::{Daemon, T};
+use support::daemon::{Daemon, Launch, T};
 use support::*;
 
 fn names(events: &[serde_json::Value]) -> Vec<String> {
@@ -53,13 +53,18 @@ fn login_goes_logining_then_logined_and_the_getters_answer() {
     assert_eq!(e2["seq"].as_u64().unwrap(), e1["seq"].as_u64().unwrap() + 1);
     assert_eq!(c.login_status(), 1);
     assert_eq!(c.ok("getLoginUser", json!({})), json!({"userID": "alice"}));
+    let before = now_unix();
     let t = c.ok("getServerTime", json!({}))["serverTime"]
         .as_i64()
         .unwrap();
+    let after = now_unix();
+    // The devserver's clock is this machine's; the daemon carries the last server time
+    // it heard forward, so it can only lag, by the transit of the frame that carried it
+    // (one second allows for that, and for rounding down to the second).
     assert!(
-        (t - now_unix()).abs() <= 2,
-        "server time {t} vs {}",
-        now_unix()
+        (before - 1..=after).contains(&t),
+        "server time {t} not in {}..={after}",
+        before - 1
     );
     assert_eq!(c.ok("getSelfInfo", json!({}))["info"]["userID"], "alice");
     assert_eq!(server.user_stats("alice")["logins"], 1);
@@ -81,11 +86,20 @@ fn login_goes_logining_then_logined_and_the_getters_answer() {
 #[test]
 fn login_during_login_is_7501_and_logout_during_logout_is_7502() {
     let server = DevServer::start(&["--faults"]);
-    let d = Daemon::start(&server, &[("server.request_timeout_ms", "5000")]);
+    // Timeouts far beyond the test: only the silence decides when the server answers.
+    let d = Daemon::start(
+        &server,
+        &[
+            ("server.request_timeout_ms", "60000"),
+            ("server.login_timeout_ms", "60000"),
+            ("server.heartbeat_timeout_ms", "60000"),
+        ],
+    );
     let mut a = d.client();
     a.wait_status(T, "connected", |s| s["connection"] == "connected");
-    // Slow responses keep the first login in flight while the second arrives.
-    server.fault("delay?ms=700");
+    // The server reads nothing until the silence is cleared: the first login stays in
+    // flight while the second arrives.
+    server.fault("silence?ms=600000");
     let mut b = d.client();
     let sig = ticket("alice", 3600);
     a.send_raw(format!("{}\n", json!({"jsonrpc":"2.0","id":"first","method":"login","params":{"userID":"alice","userSig":sig}})).as_bytes());
@@ -94,28 +108,42 @@ fn login_during_login_is_7501_and_logout_during_logout_is_7502() {
         b.err("login", json!({"userID": "alice", "userSig": sig})),
         7501
     );
+    server.fault("clear");
     let r = a.next_reply(T).unwrap();
     assert_eq!(
         (r["id"].as_str(), r["result"].clone()),
         (Some("first"), json!({}))
     );
-    // Two logouts at once while the server is slow: one proceeds, the other gets 7502.
+    // Two logouts at once while the server reads nothing: one proceeds and waits for the
+    // server, the other gets 7502 at once.
+    server.fault("silence?ms=600000");
     let out = json!({"jsonrpc":"2.0","id":"out","method":"logout"});
     a.send_raw(format!("{out}\n").as_bytes());
     b.send_raw(format!("{out}\n").as_bytes());
-    let ra = a.next_reply(T).unwrap();
-    let rb = b.next_reply(T).unwrap();
-    let mut outcomes: Vec<String> = [ra, rb]
-        .iter()
-        .map(|r| match r.get("error") {
-            Some(e) => e["code"].to_string(),
-            None => r["result"].to_string(),
-        })
-        .collect();
-    outcomes.sort();
-    assert_eq!(outcomes, ["7502", "{}"]);
-    assert_eq!(b.login_status(), 3);
+    let outcome = |r: &serde_json::Value| match r.get("error") {
+        Some(e) => e["code"].to_string(),
+        None => r["result"].to_string(),
+    };
+    // The first reply, from either client, must be the 7502: the other cannot be
+    // answered before the silence ends.
+    let mut first = None;
+    wait_until(T, "the first reply to a logout", || {
+        first = a
+            .next_reply(std::time::Duration::from_millis(10))
+            .map(|r| (r, true))
+            .or_else(|| {
+                b.next_reply(std::time::Duration::from_millis(10))
+                    .map(|r| (r, false))
+            });
+        first.is_some()
+    });
+    let (r1, from_a) = first.unwrap();
+    assert_eq!(outcome(&r1), "7502", "{r1}");
     server.fault("clear");
+    let other = if from_a { &mut b } else { &mut a };
+    let r2 = other.next_reply(T).unwrap();
+    assert_eq!(outcome(&r2), "{}", "{r2}");
+    assert_eq!(b.login_status(), 3);
 }
 
 #[test]
@@ -148,7 +176,13 @@ fn same_user_again_is_repeat_login_and_another_user_replaces_the_first() {
         "login",
         json!({"userID": "bob", "userSig": ticket("bob", 3600)}),
     );
-    let ev = c.drain_events(std::time::Duration::from_millis(300));
+    // Everything up to bob's LOGINED, then everything emitted up to now.
+    let mut ev = c.events_until(T, |e| {
+        e["event"] == "onLoginStatusChanged"
+            && e["data"]["status"] == 1
+            && e["data"]["userID"] == "bob"
+    });
+    ev.extend(c.events_so_far());
     let changes: Vec<(i64, String)> = ev
         .iter()
         .filter(|e| e["event"] == "onLoginStatusChanged")
@@ -218,8 +252,16 @@ fn logout_keeps_the_connection_and_uninit_closes_it_for_good() {
     wait_until(T, "the devserver sees no connection", || {
         server.stats()["connectionsOpen"] == 0
     });
-    // No reconnect happens.
-    let ev = c.drain_events(std::time::Duration::from_millis(800));
+    let connections = server.stats()["connectionsTotal"].clone();
+    // No reconnect happens: nothing is scheduled (the link is idle, with no retry
+    // pending, as soon as unInitSDK has answered), no event says otherwise, and the
+    // devserver sees no new connection.
+    assert_eq!(
+        (&s["nextRetryMs"], &s["reconnectAttempt"]),
+        (&json!(null), &json!(0)),
+        "{s}"
+    );
+    let ev = c.events_so_far();
     assert!(
         !names(&ev).contains(&"onConnecting".to_owned()),
         "{:?}",
@@ -232,6 +274,19 @@ fn logout_keeps_the_connection_and_uninit_closes_it_for_good() {
         ),
         6013
     );
+    let s = c.ok("status", json!({}));
+    assert_eq!(
+        (s["connection"].as_str(), &s["nextRetryMs"]),
+        (Some("idle"), &json!(null)),
+        "{s}"
+    );
+    let ev = c.events_so_far();
+    assert!(
+        !names(&ev).contains(&"onConnecting".to_owned()),
+        "{:?}",
+        names(&ev)
+    );
+    assert_eq!(server.stats()["connectionsTotal"], connections);
 }
 
 #[test]
@@ -292,4 +347,49 @@ fn logs_in_over_wss_with_the_configured_ca_and_refuses_an_untrusted_server() {
     let (failed, _) = c2.wait_event("onConnectFailed", T);
     assert_eq!(failed["data"]["code"], 9508);
     assert_ne!(c2.ok("status", json!({}))["connection"], "connected");
+}
+
+/// A logout must be answered only once the session file says so (docs/architecture.md,
+/// Persistence). With every fsync of the daemon slowed down to 500 ms (strace fault
+/// injection), the login's reply waits for its write, but the logout's reply comes first:
+/// the write of "logged out" is queued when the logout starts and the reply goes out when
+/// the server has answered, without waiting for it. `logout_keeps_the_connection…`
+/// trips on the same race now and then.
+#[test]
+#[ignore = "fails: the logout reply does not wait for the session file (run with --ignored)"]
+fn logout_is_answered_only_once_the_session_file_says_so() {
+    let server = DevServer::start(&[]);
+    let wrapper = [
+        "strace",
+        "-D",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=fsync",
+        "-e",
+        "inject=fsync:delay_enter=500000",
+    ];
+    let d = Daemon::start_with(
+        &server,
+        &[],
+        Launch {
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
+            ..Launch::default()
+        },
+    );
+    let mut c = d.client();
+    c.wait_status(T, "connected", |s| s["connection"] == "connected");
+    c.ok(
+        "login",
+        json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
+    );
+    assert_eq!(d.session_file().unwrap()["loggedIn"], true);
+    c.ok("logout", json!({}));
+    assert_eq!(
+        d.session_file().unwrap()["loggedIn"],
+        false,
+        "the logout was answered before the session file said so"
+    );
 }

@@ -59,30 +59,34 @@ fn drop_closes_every_connection_without_a_close_frame() {
 fn silence_answers_nothing_then_resumes() {
     let server = DevServer::start(&["--faults"]);
     let mut c = WsClient::connect(&server, "Linux", "i1");
+    // The silence starts when the server handles the fault, after `before`, so it lasts
+    // at least until `before` + 1200 ms.
+    let before = Instant::now();
     server.fault("silence?ms=1200");
-    let sent = Instant::now();
     c.send_message(Message::Ping(b"x".to_vec())).unwrap();
-    c.send_text(r#"{"seq":1,"cmd":"heartbeat","body":{}}"#);
-    // Nothing at all (no pong, no response) during the silence.
-    assert!(c
-        .next_message(Duration::from_millis(800))
-        .unwrap()
-        .is_none());
-    // Afterwards both are answered.
+    c.send_text(r#"{"seq":101,"cmd":"heartbeat","body":{}}"#);
+    // Both are answered once the silence is over, and nothing at all (no pong, no
+    // response) comes before: the first frame arrives no earlier than the silence's end.
+    let mut first = None;
     let mut pong = false;
     let mut resp = false;
     while !(pong && resp) {
-        match c
+        let m = c
             .next_message(T)
             .unwrap()
-            .expect("answers after the silence")
-        {
+            .expect("answers after the silence");
+        first.get_or_insert_with(|| (before.elapsed(), format!("{m:?}")));
+        match m {
             Message::Pong(_) => pong = true,
-            Message::Text(t) => resp = t.contains("\"seq\":1"),
+            Message::Text(t) => resp = t.contains("\"seq\":101"),
             _ => {}
         }
     }
-    assert!(sent.elapsed() >= Duration::from_millis(1100));
+    let (at, what) = first.unwrap();
+    assert!(
+        at >= Duration::from_millis(1200),
+        "{what} came {at:?} after the fault, within the 1200 ms silence"
+    );
     assert_eq!(c.request("heartbeat", json!({}))["code"], 0);
 }
 
@@ -90,36 +94,59 @@ fn silence_answers_nothing_then_resumes() {
 fn refuse_answers_upgrades_with_503_for_a_while() {
     let server = DevServer::start(&["--faults"]);
     let mut existing = WsClient::connect(&server, "Linux", "i0");
-    server.fault("refuse?ms=800");
+    // A refusal far longer than the test: every upgrade meanwhile gets 503.
+    server.fault("refuse?ms=600000");
     match WsClient::connect_url(&server.ws_url("Linux", "i1"), None) {
         Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 503),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("connected while refusing"),
     }
     assert_eq!(existing.request("heartbeat", json!({}))["code"], 0);
+    // A new refusal of 800 ms replaces it and ends by itself: upgrades get 503 until
+    // then, and the first one accepted comes no earlier than 800 ms after the fault.
+    let before = Instant::now();
+    server.fault("refuse?ms=800");
     wait_until(T, "refusal over", || {
-        WsClient::connect_url(&server.ws_url("Linux", "i1"), None).is_ok()
+        match WsClient::connect_url(&server.ws_url("Linux", "i1"), None) {
+            Ok(_) => true,
+            Err(tungstenite::Error::Http(r)) if r.status().as_u16() == 503 => false,
+            Err(e) => panic!("{e}"),
+        }
     });
+    assert!(
+        before.elapsed() >= Duration::from_millis(800),
+        "accepted {:?} after a refusal of 800 ms",
+        before.elapsed()
+    );
 }
 
 #[test]
 fn delay_holds_responses_but_not_pongs() {
     let server = DevServer::start(&["--faults"]);
     let mut c = WsClient::connect(&server, "Linux", "i1");
+    // Responses come no earlier than the delay after the fault.
+    let before = Instant::now();
     server.fault("delay?ms=700");
-    let start = Instant::now();
-    c.send_text(r#"{"seq":1,"cmd":"heartbeat","body":{}}"#);
+    c.send_text(r#"{"seq":101,"cmd":"heartbeat","body":{}}"#);
+    assert_eq!(c.response(101, T).unwrap()["code"], 0);
+    assert!(
+        before.elapsed() >= Duration::from_millis(700),
+        "answered {:?} after a delay of 700 ms",
+        before.elapsed()
+    );
+    // With responses held for an hour, a ping sent after a request is still answered:
+    // the pong comes first (the response cannot come within the test).
+    server.fault("delay?ms=3600000");
+    c.send_text(r#"{"seq":102,"cmd":"heartbeat","body":{}}"#);
     c.send_message(Message::Ping(b"x".to_vec())).unwrap();
-    match c.next_message(T).unwrap().unwrap() {
-        Message::Pong(_) => assert!(start.elapsed() < Duration::from_millis(600)),
+    match c.next_message(T).unwrap() {
+        Some(Message::Pong(p)) => assert_eq!(p, b"x"),
         other => panic!("expected the pong first, got {other:?}"),
     }
-    assert_eq!(c.response(1, T).unwrap()["code"], 0);
-    assert!(start.elapsed() >= Duration::from_millis(700));
+    // delay 0 ends it: a response comes (within the deadline, so not an hour late), and
+    // it is the new request's, not the held one's.
     server.fault("delay?ms=0");
-    let start = Instant::now();
     assert_eq!(c.request("heartbeat", json!({}))["code"], 0);
-    assert!(start.elapsed() < Duration::from_millis(600));
 }
 
 #[test]

@@ -22,9 +22,11 @@ fn is_root() -> bool {
 
 const ID: &str = "0123456789abcdef0123456789abcdef";
 
-/// Stops `d` (SIGKILL, as a crash would), lets `prepare` change its state directory,
-/// starts it again and waits until it answers.
+/// Waits until `d` has saved its session file (it saves its instance id at start, on its
+/// writer thread, after its socket answers), stops it (SIGKILL, as a crash would), lets
+/// `prepare` change its state directory, starts it again and waits until it answers.
 fn restart_with(d: &mut Daemon, prepare: impl FnOnce(&Path)) {
+    wait_until(T, "the session file on disk", || d.session_file().is_some());
     d.kill();
     prepare(&d.state_dir());
     d.start_again();

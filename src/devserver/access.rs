@@ -343,6 +343,12 @@ async fn handle_text(hub: &Hub, id: ConnId, session: &mut Session, text: &str) {
         }
     };
     let seq = req.seq;
+    hub.count_request(match &req.cmd {
+        Command::Login(_) => "login",
+        Command::Logout(_) => "logout",
+        Command::Heartbeat(_) => "heartbeat",
+        Command::GetSelfInfo(_) => "getSelfInfo",
+    });
     let resp = match req.cmd {
         Command::Login(body) => match hub.login(id, &body, usersig::now_unix()) {
             Ok(r) => ok(seq, &r),

@@ -139,6 +139,8 @@ struct State {
     next_id: u64,
     connections_total: u64,
     web_telemetry_dropped: u64,
+    /// `/v1/connect` requests handled, by command.
+    requests: BTreeMap<&'static str, u64>,
     stats: BTreeMap<String, UserStats>,
     fail_logins: Option<(u64, i32)>,
     delay_ms: u64,
@@ -575,6 +577,13 @@ impl Hub {
         s.web_telemetry_dropped = s.web_telemetry_dropped.saturating_add(1);
     }
 
+    /// Counts one `/v1/connect` request, by command, as its handling begins.
+    pub fn count_request(&self, cmd: &'static str) {
+        let mut s = self.lock();
+        let n = s.requests.entry(cmd).or_default();
+        *n = n.saturating_add(1);
+    }
+
     /// Whether the account exists.
     pub fn account_exists(&self, app: u64, user: &str) -> bool {
         self.lock().accounts.contains_key(&(app, user.to_owned()))
@@ -733,6 +742,12 @@ impl Hub {
                 "web": by_protocol(Protocol::Web),
             },
             "webTelemetryDropped": s.web_telemetry_dropped,
+            "requests": {
+                "login": s.requests.get("login").copied().unwrap_or(0),
+                "logout": s.requests.get("logout").copied().unwrap_or(0),
+                "heartbeat": s.requests.get("heartbeat").copied().unwrap_or(0),
+                "getSelfInfo": s.requests.get("getSelfInfo").copied().unwrap_or(0),
+            },
             "users": s.stats,
             "faults": {
                 "failLoginsLeft": left,

@@ -8,6 +8,7 @@
 //! c.subscribe();
 //! c.call("login", json!({"userID":"alice","userSig": ticket("alice", 3600)})).unwrap();
 //! c.wait_event("onLoginStatusChanged", T);                  // params of the notification
+//! let rest = c.events_so_far();                             // up to status.lastSeq, no quiet window
 //! d.kill(); d.start_again();                                // same config and state dir
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
@@ -344,6 +345,9 @@ pub struct Rpc {
     next_id: u64,
     events: VecDeque<Value>,
     replies: VecDeque<Value>,
+    /// The newest seq this client has been given or need not wait for: the seq of the
+    /// last event returned, or where the subscription started.
+    seen_seq: u64,
 }
 
 impl Rpc {
@@ -356,6 +360,7 @@ impl Rpc {
             next_id: 1,
             events: VecDeque::new(),
             replies: VecDeque::new(),
+            seen_seq: 0,
         }
     }
 
@@ -406,6 +411,30 @@ impl Rpc {
         }
     }
 
+    /// Waits for the daemon to close the connection (within `timeout`); panics on a line
+    /// or when it stays open.
+    pub fn expect_eof(&mut self, timeout: Duration) {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout))
+            .unwrap();
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => {}
+            Ok(_) => panic!("expected the end of the connection, got {line:?}"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the connection is still open after {timeout:?}")
+            }
+            // A reset is an end too.
+            Err(_) => {}
+        }
+    }
+
     /// Reads the next reply (not a notification) within `timeout`.
     pub fn next_reply(&mut self, timeout: Duration) -> Option<Value> {
         if let Some(r) = self.replies.pop_front() {
@@ -427,6 +456,7 @@ impl Rpc {
     pub fn call(&mut self, method: &str, params: Value) -> Result<Value, RpcErr> {
         let id = self.next_id;
         self.next_id += 1;
+        let since = params["since"].as_u64();
         let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         self.send_raw(format!("{req}\n").as_bytes());
         let deadline = Instant::now() + T;
@@ -441,7 +471,16 @@ impl Rpc {
                         e["code"].as_i64().unwrap(),
                         e["message"].as_str().unwrap_or_default().to_owned(),
                     )),
-                    None => Ok(r["result"].clone()),
+                    None => {
+                        if method == "subscribe" {
+                            // Events after `since` (replayed) or after the reply's seq come.
+                            let from = since.or(r["result"]["seq"].as_u64());
+                            if let Some(from) = from {
+                                self.seen_seq = self.seen_seq.max(from);
+                            }
+                        }
+                        Ok(r["result"].clone())
+                    }
                 };
             }
             self.replies.push_back(r);
@@ -469,6 +508,14 @@ impl Rpc {
 
     /// The next event notification's params within `timeout`.
     pub fn next_event(&mut self, timeout: Duration) -> Option<Value> {
+        let e = self.next_event_raw(timeout)?;
+        if let Some(seq) = e["seq"].as_u64() {
+            self.seen_seq = self.seen_seq.max(seq);
+        }
+        Some(e)
+    }
+
+    fn next_event_raw(&mut self, timeout: Duration) -> Option<Value> {
         if let Some(e) = self.events.pop_front() {
             return Some(e["params"].clone());
         }
@@ -481,6 +528,52 @@ impl Rpc {
             }
             self.replies.push_back(v);
         }
+    }
+
+    /// Reads events until one satisfies `f` (inclusive), within `timeout`; returns them.
+    pub fn events_until(&mut self, timeout: Duration, f: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut out: Vec<Value> = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let e = self.next_event(left).unwrap_or_else(|| {
+                let names: Vec<&str> = out.iter().filter_map(|e| e["event"].as_str()).collect();
+                panic!("timed out waiting for an event; saw {names:?}")
+            });
+            let done = f(&e);
+            out.push(e);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// Reads events until this client has seen the one with seq `seq` (within [`T`]);
+    /// returns those read. Nothing is read when it has been seen already (or came before
+    /// the subscription started). Needs one subscription to every event on this client.
+    pub fn events_through(&mut self, seq: u64) -> Vec<Value> {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + T;
+        while self.seen_seq < seq {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let e = self.next_event(left).unwrap_or_else(|| {
+                panic!(
+                    "no event {seq} within {T:?}; the last seen was {}",
+                    self.seen_seq
+                )
+            });
+            out.push(e);
+        }
+        out
+    }
+
+    /// Every event the daemon had emitted when this is called that this client has not
+    /// read yet: `status.lastSeq` is taken, then events are read up to it. The negative
+    /// check "no event X happened" reads this after a point that proves X would have
+    /// happened by then — never a quiet window.
+    pub fn events_so_far(&mut self) -> Vec<Value> {
+        let last = self.ok("status", json!({}))["lastSeq"].as_u64().unwrap();
+        self.events_through(last)
     }
 
     /// Reads events until one named `name` arrives (within `timeout`); returns it and
@@ -501,7 +594,8 @@ impl Rpc {
         }
     }
 
-    /// The names of every event that arrives within `quiet`.
+    /// Every event that arrives within `quiet`. A quiet window proves little and costs
+    /// time: prefer [`events_so_far`](Self::events_so_far).
     pub fn drain_events(&mut self, quiet: Duration) -> Vec<Value> {
         let mut out = Vec::new();
         while let Some(e) = self.next_event(quiet) {

@@ -16,13 +16,19 @@
 //!   `restart()` (same port), `stop()` (SIGTERM, waits; returns the exit status), `kill()`,
 //!   `addr`, `ws_url(platform, instance)`, `http(method, path, body)`, `rest(cmd, body)`,
 //!   `rest_as(cmd, identifier, usersig, body)`, `fault(path_and_query)`, `stats()`,
-//!   `sessions()`, `log()` (its stderr so far). Dropping it kills the process.
+//!   `user_stats(user)`, `requests(cmd)`, `wait_heartbeats(n)`, `sessions()`, `log()`
+//!   (its stderr so far). Dropping it kills the process.
 //! - [`ticket`]/[`ticket_at`]/[`ticket_for`]: UserSigs for [`APP`]/[`KEY`].
 //! - [`WsClient`]: `connect(server, platform, instance)`, `connect_url(url, tls)`,
 //!   `request(cmd, body)` → response frame (pushes read meanwhile are queued),
 //!   `login(user, sig, auto)`, `next_push(timeout)`, `expect_push(name, timeout)`,
-//!   `send_text`, `send_message`, `next_message(timeout)` (raw), `wait_close(timeout)`.
+//!   `assert_no_pending_push()` (a round trip, no quiet window), `send_text`,
+//!   `send_message`, `next_message(timeout)` (raw), `wait_close(timeout)`.
 //! - [`wait_until`]: poll a condition with a deadline (never a bare sleep).
+//! - Negative checks ("no second login", "no kick") read counters (`stats()`,
+//!   `user_stats(user)`, `requests(cmd)`, `sessions()`) after a synchronisation point
+//!   that proves the moment has passed (`wait_heartbeats(n)`, a round trip), never after
+//!   a quiet window.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -55,6 +61,14 @@ pub const ADMIN: &str = "administrator";
 /// Unix seconds now.
 pub fn now_unix() -> i64 {
     imlink::usersig::now_unix()
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A ticket for `user` on [`APP`], issued now, valid `expire` seconds.
@@ -318,6 +332,29 @@ impl DevServer {
     pub fn user_stats(&self, user: &str) -> Value {
         self.stats()["users"][user].clone()
     }
+
+    /// How many `/v1/connect` requests of `cmd` (`login`, `logout`, `heartbeat`,
+    /// `getSelfInfo`) the server has handled (`/debug/stats` `requests`).
+    pub fn requests(&self, cmd: &str) -> u64 {
+        self.stats()["requests"][cmd]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no requests.{cmd} in /debug/stats"))
+    }
+
+    /// Waits until the server has handled `n` more `heartbeat` requests than when called.
+    ///
+    /// A synchronisation point for negative checks on a client that heartbeats (imlinkd):
+    /// a connection's frames are handled in order, so once a heartbeat the client sent
+    /// after doing X has been handled, X has been handled too. With `n = 2` at least one
+    /// of the counted heartbeats was sent after this call began.
+    pub fn wait_heartbeats(&self, n: u64) {
+        let start = self.requests("heartbeat");
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{n} more heartbeats"),
+            || self.requests("heartbeat") >= start + n,
+        );
+    }
 }
 
 impl Drop for DevServer {
@@ -555,9 +592,26 @@ impl WsClient {
         p["body"].clone()
     }
 
-    /// Asserts that no push arrives within `quiet`.
+    /// Asserts that no push arrives within `quiet`. A quiet window proves little and
+    /// costs time: prefer [`assert_no_pending_push`](Self::assert_no_pending_push).
     pub fn assert_no_push(&mut self, quiet: Duration) {
         if let Some(p) = self.next_push(quiet) {
+            panic!("unexpected push {p}");
+        }
+    }
+
+    /// Asserts that the server has queued no push for this connection: makes a
+    /// `heartbeat` round trip and checks that no push came before (or with) its response.
+    ///
+    /// Deterministic: the server sends every push it queued for a connection before it
+    /// reads the connection's next request, and the pushes that logins, kicks and REST
+    /// calls cause are queued before those calls are answered. So anything that happened
+    /// before this call and pushed to this connection shows up here. (A push from a
+    /// timer, such as a ticket expiring, counts only once its timer has fired.)
+    pub fn assert_no_pending_push(&mut self) {
+        let r = self.request("heartbeat", json!({}));
+        assert_eq!(r["code"], 0, "heartbeat: {r}");
+        if let Some(p) = self.pushes.pop_front() {
             panic!("unexpected push {p}");
         }
     }
