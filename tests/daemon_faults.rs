@@ -575,7 +575,6 @@ fn sighup_applies_a_new_log_level_and_backoff_and_keeps_the_connection() {
 /// `stateSaved: true`, come while the file still says `loggedIn: true`: the write is
 /// queued first, but the event does not wait for it.
 #[test]
-#[ignore = "fails: onKickedOffline does not wait for the session file (run with --ignored)"]
 fn a_kick_is_on_disk_before_it_is_announced() {
     let server = DevServer::start(&[]);
     let wrapper = [

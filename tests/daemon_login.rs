@@ -356,7 +356,6 @@ fn logs_in_over_wss_with_the_configured_ca_and_refuses_an_untrusted_server() {
 /// the server has answered, without waiting for it. `logout_keeps_the_connection…`
 /// trips on the same race now and then.
 #[test]
-#[ignore = "fails: the logout reply does not wait for the session file (run with --ignored)"]
 fn logout_is_answered_only_once_the_session_file_says_so() {
     let server = DevServer::start(&[]);
     let wrapper = [
