@@ -512,6 +512,7 @@ fn daemon_config(dir: &Path, server_url: &str, queue: u64) -> PathBuf {
          [reconnect]\ninitial_ms = {RECONNECT_INITIAL_MS}\nmax_ms = 1000\nmultiplier = 1.6\n\
          jitter = 0.2\nstable_ms = {STABLE_MS}\n\n\
          [api]\nsocket = {:?}\nmax_clients = 16384\nsubscriber_queue = {queue}\n\n\
+         [events]\nhistory = {queue}\n\n\
          [state]\ndir = {:?}\n",
         dir.join("imlinkd.sock").display().to_string(),
         dir.join("state").display().to_string(),

@@ -21,6 +21,10 @@ fn logged_in(server: &DevServer, overrides: &[(&str, &str)]) -> (Daemon, Rpc, St
     c.wait_status(T, "connected", |s| s["connection"] == "connected");
     let sig = ticket("alice", 3600);
     c.ok("login", json!({"userID": "alice", "userSig": sig}));
+    // A login is answered once the server accepted it; its state file follows.
+    wait_until(T, "the login on disk", || {
+        d.session_file().is_some_and(|f| f["loggedIn"] == true)
+    });
     c.subscribe();
     (d, c, sig)
 }

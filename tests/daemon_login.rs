@@ -70,7 +70,10 @@ fn login_goes_logining_then_logined_and_the_getters_answer() {
     assert_eq!(server.user_stats("alice")["logins"], 1);
     let st = c.ok("status", json!({}));
     assert!(st["userSigExpiresAt"].as_i64().unwrap() > now_unix());
-    // The session is saved, the ticket never logged.
+    // The session is saved (right after the reply), the ticket never logged.
+    wait_until(T, "the login on disk", || {
+        d.session_file().is_some_and(|f| f["loggedIn"] == true)
+    });
     let f = d.session_file().unwrap();
     assert_eq!(
         (f["loggedIn"].as_bool(), f["userID"].as_str()),
@@ -170,7 +173,10 @@ fn same_user_again_is_repeat_login_and_another_user_replaces_the_first() {
         json!({"repeatLogin": true})
     );
     assert_eq!(c.login_status(), 1);
-    assert_eq!(d.session_file().unwrap()["userSig"], sig2.as_str());
+    wait_until(T, "the new ticket on disk", || {
+        d.session_file()
+            .is_some_and(|f| f["userSig"] == sig2.as_str())
+    });
     c.subscribe();
     c.ok(
         "login",
@@ -384,7 +390,10 @@ fn logout_is_answered_only_once_the_session_file_says_so() {
         "login",
         json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
     );
-    assert_eq!(d.session_file().unwrap()["loggedIn"], true);
+    // A login is written right after its reply; a logout must be written before its own.
+    wait_until(T, "the login on disk", || {
+        d.session_file().is_some_and(|f| f["loggedIn"] == true)
+    });
     c.ok("logout", json!({}));
     assert_eq!(
         d.session_file().unwrap()["loggedIn"],

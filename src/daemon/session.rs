@@ -1,10 +1,11 @@
 //! The Session actor: drives [`SessionMachine`] and performs its actions — requests through
 //! the link, timers, persistence, events, answers to callers.
 //!
-//! Persistence is ordered and durable: a change that must survive a restart (a logout, a
-//! kick, an expiry, `unInitSDK`) is answered only once the state file says so. When the
-//! write fails the caller gets -32002, `status.stateSaved` turns false, and the write is
-//! retried until it succeeds (or a newer state replaces it).
+//! Persistence is ordered, and durable where it matters: a change that must survive a
+//! restart (a logout, a kick, an expiry, `unInitSDK`) is answered and announced only once
+//! the state file says so. When the write fails the caller gets -32002, `status.stateSaved`
+//! turns false, and the write is retried until it succeeds (or a newer state replaces it).
+//! A login is answered as soon as the server accepted it, and written right after.
 
 use actix::prelude::*;
 use std::collections::HashMap;
@@ -37,9 +38,11 @@ pub struct Session {
     timers: HashMap<Timer, SpawnHandle>,
     /// The state file holds the latest state (the store retries failed writes).
     saved_ok: bool,
-    /// Writes of the state file: how many were asked for, the highest one known on disk,
-    /// the highest one whose first attempt has an outcome.
+    /// Writes of the state file: how many were asked for, the last one that ends the
+    /// login, the highest one known on disk, the highest one whose first attempt has an
+    /// outcome.
     writes: u64,
+    durable: u64,
     written: u64,
     settled: u64,
     /// A caller waiting for an answer depends on the writes made while it waited.
@@ -99,6 +102,7 @@ impl Session {
             timers: HashMap::new(),
             saved_ok: true,
             writes: 0,
+            durable: 0,
             written: 0,
             settled: 0,
             depends: HashMap::new(),
@@ -122,13 +126,19 @@ impl Session {
         self.publish();
     }
 
-    /// Writes the state file. Every caller still waiting now depends on this write: its
-    /// answer is given once the state is on disk (or says that it is not).
+    /// Writes the state file, in order. A write that ends the login (logout, kick,
+    /// expiry, unInit) must survive a crash before anyone is told: every caller still
+    /// waiting depends on it (its answer is given once the file says so, or says that it
+    /// could not), and so do the events that follow. A login is answered at once; its
+    /// write follows (a crash in between restarts logged out, never in a wrong state).
     fn persist(&mut self, saved: Option<Saved>, ctx: &mut Context<Self>) {
         self.writes += 1;
         let n = self.writes;
-        for caller in self.callers.keys() {
-            self.depends.insert(*caller, n);
+        if saved.is_none() {
+            self.durable = n;
+            for caller in self.callers.keys() {
+                self.depends.insert(*caller, n);
+            }
         }
         let done = self.store.persist(saved.as_ref());
         ctx.spawn(done.into_actor(self).map(move |r, act, _| {
@@ -170,7 +180,7 @@ impl Session {
 
     /// Publishes an event — after the writes of the state file asked for before it.
     fn emit(&mut self, e: Event) {
-        let n = self.writes;
+        let n = self.durable;
         if self.queued.is_empty() && (self.settled >= n || self.written >= n) {
             self.hub.emit(e);
         } else {
@@ -192,10 +202,18 @@ impl Session {
             }
             .into_actor(self)
             .map(|(changed, ok, rx), act, ctx| {
-                if ok {
-                    // Everything asked for so far is on disk.
-                    act.written = act.writes;
-                    act.release();
+                if ok && !act.saved_ok {
+                    // A retry went through. What was asked for so far is on disk once a
+                    // flush says so (the writer may not have seen the newest write yet).
+                    let n = act.writes;
+                    let flushed = act.store.flush();
+                    ctx.spawn(flushed.into_actor(act).map(move |r, act, _| {
+                        if r.is_ok() {
+                            act.written = act.written.max(n);
+                            act.settled = act.settled.max(n);
+                            act.release();
+                        }
+                    }));
                 }
                 if act.saved_ok != ok {
                     if ok {

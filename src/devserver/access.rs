@@ -353,7 +353,7 @@ async fn handle_text(hub: &Hub, id: ConnId, session: &mut Session, text: &str) {
         Command::Login(body) => match hub.login(id, &body, usersig::now_unix()) {
             Ok(r) => ok(seq, &r),
             Err((c, why)) => {
-                tracing::info!(conn = id, user = %body.user_id, code = c, reason = %why, "login refused");
+                tracing::info!(conn = id, user = %crate::text::clean(&body.user_id), code = c, reason = %crate::text::clean(&why), "login refused");
                 error(seq, c, &why)
             }
         },
