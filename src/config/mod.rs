@@ -49,7 +49,8 @@ pub use paths::{
     DEFAULT_CONFIG_PATH, MAX_SOCKET_PATH_BYTES,
 };
 pub use schema::{
-    ApiConfig, Config, EventsConfig, ReconnectConfig, SdkConfig, ServerConfig, StateConfig,
+    ApiConfig, Backend, Config, EventsConfig, ReconnectConfig, SdkConfig, ServerConfig,
+    StateConfig, TencentConfig,
 };
 
 use std::collections::BTreeMap;
