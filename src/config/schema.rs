@@ -237,6 +237,15 @@ impl Default for ServerConfig {
     }
 }
 
+impl TencentConfig {
+    /// `bridge_dir`, or its default next to the executable ([`super::default_bridge_dir`]).
+    pub fn bridge_dir(&self) -> PathBuf {
+        self.bridge_dir
+            .clone()
+            .unwrap_or_else(super::paths::default_bridge_dir)
+    }
+}
+
 impl Default for TencentConfig {
     fn default() -> Self {
         TencentConfig {

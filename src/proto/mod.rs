@@ -5,6 +5,7 @@
 //! `docs/api.md` (the local JSON-RPC API) and `docs/protocol.md` (daemon ↔ server).
 
 pub mod api;
+pub mod bridge;
 pub mod profile;
 pub mod rpc;
 pub mod ws;
