@@ -110,8 +110,12 @@ pub struct TencentLink {
     /// The SDK version the bridge's package.json pins, read at each start.
     pinned: String,
     hello_seen: bool,
-    /// Whom the SDK is logged in as (its login answered, no logout, kick or notReady since).
-    sdk_user: Option<String>,
+    /// Whom the SDK is logged in as, and with which ticket (its login answered, no
+    /// logout, kick or notReady since).
+    sdk_login: Option<(String, String)>,
+    /// Logins and logouts sent and not answered yet.
+    logins: u32,
+    logouts: u32,
     /// `ready` seen since the last login or `notReady`.
     ready: bool,
     ready_waiters: Vec<oneshot::Sender<()>>,
@@ -159,7 +163,9 @@ impl TencentLink {
             last_err: Rc::new(RefCell::new(String::new())),
             pinned: String::new(),
             hello_seen: false,
-            sdk_user: None,
+            sdk_login: None,
+            logins: 0,
+            logouts: 0,
             ready: false,
             ready_waiters: Vec::new(),
             broken: None,
@@ -377,7 +383,7 @@ impl TencentLink {
             }
         }
         self.connected_since = None;
-        self.sdk_user = None;
+        self.sdk_login = None;
         self.ready = false;
         self.ready_waiters.clear();
         self.ping_out = false;
@@ -582,14 +588,11 @@ impl TencentLink {
             }
             BridgeEvent::NetState { state } => {
                 tracing::debug!(?state, "the Tencent SDK's network state");
-                let was = self.machine.reconnecting();
-                self.input(Input::Net(state), ctx);
-                if was && !self.machine.reconnecting() && state == NetState::Connected {
-                    self.connected_since = Some(self.hub.clock().unix_ms());
-                    self.publish();
-                }
+                self.net_state(state, ctx);
             }
             BridgeEvent::Ready => {
+                // Logged in: its socket works, whether it said `connected` or not.
+                self.net_state(NetState::Connected, ctx);
                 self.ready = true;
                 for w in self.ready_waiters.drain(..) {
                     let _ = w.send(());
@@ -597,7 +600,7 @@ impl TencentLink {
             }
             BridgeEvent::NotReady => {
                 self.ready = false;
-                if let Some(user) = self.sdk_user.take() {
+                if let Some((user, _)) = self.sdk_login.take() {
                     // Not after our logout or a kick: the SDK lost the login by itself.
                     // The Session logs in again with the stored ticket, as after a
                     // reconnect.
@@ -609,8 +612,17 @@ impl TencentLink {
                 }
             }
             BridgeEvent::Kicked { kind } => {
-                self.sdk_user = None;
                 self.ready = false;
+                let ours = self.sdk_login.take().is_some() || self.logins > 0;
+                if self.logouts > 0 || !ours {
+                    // About a login being ended (the SDK learns at its logout that the
+                    // ticket had run out) or already over: nothing for the Session.
+                    tracing::info!(
+                        kind = kind.name(),
+                        "a kick of a login already given up, ignored"
+                    );
+                    return;
+                }
                 self.session.do_send(match kind {
                     KickType::UserSigExpired => LinkEvent::SigExpired,
                     k => LinkEvent::Kicked {
@@ -636,6 +648,15 @@ impl TencentLink {
                 "the Tencent bridge could not read a request: {}",
                 self.text(&message)
             ),
+        }
+    }
+
+    fn net_state(&mut self, state: NetState, ctx: &mut Context<Self>) {
+        let was = self.machine.reconnecting();
+        self.input(Input::Net(state), ctx);
+        if was && !self.machine.reconnecting() && state == NetState::Connected {
+            self.connected_since = Some(self.hub.clock().unix_ms());
+            self.publish();
         }
     }
 
@@ -698,17 +719,21 @@ impl TencentLink {
             return fut::ready(Err(f)).boxed_local();
         }
         tracing::info!(user = %user, auto, "sending login to the Tencent SDK");
-        // The SDK answers a login for another user with `repeatLogin` and stays logged
-        // in as the first: log it out first.
-        let before = match &self.sdk_user {
-            Some(u) if *u != user => {
-                self.sdk_user = None;
+        // The SDK answers any login while logged in with `repeatLogin` and keeps its
+        // login: another user, or a new ticket (which must replace the old one at the
+        // server, else the login ends when the old ticket runs out), needs a logout first.
+        let before = match &self.sdk_login {
+            Some((u, s)) if *u != user || *s != sig => {
+                tracing::info!("logging the Tencent SDK out first (another user or ticket)");
+                self.sdk_login = None;
+                self.logouts += 1;
                 Some(self.call(Op::Logout, self.server.request_timeout_ms, ctx))
             }
             _ => None,
         };
         let login_wait = self.server.login_timeout_ms;
         let wait = self.server.request_timeout_ms;
+        let logging_out = before.is_some();
         async move {
             if let Some(rx) = before {
                 let _ = rx.await;
@@ -716,33 +741,43 @@ impl TencentLink {
         }
         .into_actor(self)
         .then(move |_, act, ctx| {
+            if logging_out {
+                act.logouts = act.logouts.saturating_sub(1);
+            }
+            act.logins += 1;
             let rx = act.call(
                 Op::Login {
                     user_id: user.clone(),
-                    user_sig: sig,
+                    user_sig: sig.clone(),
                 },
                 login_wait,
                 ctx,
             );
-            async move { (user, lost_if_dropped(rx.await)) }.into_actor(act)
+            async move { (user, sig, lost_if_dropped(rx.await)) }.into_actor(act)
         })
-        .then(move |(user, res), act, ctx| match res {
-            Err(f) => fut::ready(Err(f)).boxed_local(),
-            Ok(v) => {
-                let ok: LoginOk = serde_json::from_value(v).unwrap_or_default();
-                tracing::debug!(
-                    repeat = ok.repeat_login,
-                    "the Tencent SDK accepted the login"
-                );
-                act.sdk_user = Some(user.clone());
-                act.profile_after_ready(user, wait, ctx)
-                    .map(|info, _, _| {
-                        Ok(LinkReply::LoggedIn {
-                            expires_at: None,
-                            info,
+        .then(move |(user, sig, res), act, ctx| {
+            act.logins = act.logins.saturating_sub(1);
+            match res {
+                Err(f) => fut::ready(Err(f)).boxed_local(),
+                Ok(v) => {
+                    let ok: LoginOk = serde_json::from_value(v).unwrap_or_default();
+                    tracing::debug!(
+                        repeat = ok.repeat_login,
+                        "the Tencent SDK accepted the login"
+                    );
+                    act.sdk_login = Some((user.clone(), sig));
+                    // The SDK does not always say `connected` after reopening its socket; a
+                    // login it accepted proves it.
+                    act.net_state(NetState::Connected, ctx);
+                    act.profile_after_ready(user, wait, ctx)
+                        .map(|info, _, _| {
+                            Ok(LinkReply::LoggedIn {
+                                expires_at: None,
+                                info,
+                            })
                         })
-                    })
-                    .boxed_local()
+                        .boxed_local()
+                }
             }
         })
         .boxed_local()
@@ -764,7 +799,7 @@ impl TencentLink {
         }
         .into_actor(self)
         .then(move |_, act, ctx| {
-            let rx = (act.ready && act.sdk_user.as_deref() == Some(user.as_str()))
+            let rx = (act.ready && act.sdk_login.as_ref().is_some_and(|(u, _)| *u == user))
                 .then(|| act.call(Op::GetMyProfile, wait, ctx));
             async move {
                 let v = match rx {
@@ -787,8 +822,9 @@ impl TencentLink {
             return fut::ready(Err(f)).boxed_local();
         }
         tracing::info!("sending logout to the Tencent SDK");
-        // The notReady that follows is ours.
-        self.sdk_user = None;
+        // The notReady (and a kick) that follow are ours.
+        self.sdk_login = None;
+        self.logouts += 1;
         let rx = self.call(Op::Logout, self.server.request_timeout_ms, ctx);
         async move {
             match lost_if_dropped(rx.await) {
@@ -798,6 +834,10 @@ impl TencentLink {
             }
         }
         .into_actor(self)
+        .map(|r, act, _| {
+            act.logouts = act.logouts.saturating_sub(1);
+            r
+        })
         .boxed_local()
     }
 }

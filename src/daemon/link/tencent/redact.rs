@@ -120,6 +120,11 @@ pub fn scrub_named(text: &str) -> String {
             j += 1;
         }
         let start = j;
+        if text.get(start..).is_some_and(|t| t.starts_with(MARK)) {
+            // Already removed (a remembered ticket).
+            i = start + MARK.len();
+            continue;
+        }
         while bytes.get(j).is_some_and(|&b| !ends_value(b)) {
             j += 1;
         }
@@ -179,6 +184,10 @@ mod tests {
         assert_eq!(
             s.scrub("got eJwTicketNumberOne, and eJwTicketNumberOne again; short"),
             "got [redacted], and [redacted] again; short"
+        );
+        assert_eq!(
+            s.scrub("GET /binfo?usersig=eJwTicketNumberOne&x=1 a2key: TicketNumberOne"),
+            "GET /binfo?usersig=[redacted]&x=1 a2key: [redacted]"
         );
         for n in 0..KEPT + 3 {
             s.add(&format!("ticket-number-{n:04}"));
