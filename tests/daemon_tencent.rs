@@ -88,10 +88,12 @@ fn tencent_daemon(server: &DevServer, extra: &[(&str, &str)]) -> Daemon {
 fn tencent_daemon_with(server: &DevServer, extra: &[(&str, &str)], launch: Launch) -> Daemon {
     let bridge = toml_str(repo_bridge().to_str().unwrap());
     let proxy = toml_str(&format!("ws://{}", server.addr));
+    // Starting node takes longer than a WebSocket connect, the more so on a loaded machine.
     let mut o: Vec<(&str, &str)> = vec![
         ("server.backend", "\"tencent\""),
         ("tencent.bridge_dir", &bridge),
         ("tencent.proxy_server", &proxy),
+        ("server.connect_timeout_ms", "10000"),
     ];
     o.extend_from_slice(extra);
     Daemon::start_with(server, &o, launch)
@@ -229,6 +231,53 @@ fn login_through_the_sdk_has_the_native_event_sequence_and_getters() {
     let log = d.log();
     assert!(log.contains("imlinkd::bridge"), "{log}");
     assert!(!log.contains(&sig), "the UserSig must never be logged");
+}
+
+#[test]
+fn own_profile_changes_become_on_self_info_updated() {
+    require_node!();
+    let server = DevServer::start(&[]);
+    let d = tencent_daemon(&server, &[]);
+    let mut c = d.client();
+    login_alice(&mut c);
+    c.subscribe();
+    let r = server.rest(
+        "profile/portrait_set",
+        json!({"From_Account": "alice", "ProfileItem": [
+            {"Tag": "Tag_Profile_IM_Nick", "Value": "Alice"},
+            {"Tag": "Tag_Profile_IM_Gender", "Value": "Gender_Type_Female"},
+            {"Tag": "Tag_Profile_Custom_Team", "Value": "blue"},
+        ]}),
+    );
+    assert_eq!(r["ErrorCode"], 0, "{r}");
+    let (e, _) = c.wait_event("onSelfInfoUpdated", T);
+    let info = &e["data"]["info"];
+    assert_eq!(
+        (
+            info["userID"].as_str(),
+            info["nickName"].as_str(),
+            info["gender"].as_i64()
+        ),
+        (Some("alice"), Some("Alice"), Some(2)),
+        "{e}"
+    );
+    assert_eq!(
+        info["customInfo"],
+        json!({"Tag_Profile_Custom_Team": "blue"})
+    );
+    assert_eq!(c.ok("getSelfInfo", json!({}))["info"]["nickName"], "Alice");
+    // Another user's profile is not ours to report.
+    server.rest(
+        "profile/portrait_set",
+        json!({"From_Account": "bob", "ProfileItem": [{"Tag": "Tag_Profile_IM_Nick", "Value": "Bob"}]}),
+    );
+    server.rest(
+        "profile/portrait_set",
+        json!({"From_Account": "alice", "ProfileItem": [{"Tag": "Tag_Profile_IM_Nick", "Value": "Alice 2"}]}),
+    );
+    let (e, before) = c.wait_event("onSelfInfoUpdated", T);
+    assert_eq!(e["data"]["info"]["nickName"], "Alice 2");
+    assert!(before.is_empty(), "{before:?}");
 }
 
 #[test]
@@ -528,9 +577,10 @@ fn stop_and_uninit_end_the_bridge_cleanly() {
 // ---- supervision, with fake bridges -------------------------------------------------
 
 /// A bridge written for the test: `mode` decides how it behaves. `good` answers like the
-/// real one (without an SDK); `hostile` answers init, writes garbage, huge lines and
-/// wrong-typed fields, then never answers again; `leaky` echoes the UserSig it is sent
-/// on stderr and in its messages. Each run appends its pid to `starts`.
+/// real one (without an SDK); `flaky` too, but says `notReady` after its first login;
+/// `hostile` answers init, writes garbage, huge lines and wrong-typed fields, then never
+/// answers again; `leaky` echoes the UserSig it is sent on stderr and in its messages.
+/// Each run appends its pid to `starts`, each login its user to `logins`.
 const FAKE_BRIDGE: &str = r#"'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -568,7 +618,16 @@ function handle(r) {
     out(JSON.stringify({ event: 'protocolError', message: r.userSig }));
     return out(JSON.stringify({ id: r.id, err: { code: 70003, message: 'bad ticket ' + r.userSig } }));
   }
-  if (r.op === 'login') { user = r.userID; answer(r.id, { repeatLogin: false }); return out('{"event":"ready"}'); }
+  if (r.op === 'login') {
+    user = r.userID;
+    fs.appendFileSync(here('logins'), r.userID + '\n');
+    answer(r.id, { repeatLogin: false });
+    out('{"event":"ready"}');
+    // flaky: the first login is lost by the SDK a moment later, without a kick.
+    if (mode === 'flaky' && fs.readFileSync(here('logins'), 'utf8').split('\n').length === 2) {
+      setTimeout(() => out('{"event":"notReady"}'), 300);
+    }
+  }
 }
 function hostile() {
   out('this is not json');
@@ -615,11 +674,19 @@ impl FakeBridge {
             .collect()
     }
 
+    fn logins(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("logins"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
     fn daemon(&self, extra: &[(&str, &str)]) -> Daemon {
         let bridge = toml_str(self.dir.path().to_str().unwrap());
         let mut o: Vec<(&str, &str)> = vec![
             ("server.backend", "\"tencent\""),
             ("tencent.bridge_dir", &bridge),
+            ("server.connect_timeout_ms", "10000"),
         ];
         o.extend_from_slice(extra);
         Daemon::start_url("ws://127.0.0.1:9/v1/connect", &o, false)
@@ -695,6 +762,32 @@ fn the_ticket_never_reaches_the_log_or_a_client_even_from_a_leaky_bridge() {
         !log.contains(&sig[3..]),
         "a ticket (or most of it) reached the log"
     );
+}
+
+#[test]
+fn an_sdk_that_loses_the_login_by_itself_is_logged_in_again_silently() {
+    require_node!();
+    let fake = FakeBridge::new("flaky");
+    let d = fake.daemon(&[]);
+    let mut c = d.client();
+    c.ok("subscribe", json!({}));
+    c.wait_event("onConnectSuccess", T);
+    let sig = ticket("alice", 3600);
+    c.ok("login", json!({"userID": "alice", "userSig": sig}));
+    let (st, _) = c.wait_event("onLoginStatusChanged", T);
+    assert_eq!(st["data"]["status"], 2);
+    let (st, _) = c.wait_event("onLoginStatusChanged", T);
+    assert_eq!(st["data"]["status"], 1);
+    // notReady with no logout and no kick: the Session logs in again with its ticket.
+    let (r, before) = c.wait_event("onRelogin", T);
+    assert_eq!(r["data"]["success"], true, "{r}");
+    assert!(
+        before.is_empty(),
+        "no status change, no connect events: {before:?}"
+    );
+    assert_eq!(fake.logins(), 2);
+    assert_eq!(fake.starts().len(), 1, "the same bridge");
+    assert_eq!(c.login_status(), 1);
 }
 
 #[test]
@@ -923,4 +1016,79 @@ fn missing_packages_and_a_wrong_sdk_version_are_exit_78_with_what_to_run() {
         stdout.contains("\n# Tencent bridge: ") && stdout.contains("@tencentcloud/chat 3.6.6"),
         "{stdout}"
     );
+}
+
+// ---- the hardened unit: no memory both writable and executable -----------------------
+
+/// `perl -e` code that forbids mappings that are writable and executable for itself and
+/// what it runs (prctl PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN: what systemd's
+/// `MemoryDenyWriteExecute=yes` enforces), then execs its arguments; exit 77 when the
+/// kernel cannot (before Linux 6.3).
+fn mdwe_wrapper() -> Option<Vec<String>> {
+    let nr = if cfg!(target_arch = "x86_64") {
+        157
+    } else if cfg!(target_arch = "aarch64") {
+        167
+    } else {
+        return None;
+    };
+    let code = format!(
+        "syscall({nr}, 65, 1, 0, 0, 0) == 0 or exit 77; exec {{ $ARGV[0] }} @ARGV or die \"exec: $!\""
+    );
+    Some(vec!["perl".into(), "-e".into(), code])
+}
+
+#[test]
+fn the_bridge_runs_under_memory_deny_write_execute() {
+    require_node!();
+    let Some(wrapper) = mdwe_wrapper() else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n******** SKIPPED: no MDWE test on this architecture ********\n"
+        );
+        return;
+    };
+    let run = |args: &[&str]| {
+        Command::new(&wrapper[0])
+            .args(&wrapper[1..])
+            .args(args)
+            .current_dir(repo_bridge())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+    };
+    let Ok(probe) = run(&["true"]) else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n******** SKIPPED: perl is not installed (MDWE test) ********\n"
+        );
+        return;
+    };
+    if probe.code() == Some(77) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n******** SKIPPED: this kernel has no PR_SET_MDWE (Linux >= 6.3) ********\n"
+        );
+        return;
+    }
+    // The wrapper does forbid it: V8 with its JIT dies under it.
+    let jit = run(&["node", "index.js", "--version"]).unwrap();
+    assert!(
+        !jit.success(),
+        "node with JIT ran under MDWE: the wrapper does nothing"
+    );
+    // The daemon runs node --jitless: the bridge logs in under the same rule.
+    let server = DevServer::start(&[]);
+    let d = tencent_daemon_with(
+        &server,
+        &[],
+        Launch {
+            wrapper,
+            ..Launch::default()
+        },
+    );
+    let mut c = d.client();
+    login_alice(&mut c);
+    assert_eq!(c.login_status(), 1);
+    assert_eq!(web_sessions(&server, "alice").len(), 1);
 }
