@@ -514,7 +514,12 @@ impl TencentLink {
 
     fn on_answer(&mut self, a: Answer, ctx: &mut Context<Self>) {
         let now = self.now_ms();
-        self.liveness.heard(now);
+        let waiter = self.pending.take(a.id);
+        if waiter.is_some() {
+            // Only an answer to a request of ours shows the bridge is alive (a bridge
+            // that makes up answers does not keep itself from being restarted).
+            self.liveness.heard(now);
+        }
         let result = match a.outcome {
             Outcome::Ok(v) => Ok(v),
             Outcome::Err(f) => {
@@ -529,7 +534,7 @@ impl TencentLink {
                 Err(Fail::new(f.code, message))
             }
         };
-        match self.pending.take(a.id) {
+        match waiter {
             Some(Waiter::Call { tx, .. }) => {
                 let _ = tx.send(result);
             }
