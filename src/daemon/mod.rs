@@ -114,7 +114,10 @@ pub async fn run(
         embed.clock,
         cfg.events.history,
         cfg.api.subscriber_queue,
-        cfg.server.url.clone(),
+        match cfg.server.backend {
+            Backend::Imlink => cfg.server.url.clone(),
+            Backend::Tencent => link::tencent::server_label(&cfg.tencent),
+        },
     );
     let dialer = embed
         .dialer

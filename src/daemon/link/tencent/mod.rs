@@ -731,7 +731,7 @@ impl TencentLink {
             Some((u, s)) if *u != user || *s != sig => {
                 tracing::info!("logging the Tencent SDK out first (another user or ticket)");
                 self.sdk_login = None;
-                self.logouts += 1;
+                self.logouts = self.logouts.saturating_add(1);
                 Some(self.call(Op::Logout, self.server.request_timeout_ms, ctx))
             }
             _ => None,
@@ -749,7 +749,7 @@ impl TencentLink {
             if logging_out {
                 act.logouts = act.logouts.saturating_sub(1);
             }
-            act.logins += 1;
+            act.logins = act.logins.saturating_add(1);
             let rx = act.call(
                 Op::Login {
                     user_id: user.clone(),
@@ -829,7 +829,7 @@ impl TencentLink {
         tracing::info!("sending logout to the Tencent SDK");
         // The notReady (and a kick) that follow are ours.
         self.sdk_login = None;
-        self.logouts += 1;
+        self.logouts = self.logouts.saturating_add(1);
         let rx = self.call(Op::Logout, self.server.request_timeout_ms, ctx);
         async move {
             match lost_if_dropped(rx.await) {
