@@ -16,6 +16,11 @@
 //!   idle WebSocket connections, beside redis-server measured the same way.
 //! - Start-up: exec → `READY=1` on a fake `NOTIFY_SOCKET`, exec → socket answering,
 //!   beside redis-server (`--supervised systemd`).
+//! - The Tencent link (`server.backend = "tencent"`, needs node and the bridge's
+//!   packages): `login` over the daemon's socket → answered, through the bridge and the
+//!   official SDK, against the SDK alone driven by a Node script (`login()` → `SDK_READY`)
+//!   on the same devserver; the bridge's RSS against that script's; the daemon's RSS with
+//!   the bridge against the native daemon's; the SDK alone with and without `--jitless`.
 //!
 //! Only Unix sockets and loopback; every wait has a deadline. Usage:
 //!
@@ -60,6 +65,8 @@ struct Scale {
     /// (subscribers, rate per second, events) paced.
     fan_rate: Vec<(usize, u64, u64)>,
     rounds: usize,
+    /// Login/logout cycles through the Tencent link.
+    sdk_logins: usize,
     mem_subs: usize,
     dev_conns: usize,
     starts: usize,
@@ -77,6 +84,7 @@ impl Scale {
                 fan: vec![(1, 50), (5, 20), (20, 10)],
                 fan_rate: vec![(1, 200, 20), (5, 100, 10), (20, 50, 5)],
                 rounds: 1,
+                sdk_logins: 2,
                 mem_subs: 20,
                 dev_conns: 100,
                 starts: 2,
@@ -91,6 +99,7 @@ impl Scale {
                 fan: vec![(1, 20_000), (100, 2_000), (1_000, 500)],
                 fan_rate: vec![(1, 1_000, 1_500), (100, 200, 300), (1_000, 50, 75)],
                 rounds: 7,
+                sdk_logins: 20,
                 mem_subs: 1_000,
                 dev_conns: 10_000,
                 starts: 10,
@@ -1890,6 +1899,283 @@ fn bench_startup(
     );
 }
 
+// ------------------------------------------------------------------ the Tencent link
+
+/// The SDK alone, as a script: N login() → SDK_READY cycles (each followed by logout),
+/// then logged in again and idle until stdin ends. Prints `{"times":[ms…]}`.
+const SDK_DIRECT_JS: &str = r#"'use strict';
+const [dir, proxy, app, user, sig, n] = process.argv.slice(2);
+for (const k of ['log', 'info', 'warn', 'error', 'debug', 'trace']) console[k] = () => {};
+const req = (name) => require(require.resolve(name, { paths: [dir] }));
+if (typeof globalThis.WebSocket === 'undefined') globalThis.WebSocket = req('ws');
+const TencentCloudChat = req('@tencentcloud/chat');
+(async () => {
+  const chat = TencentCloudChat.create({ SDKAppID: Number(app), proxyServer: proxy });
+  chat.setLogLevel(1);
+  let onReady = null;
+  chat.on(TencentCloudChat.EVENT.SDK_READY, () => onReady && onReady());
+  const login = async () => {
+    const ready = new Promise((r) => (onReady = r));
+    const t0 = process.hrtime.bigint();
+    await chat.login({ userID: user, userSig: sig });
+    await ready;
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  };
+  const times = [];
+  for (let i = 0; i < Number(n); i++) {
+    times.push(await login());
+    await chat.logout();
+  }
+  await login();
+  process.stdout.write(JSON.stringify({ times }) + '\n');
+  process.stdin.resume();
+  process.stdin.on('end', () => process.exit(0));
+})();
+"#;
+
+/// The bridge directory: `BENCH_BRIDGE_DIR`, else the repository's `bridge/tencent`.
+fn bridge_dir() -> PathBuf {
+    std::env::var_os("BENCH_BRIDGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("bridge/tencent"))
+}
+
+/// Why the Tencent rows cannot be measured here, if they cannot.
+fn tencent_missing(bridge: &Path) -> Option<String> {
+    let node = Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !node {
+        return Some("node not found".into());
+    }
+    for pkg in ["@tencentcloud/chat", "ws"] {
+        if !bridge
+            .join("node_modules")
+            .join(pkg)
+            .join("package.json")
+            .is_file()
+        {
+            return Some(format!(
+                "the bridge's packages are not installed (npm ci --omit=dev --prefix {})",
+                bridge.display()
+            ));
+        }
+    }
+    None
+}
+
+/// Runs the SDK alone (`node [flags] script`); its login times and its RSS logged in.
+fn sdk_direct(
+    script: &Path,
+    flags: &[&str],
+    bridge: &Path,
+    dev: &DevServer,
+    user: &str,
+    n: usize,
+) -> Option<(Vec<f64>, Option<u64>)> {
+    let sig = imlink::usersig::generate(APP, KEY, user, 86_400, imlink::usersig::now_unix());
+    let mut child = Command::new("node")
+        .args(flags)
+        .arg(script)
+        .arg(bridge)
+        .arg(format!("ws://{}", dev.addr))
+        .arg(APP.to_string())
+        .arg(user)
+        .arg(&sig)
+        .arg(n.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let proc_pid = child.id();
+    let mut line = String::new();
+    let read = BufReader::new(child.stdout.take()?).read_line(&mut line);
+    let result = read.ok().and_then(|_| {
+        let v: Value = serde_json::from_str(&line).ok()?;
+        let times = v["times"]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
+        Some((times, settle_rss(proc_pid)))
+    });
+    drop(child.stdin.take());
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+/// The daemon's bridge: its child running index.js.
+fn bridge_pid(daemon_pid: u32) -> Option<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{daemon_pid}/task/{daemon_pid}/children"))
+            .unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("index.js"))
+        })
+}
+
+fn bench_tencent(tb: &mut Table, sc: &Scale, bin_dir: &Path, tmp: &Path) {
+    println!("== the Tencent link (the official SDK through the bridge)");
+    let bridge = bridge_dir();
+    if let Some(why) = tencent_missing(&bridge) {
+        println!("{why} — Tencent rows skipped");
+        tb.note(format!("the Tencent link: {why} — rows skipped"));
+        return;
+    }
+    let dir = tmp.join("tencent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dev = DevServer::start(bin_dir, &dir);
+    let script = dir.join("sdk_direct.js");
+    std::fs::write(&script, SDK_DIRECT_JS).unwrap();
+
+    // The daemon on the Tencent link.
+    let config = daemon_config(&dir, &dev.url(), 4096);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[server]\n", "[server]\nbackend = \"tencent\"\n")
+        .replace("connect_timeout_ms = 2000", "connect_timeout_ms = 10000")
+        + &format!(
+            "\n[tencent]\nbridge_dir = {:?}\nproxy_server = {:?}\n",
+            bridge.display().to_string(),
+            format!("ws://{}", dev.addr)
+        );
+    std::fs::write(&config, text).unwrap();
+    let proc = spawn_daemon(bin_dir, &config, &dir, None);
+    let socket = dir.join("imlinkd.sock");
+    let daemon = poll(Duration::from_secs(60), Duration::from_millis(10), || {
+        UnixStream::connect(&socket).ok()
+    })
+    .map(|_| Daemon {
+        pid: proc.pid(),
+        proc,
+        socket: socket.clone(),
+    });
+    let Some(daemon) = daemon else {
+        tb.note("the Tencent link: imlinkd did not start (see its log) — rows skipped");
+        return;
+    };
+    let mut c = daemon.rpc();
+    let connected = poll(sc.deadline, Duration::from_millis(20), || {
+        (c.result("status", json!({}))["connection"] == "connected").then_some(())
+    });
+    if connected.is_none() {
+        tb.note("the Tencent link: the bridge did not start — rows skipped");
+        return;
+    }
+    let user = "benchtencent";
+    let sig = imlink::usersig::generate(APP, KEY, user, 86_400, imlink::usersig::now_unix());
+    let mut via = Vec::new();
+    for i in 0..=sc.sdk_logins {
+        let t0 = Instant::now();
+        c.result("login", json!({"userID": user, "userSig": sig}));
+        via.push(ms(t0.elapsed()));
+        if i < sc.sdk_logins {
+            c.result("logout", json!({}));
+        }
+    }
+    let bridge_rss = bridge_pid(daemon.pid).and_then(settle_rss);
+    let daemon_rss = settle_rss(daemon.pid);
+    // The anchor: a fresh daemon on the native link, logged in the same way.
+    let ndir = dir.join("native");
+    std::fs::create_dir_all(&ndir).unwrap();
+    let native = Daemon::start(bin_dir, &ndir, &dev.url(), 4096);
+    native.login();
+    let native_rss = settle_rss(native.pid);
+    drop(native);
+
+    // The SDK alone, the same work: JIT as node runs by default, and --jitless as the
+    // daemon runs it.
+    let direct = sdk_direct(
+        &script,
+        &["--jitless"],
+        &bridge,
+        &dev,
+        "benchsdk",
+        sc.sdk_logins,
+    );
+    let jit = sdk_direct(&script, &[], &bridge, &dev, "benchjit", sc.sdk_logins);
+    let direct_ms = direct.as_ref().and_then(|d| median(d.0.clone()));
+    tb.pair(
+        "login through imlinkd and the bridge → answered (median)",
+        median(via),
+        direct_ms,
+        "ms",
+        "the SDK alone, login() → SDK_READY, node --jitless",
+        "",
+    );
+    tb.pair(
+        "Tencent bridge RSS, logged in, idle",
+        bridge_rss.map(mib),
+        direct.as_ref().and_then(|d| d.1).map(mib),
+        "MiB",
+        "the SDK alone in node --jitless",
+        "",
+    );
+    tb.pair(
+        "imlinkd RSS on the Tencent link (without the bridge)",
+        daemon_rss.map(mib),
+        native_rss.map(mib),
+        "MiB",
+        "imlinkd on the native link, logged in, idle",
+        "",
+    );
+    tb.pair(
+        "the SDK alone: login() → SDK_READY, --jitless vs JIT (median)",
+        direct_ms,
+        jit.as_ref().and_then(|d| median(d.0.clone())),
+        "ms",
+        "node with its JIT",
+        "",
+    );
+    tb.pair(
+        "the SDK alone: RSS logged in, --jitless vs JIT",
+        direct.as_ref().and_then(|d| d.1).map(mib),
+        jit.as_ref().and_then(|d| d.1).map(mib),
+        "MiB",
+        "node with its JIT",
+        "",
+    );
+    // Starting the bridge (it loads the SDK): exec → its hello line, as --check-config runs it.
+    let start = |flags: &[&str]| {
+        let mut v = Vec::new();
+        for _ in 0..sc.starts {
+            let t0 = Instant::now();
+            let ok = Command::new("node")
+                .args(flags)
+                .arg("index.js")
+                .arg("--version")
+                .current_dir(&bridge)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                v.push(ms(t0.elapsed()));
+            }
+        }
+        median(v)
+    };
+    tb.pair(
+        "Tencent bridge: exec → hello and exit (--version, median), --jitless vs JIT",
+        start(&["--jitless"]),
+        start(&[]),
+        "ms",
+        "node with its JIT",
+        "",
+    );
+    drop(c);
+    drop(daemon);
+}
+
 // ------------------------------------------------------------------ main
 
 fn machine() -> String {
@@ -1945,7 +2231,8 @@ struct Args {
     bin_dir: PathBuf,
     smoke: bool,
     out: Option<PathBuf>,
-    /// Sections to run (all when empty): memory, rpc, fanout, reconnect, startup, devmem.
+    /// Sections to run (all when empty): memory, rpc, fanout, reconnect, startup, tencent,
+    /// devmem.
     only: Vec<String>,
 }
 
@@ -1971,13 +2258,13 @@ fn args() -> Args {
             "--only" => {
                 a.only = it
                     .next()
-                    .expect("--only memory,rpc,fanout,reconnect,startup,devmem")
+                    .expect("--only memory,rpc,fanout,reconnect,startup,tencent,devmem")
                     .split(',')
                     .map(str::to_owned)
                     .collect()
             }
             "-h" | "--help" => {
-                println!("bench --bin-dir DIR [--smoke] [--out FILE] [--only memory,rpc,fanout,reconnect,startup,devmem]");
+                println!("bench --bin-dir DIR [--smoke] [--out FILE] [--only memory,rpc,fanout,reconnect,startup,tencent,devmem]");
                 std::process::exit(0);
             }
             // `cargo bench` passes --bench; ignore it and anything unknown loudly.
@@ -2070,6 +2357,9 @@ fn main() {
     }
     if a.runs("startup") {
         bench_startup(&mut tb, &sc, &a.bin_dir, &dev, redis_bin.as_deref());
+    }
+    if a.runs("tencent") {
+        bench_tencent(&mut tb, &sc, &a.bin_dir, tmp.path());
     }
     drop(daemon);
     drop(dev);

@@ -215,7 +215,10 @@ The JSON\-RPC API socket (group \fBimlink\fR, mode 0660).
 The saved login (mode 0600).
 .SH "EXIT STATUS"
 0 after a clean stop; 1 when the configuration, the state directory or the socket is
-unusable (the reason is logged); 70 after an internal error (systemd restarts it).
+unusable (the reason is logged); 70 after an internal error (systemd restarts it); 78
+when \fBserver.backend = "tencent"\fR cannot work: Node.js missing, the bridge not
+installed, or not the SDK version it pins (also with \fB\-\-check\-config\fR; the units
+do not restart on it: \fBRestartPreventExitStatus=78\fR).
 .SH "SEE ALSO"
 \fBimlinkctl\fR(1), \fBimlinkd.toml\fR(5), \fBsystemd.service\fR(5), \fBsd_notify\fR(3)
 "#;

@@ -61,6 +61,9 @@ pub mod code {
     /// The change happened but could not be written to the state file (it is retried):
     /// a restart would not see it yet.
     pub const STATE_NOT_SAVED: i32 = -32002;
+    /// The link cannot run: with `server.backend = "tencent"`, Node.js is missing, the
+    /// bridge is not installed, or it loads another SDK version than it pins.
+    pub const LINK_UNAVAILABLE: i32 = -32003;
 }
 
 /// A one-line meaning for a code, for messages and `--help` texts.
@@ -92,6 +95,7 @@ pub fn describe(code: i32) -> &'static str {
         ACCESS_DENIED => "access denied",
         TOO_MANY_CLIENTS => "too many clients",
         STATE_NOT_SAVED => "state not saved",
+        LINK_UNAVAILABLE => "the link cannot run",
         _ => "error",
     }
 }

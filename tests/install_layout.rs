@@ -117,6 +117,25 @@ fn make_install_lays_out_the_tree_and_uninstall_takes_it_away() {
         let hello: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(hello["event"], "hello", "{hello}");
         assert_eq!(hello["protocol"], 1, "{hello}");
+        // The installed imlinkd finds the installed bridge by default (tencent.bridge_dir
+        // unset: ../lib/imlink/tencent-bridge from its own directory) and checks it.
+        let out = std::process::Command::new(d.join("usr/bin/imlinkd"))
+            .arg("--check-config")
+            .arg("--config")
+            .arg(d.join("etc/imlink/imlinkd.toml"))
+            .env("IMLINK_SERVER__BACKEND", "tencent")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            stdout.contains(&format!(
+                "# Tencent bridge: {} (protocol 1, @tencentcloud/chat 3.6.6",
+                bridge.display()
+            )),
+            "{stdout}"
+        );
     } else {
         assert!(
             text.contains("npm ci --omit=dev --prefix /usr/lib/imlink/tencent-bridge"),

@@ -105,6 +105,8 @@ fn the_units_carry_the_settings_the_design_asks_for() {
         for want in [
             "Type=notify",
             "Restart=on-failure",
+            "RestartPreventExitStatus=78",
+            "MemoryDenyWriteExecute=yes",
             "ExecReload=/bin/kill -HUP $MAINPID",
             "WatchdogSec=",
             "RuntimeDirectory=",

@@ -2,7 +2,8 @@
 //! logging, the panic hook, rlimits, binding the socket — then [`imlink::daemon::run`].
 
 use clap::Parser;
-use imlink::config::{self, DaemonArgs, Env};
+use imlink::config::{self, Backend, DaemonArgs, Env};
+use imlink::daemon::link::tencent::preflight;
 use imlink::daemon::{self, Control, Embedding};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::process::ExitCode;
@@ -38,11 +39,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The Tencent link needs Node.js and the bridge: checked before anything starts, so a
+    // missing piece is one clear error (exit 78, which the units do not restart on).
+    let bridge = match loaded.config.server.backend {
+        Backend::Imlink => None,
+        Backend::Tencent => match preflight::check(&loaded.config.tencent) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                fatal(&format!(
+                    "the Tencent link cannot run (code {}): {}",
+                    e.code, e.message
+                ));
+                return ExitCode::from(preflight::EXIT_UNAVAILABLE);
+            }
+        },
+    };
     if args.check_config {
         print!("{}", loaded.to_toml());
+        if let Some(b) = &bridge {
+            println!("\n# Tencent bridge: {b}");
+        }
         return ExitCode::SUCCESS;
     }
     let log = imlink::logging::init(loaded.config.sdk.log_level);
+    if let Some(b) = &bridge {
+        tracing::info!("Tencent bridge: {b}");
+    }
     match &loaded.file {
         Some(path) => tracing::info!(file = %path.display(), "configuration loaded"),
         None => tracing::info!(

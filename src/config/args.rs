@@ -51,7 +51,8 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "PATH")]
     pub state_dir: Option<PathBuf>,
     /// Print the effective configuration and where each value came from, then exit
-    /// (status 1 and the problem on stderr if it is invalid)
+    /// (status 1 and the problem on stderr if it is invalid; with server.backend =
+    /// "tencent" the bridge is run with --version too: status 78 if it cannot work)
     #[arg(long)]
     pub check_config: bool,
 }

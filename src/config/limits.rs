@@ -40,3 +40,6 @@ pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
 
 /// Largest `server.ca_file` read: 1 MiB (a whole public CA bundle is about 220 KiB).
 pub const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+
+/// Longest `tencent.proxy_server` in bytes (the bridge takes at most about 2 KiB).
+pub const MAX_PROXY_SERVER_BYTES: usize = 2000;

@@ -45,11 +45,13 @@ pub use error::{printable, ConfigError, Origin};
 pub use file::read_regular_file;
 pub use keys::{env_var_for, keys};
 pub use paths::{
-    default_socket_path, default_socket_path_in, default_state_dir, default_state_dir_in,
-    DEFAULT_CONFIG_PATH, MAX_SOCKET_PATH_BYTES,
+    bridge_dir_for_exe, default_bridge_dir, default_socket_path, default_socket_path_in,
+    default_state_dir, default_state_dir_in, BRIDGE_DIR_FROM_BINDIR, DEFAULT_CONFIG_PATH,
+    MAX_SOCKET_PATH_BYTES,
 };
 pub use schema::{
-    ApiConfig, Config, EventsConfig, ReconnectConfig, SdkConfig, ServerConfig, StateConfig,
+    ApiConfig, Backend, Config, EventsConfig, ReconnectConfig, SdkConfig, ServerConfig,
+    StateConfig, TencentConfig,
 };
 
 use std::collections::BTreeMap;

@@ -59,3 +59,24 @@ pub fn default_state_dir_in(env: &Env) -> PathBuf {
     let home = env.get("HOME").filter(|h| !h.is_empty()).unwrap_or("/tmp");
     PathBuf::from(home).join(".local/state/imlink")
 }
+
+/// Where `make install` puts the Tencent bridge, relative to the directory of `imlinkd`:
+/// `$(BINDIR)/../lib/imlink/tencent-bridge`, i.e. `$(PREFIX)/lib/imlink/tencent-bridge`.
+pub const BRIDGE_DIR_FROM_BINDIR: &str = "../lib/imlink/tencent-bridge";
+
+/// The default of `tencent.bridge_dir`: [`BRIDGE_DIR_FROM_BINDIR`] from the directory of
+/// the running executable (symbolic links resolved), so an installation under any
+/// `PREFIX` finds its bridge; `/usr/local/lib/imlink/tencent-bridge` if that directory
+/// cannot be known.
+pub fn default_bridge_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| bridge_dir_for_exe(&exe))
+        .unwrap_or_else(|| PathBuf::from("/usr/local/lib/imlink/tencent-bridge"))
+}
+
+/// [`BRIDGE_DIR_FROM_BINDIR`] for an executable at `exe`, without the `..`
+/// (`/usr/bin/imlinkd` → `/usr/lib/imlink/tencent-bridge`).
+pub fn bridge_dir_for_exe(exe: &std::path::Path) -> Option<PathBuf> {
+    Some(exe.parent()?.parent()?.join("lib/imlink/tencent-bridge"))
+}

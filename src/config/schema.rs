@@ -22,6 +22,8 @@ pub struct Config {
     pub sdk: SdkConfig,
     /// `[server]`: where and how to connect.
     pub server: ServerConfig,
+    /// `[tencent]`: the link through Tencent's official SDK (`server.backend = "tencent"`).
+    pub tencent: TencentConfig,
     /// `[reconnect]`: backoff between connect attempts.
     pub reconnect: ReconnectConfig,
     /// `[api]`: the local JSON-RPC socket.
@@ -51,10 +53,36 @@ pub struct SdkConfig {
     pub usersig_expiring_lead_secs: u64,
 }
 
+/// Which link the daemon uses to reach the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// imlink's own WebSocket protocol to `server.url` (an `imlink-devserver`).
+    #[default]
+    Imlink,
+    /// Tencent's official JavaScript SDK run by Node.js in a supervised child process
+    /// (the bridge, `[tencent]`).
+    Tencent,
+}
+
+impl Backend {
+    /// The name as written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Imlink => "imlink",
+            Backend::Tencent => "tencent",
+        }
+    }
+}
+
 /// `[server]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
+    /// The link: `"imlink"` (the native protocol to `url`) or `"tencent"` (the official SDK
+    /// through the bridge, `[tencent]`).
+    #[serde(deserialize_with = "valid::backend")]
+    pub backend: Backend,
     /// `ws://` or `wss://` URL of the access endpoint, with a host, a port from 1 to 65535
     /// and no user name or password (normalised by the URL parser).
     #[serde(deserialize_with = "valid::ws_url")]
@@ -79,6 +107,24 @@ pub struct ServerConfig {
     /// 24 h, and more than the interval).
     #[serde(deserialize_with = "valid::timeout_ms")]
     pub heartbeat_timeout_ms: u64,
+}
+
+/// `[tencent]`: the bridge that runs Tencent's official SDK (docs/tencent.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TencentConfig {
+    /// The Node.js executable: a name looked up in `PATH`, or a path.
+    #[serde(deserialize_with = "valid::program")]
+    pub node: PathBuf,
+    /// Where the bridge is installed (`index.js`, `package.json`, `node_modules/`); unset
+    /// means `../lib/imlink/tencent-bridge` from the directory of `imlinkd` itself, where
+    /// `make install` puts it.
+    #[serde(deserialize_with = "valid::optional_path")]
+    pub bridge_dir: Option<PathBuf>,
+    /// The SDK's `proxyServer`: a `ws://` or `wss://` URL the SDK connects to instead of
+    /// Tencent's servers (an `imlink-devserver`, a relay); unset = Tencent's.
+    #[serde(deserialize_with = "valid::proxy_server")]
+    pub proxy_server: Option<String>,
 }
 
 /// `[reconnect]`: exponential backoff with jitter.
@@ -179,6 +225,7 @@ impl Default for SdkConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
+            backend: Backend::Imlink,
             url: "ws://127.0.0.1:8600/v1/connect".into(),
             ca_file: None,
             connect_timeout_ms: 10_000,
@@ -186,6 +233,25 @@ impl Default for ServerConfig {
             login_timeout_ms: 30_000,
             heartbeat_interval_ms: 20_000,
             heartbeat_timeout_ms: 45_000,
+        }
+    }
+}
+
+impl TencentConfig {
+    /// `bridge_dir`, or its default next to the executable ([`super::default_bridge_dir`]).
+    pub fn bridge_dir(&self) -> PathBuf {
+        self.bridge_dir
+            .clone()
+            .unwrap_or_else(super::paths::default_bridge_dir)
+    }
+}
+
+impl Default for TencentConfig {
+    fn default() -> Self {
+        TencentConfig {
+            node: PathBuf::from("node"),
+            bridge_dir: None,
+            proxy_server: None,
         }
     }
 }

@@ -65,7 +65,7 @@ fn nothing_configured_gives_the_design_defaults() {
     assert_eq!(l.file, None);
     assert!(l.origins.values().all(|o| *o == Origin::Default));
     assert_eq!(l.origins.len(), keys().count());
-    assert_eq!(keys().count(), 29);
+    assert_eq!(keys().count(), 33);
 }
 
 #[test]
@@ -625,7 +625,7 @@ fn toml_syntax_errors_name_the_file() {
 }
 
 /// The shipped file documents every key, and its example values are the defaults
-/// (for root under no systemd) except the two optional keys.
+/// (for root under no systemd) except the optional keys, which show examples.
 #[test]
 fn the_shipped_default_file_documents_every_key_with_its_default() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/imlinkd.toml");
@@ -667,6 +667,8 @@ fn the_shipped_default_file_documents_every_key_with_its_default() {
     let mut expected = Config::defaults_in(&root);
     expected.sdk.app_id = Some(1400000000);
     expected.server.ca_file = Some(ca.path().to_path_buf());
+    expected.tencent.bridge_dir = Some("/usr/local/lib/imlink/tencent-bridge".into());
+    expected.tencent.proxy_server = Some("wss://relay.example.net".into());
     assert_eq!(l.config, expected);
 }
 
@@ -679,9 +681,16 @@ fn the_rendered_configuration_loads_back_to_the_same_values() {
         ("IMLINK_API__SOCKET_MODE", "0600"),
         ("IMLINK_RECONNECT__MULTIPLIER", "2"),
         ("IMLINK_SERVER__CA_FILE", path_str(&ca)),
+        ("IMLINK_SERVER__BACKEND", "tencent"),
+        ("IMLINK_TENCENT__BRIDGE_DIR", "/srv/bridge"),
+        ("IMLINK_TENCENT__PROXY_SERVER", "ws://127.0.0.1:8600"),
     ]);
     let l = load_ok(&Overrides::default(), &env);
     let text = l.to_toml();
+    assert!(
+        text.contains("backend = \"tencent\"  # environment IMLINK_SERVER__BACKEND\n"),
+        "{text}"
+    );
     assert!(
         text.contains("app_id = 1400000000  # environment IMLINK_SDK__APP_ID\n"),
         "{text}"
@@ -1215,7 +1224,15 @@ fn the_keys_are_read_off_the_struct() {
     let sections: Vec<_> = keys::schema().sections.iter().map(|(s, _)| *s).collect();
     assert_eq!(
         sections,
-        ["sdk", "server", "reconnect", "api", "events", "state"]
+        [
+            "sdk",
+            "server",
+            "tencent",
+            "reconnect",
+            "api",
+            "events",
+            "state"
+        ]
     );
 }
 
@@ -1242,4 +1259,82 @@ fn platform_and_booleans_read_the_usual_forms() {
         .config;
         assert_eq!(c.state.restore_session, b, "{v}");
     }
+}
+
+#[test]
+fn the_backend_is_imlink_or_tencent() {
+    let c = load_ok(&Overrides::default(), &user_env(&[])).config;
+    assert_eq!(c.server.backend, Backend::Imlink);
+    assert_eq!(c.tencent, TencentConfig::default());
+    assert_eq!(c.tencent.node, Path::new("node"));
+    for (v, b) in [("tencent", Backend::Tencent), (" IMLINK ", Backend::Imlink)] {
+        let c = load_ok(
+            &Overrides::default(),
+            &user_env(&[("IMLINK_SERVER__BACKEND", v)]),
+        )
+        .config;
+        assert_eq!(c.server.backend, b, "{v}");
+    }
+    let e = load_err(
+        &Overrides::default(),
+        &user_env(&[("IMLINK_SERVER__BACKEND", "qq")]),
+    );
+    assert_eq!(
+        e,
+        "IMLINK_SERVER__BACKEND=qq: server.backend must be \"imlink\" (the native protocol) or \"tencent\" (the official SDK)"
+    );
+    let f = toml_file("[server]\nbackend = 1\n");
+    assert!(load_err(&with_file(&f), &user_env(&[])).contains("server.backend must be"));
+}
+
+#[test]
+fn the_tencent_keys_are_checked() {
+    let f = toml_file(
+        "[tencent]\nnode = \"/opt/node/bin/node\"\nbridge_dir = \"/srv/bridge\"\nproxy_server = \"ws://127.0.0.1:8600/\"\n",
+    );
+    let c = load_ok(&with_file(&f), &user_env(&[])).config;
+    assert_eq!(c.tencent.node, Path::new("/opt/node/bin/node"));
+    assert_eq!(
+        c.tencent.bridge_dir.as_deref(),
+        Some(Path::new("/srv/bridge"))
+    );
+    // Kept as written, without the trailing slash: the SDK appends `/binfo?…`.
+    assert_eq!(
+        c.tencent.proxy_server.as_deref(),
+        Some("ws://127.0.0.1:8600")
+    );
+    // Empty values unset the optional keys.
+    let env = user_env(&[
+        ("IMLINK_TENCENT__BRIDGE_DIR", ""),
+        ("IMLINK_TENCENT__PROXY_SERVER", ""),
+    ]);
+    let c = load_ok(&with_file(&f), &env).config;
+    assert_eq!((c.tencent.bridge_dir, c.tencent.proxy_server), (None, None));
+    let long = format!("wss://h/{}", "a".repeat(2000));
+    for bad in [
+        "http://h:1",
+        "ws://",
+        "ws://u:p@h:1",
+        "ws://h:1/?a=b",
+        "ws://h:1/#x",
+        "ws://h:0",
+        "ws://h:1/a b",
+        long.as_str(),
+    ] {
+        let e = load_err(
+            &Overrides::default(),
+            &user_env(&[("IMLINK_TENCENT__PROXY_SERVER", bad)]),
+        );
+        assert!(
+            e.contains("tencent.proxy_server must be a ws:// or wss:// URL"),
+            "{bad}: {e}"
+        );
+    }
+    let e = load_err(
+        &Overrides::default(),
+        &user_env(&[("IMLINK_TENCENT__NODE", "")]),
+    );
+    assert!(e.contains("tencent.node must be a program name"), "{e}");
+    let f = toml_file("[tencent]\nnode = \"a\\u0000b\"\n");
+    assert!(load_err(&with_file(&f), &user_env(&[])).contains("NUL"));
 }

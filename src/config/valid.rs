@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::limits::*;
+use super::schema::Backend;
 use super::MAX_SOCKET_PATH_BYTES;
 use crate::codes::LogLevel;
 use crate::proto::ws::Platform;
@@ -75,6 +76,18 @@ pub(super) fn platform<'de, D: Deserializer<'de>>(d: D) -> Result<Platform, D::E
     const PROBLEM: &str = "must be one of Android, iPhone, iPad, Windows, Mac, Linux, Web";
     let name: String = checked(d, |_| true, PROBLEM)?;
     Platform::parse(&name).map_err(|_| D::Error::custom(PROBLEM))
+}
+
+/// `server.backend`, case-insensitive.
+pub(super) fn backend<'de, D: Deserializer<'de>>(d: D) -> Result<Backend, D::Error> {
+    const PROBLEM: &str =
+        "must be \"imlink\" (the native protocol) or \"tencent\" (the official SDK)";
+    let name: String = checked(d, |_| true, PROBLEM)?;
+    match name.trim().to_ascii_lowercase().as_str() {
+        "imlink" => Ok(Backend::Imlink),
+        "tencent" => Ok(Backend::Tencent),
+        _ => Err(D::Error::custom(PROBLEM)),
+    }
 }
 
 /// `sdk.usersig_expiring_lead_secs`.
@@ -200,6 +213,51 @@ pub(super) fn socket_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D:
 /// `state.dir`.
 pub(super) fn dir<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     path(d, "must be a non-empty path")
+}
+
+/// `tencent.node`: a program name (looked up in `PATH`) or a path.
+pub(super) fn program<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    path(d, "must be a program name (looked up in PATH) or a path")
+}
+
+/// `tencent.bridge_dir`: a path, or unset (an empty value unsets it).
+pub(super) fn optional_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let text: Option<String> = checked(d, |_| true, "must be a path (or empty for the default)")?;
+    match text.filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) if t.contains('\0') => Err(D::Error::custom("must not contain a NUL byte")),
+        Some(t) => Ok(Some(PathBuf::from(t))),
+    }
+}
+
+/// `tencent.proxy_server`: unset (or empty), or a `ws://`/`wss://` URL with a host, no
+/// user name or password, no query or fragment, at most [`MAX_PROXY_SERVER_BYTES`]
+/// bytes. Kept as written (without trailing slashes): the SDK appends `/binfo?…` to it.
+pub(super) fn proxy_server<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let problem = format!(
+        "must be a ws:// or wss:// URL with a host, without user name, password, query or fragment, at most {MAX_PROXY_SERVER_BYTES} bytes (or empty for none)"
+    );
+    let text: Option<String> = checked(d, |_| true, &problem)?;
+    let Some(text) = text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let kept = text.trim_end_matches('/').to_owned();
+    let ok = kept.len() <= MAX_PROXY_SERVER_BYTES
+        && !kept.chars().any(|c| c.is_whitespace() || c.is_control())
+        && url::Url::parse(&kept).is_ok_and(|u| {
+            matches!(u.scheme(), "ws" | "wss")
+                && u.host_str().is_some_and(|h| !h.is_empty())
+                && u.port() != Some(0)
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.query().is_none()
+                && u.fragment().is_none()
+        });
+    if ok {
+        Ok(Some(kept))
+    } else {
+        Err(D::Error::custom(problem))
+    }
 }
 
 /// `server.ca_file`: unset, or a readable regular file of PEM certificates. An empty value

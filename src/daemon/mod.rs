@@ -10,7 +10,8 @@
 //!
 //! - [`hub`] — the status board, the event ring, the subscribers.
 //! - [`session`] — the Session actor: the login machine, persistence.
-//! - [`link`] — the link seam and its implementations ([`link::ws`]: the native protocol).
+//! - [`link`] — the link seam and its implementations ([`link::ws`]: the native protocol;
+//!   [`link::tencent`]: Tencent's official SDK in a supervised child process).
 //! - [`api`] — the Unix-socket JSON-RPC server.
 //! - [`store`] — the state file; [`socket`] — binding the API socket safely.
 //! - [`systemd`] — readiness, `STATUS=`, the watchdog, socket activation.
@@ -32,8 +33,9 @@ use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::logging::LogControl;
+use link::tencent::TencentLink;
 use link::ws::transport::{AwcDialer, Dialer};
 use link::ws::WsLink;
 use messages::{Reconfigure, Shutdown};
@@ -117,7 +119,10 @@ pub async fn run(
         embed.clock,
         cfg.events.history,
         cfg.api.subscriber_queue,
-        cfg.server.url.clone(),
+        match cfg.server.backend {
+            Backend::Imlink => cfg.server.url.clone(),
+            Backend::Tencent => link::tencent::server_label(&cfg.tencent),
+        },
     );
     let dialer = embed
         .dialer
@@ -126,13 +131,18 @@ pub async fn run(
     let session = {
         let (cfg, hub, log) = (cfg.clone(), hub.clone(), embed.log.clone());
         session::Session::create(move |ctx| {
-            let link = WsLink::start_link(
-                &cfg,
-                instance_id,
-                hub.clone(),
-                ctx.address().recipient(),
-                dialer,
-            );
+            let link = match cfg.server.backend {
+                Backend::Imlink => WsLink::start_link(
+                    &cfg,
+                    instance_id,
+                    hub.clone(),
+                    ctx.address().recipient(),
+                    dialer,
+                ),
+                Backend::Tencent => {
+                    TencentLink::start_link(&cfg, hub.clone(), ctx.address().recipient())
+                }
+            };
             session::Session::new(&cfg, link, hub, store, log, restore)
         })
     };

@@ -2,9 +2,11 @@
 //!
 //! Compatibility policy: fields and variants are only ever added; a reader ignores
 //! fields it does not know. Every type here is documented with example JSON in
-//! `docs/api.md` (the local JSON-RPC API) and `docs/protocol.md` (daemon ↔ server).
+//! `docs/api.md` (the local JSON-RPC API), `docs/protocol.md` (daemon ↔ server) and
+//! `docs/tencent.md` (daemon ↔ the Tencent bridge, [`bridge`]).
 
 pub mod api;
+pub mod bridge;
 pub mod profile;
 pub mod rpc;
 pub mod ws;

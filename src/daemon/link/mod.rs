@@ -3,7 +3,7 @@
 //! The Session knows the server only through a [`Link`] — three recipients for the
 //! messages below — and hears from it only through [`LinkEvent`]s. Two implementations
 //! exist behind it: [`ws`], imlink's own WebSocket protocol (to `imlink-devserver`), and
-//! `tencent`, the official Tencent Cloud Chat SDK in a supervised child process. Neither
+//! [`tencent`], the official Tencent Cloud Chat SDK in a supervised child process. Neither
 //! the session machine nor the API knows which one is in use; both links publish their
 //! connection state, and the server time they learn, to the [`Hub`](super::hub::Hub).
 //!
@@ -18,6 +18,7 @@
 //! | link → Session | [`LinkEvent::Up`] / [`LinkEvent::Down`] | the connection came up / went down |
 //! | link → Session | [`LinkEvent::Kicked`], [`LinkEvent::SigExpired`], [`LinkEvent::SelfInfo`] | the server's pushes |
 
+pub mod tencent;
 pub mod ws;
 
 use actix::prelude::*;
