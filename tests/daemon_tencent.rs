@@ -220,7 +220,9 @@ fn login_through_the_sdk_has_the_native_event_sequence_and_getters() {
     let rows = web_sessions(&server, "alice");
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["platform"], "Web");
-    assert_eq!(d.session_file().unwrap()["loggedIn"], true);
+    wait_until(T, "the login on disk", || {
+        d.session_file().is_some_and(|f| f["loggedIn"] == true)
+    });
     // Same user, same ticket: repeatLogin, nothing sent.
     assert_eq!(
         c.ok("login", json!({"userID": "alice", "userSig": sig})),
@@ -322,7 +324,11 @@ fn switching_user_or_ticket_logs_the_sdk_out_first() {
         json!({"repeatLogin": true})
     );
     assert_eq!(server.user_stats("alice")["logins"], 2);
-    assert_eq!(d.session_file().unwrap()["userSig"], sig2.as_str());
+    // Written right after the reply.
+    wait_until(T, "the new ticket on disk", || {
+        d.session_file()
+            .is_some_and(|f| f["userSig"] == sig2.as_str())
+    });
     // Another user: the SDK is not left logged in as the first.
     c.ok(
         "login",

@@ -21,7 +21,10 @@ fn a_logout_that_cannot_be_written_is_an_error_until_the_write_succeeds() {
         "login",
         json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
     );
-    assert_eq!(d.session_file().unwrap()["loggedIn"], true);
+    // A login is written right after its reply.
+    wait_until(T, "the login on disk", || {
+        d.session_file().is_some_and(|f| f["loggedIn"] == true)
+    });
     // The state file cannot be replaced any more (a directory stands in its way; root
     // ignores permissions, not this).
     let file = d.state_dir().join("session.json");
