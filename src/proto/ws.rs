@@ -255,6 +255,74 @@ pub enum ServerFrame {
     Response(Response),
 }
 
+/// The members of a server frame, the body kept raw.
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(borrow, default)]
+    push: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    code: Option<i32>,
+    #[serde(default)]
+    desc: Option<String>,
+    #[serde(borrow, default)]
+    body: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Why a server frame could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// Not JSON, or not an object of the expected members.
+    Unreadable(String),
+    /// A push this build does not know (ignored by the reader).
+    UnknownPush(String),
+}
+
+impl ServerFrame {
+    /// Reads a server frame in one pass: the members first, then the body straight into
+    /// the type the `push` name (or a response) calls for. (`serde(untagged)` would buffer
+    /// the whole frame into a generic tree and try each variant — the daemon's hottest
+    /// path when the server pushes a burst.)
+    pub fn parse(text: &[u8]) -> Result<ServerFrame, FrameError> {
+        let unreadable = |e: serde_json::Error| FrameError::Unreadable(e.to_string());
+        let raw: RawFrame = serde_json::from_slice(text).map_err(unreadable)?;
+        let body = raw.body.map(|b| b.get()).unwrap_or("{}");
+        if let Some(name) = raw.push {
+            let push = match &*name {
+                "hello" => Push::Hello(serde_json::from_str(body).map_err(unreadable)?),
+                "kickedOffline" => {
+                    Push::KickedOffline(serde_json::from_str(body).map_err(unreadable)?)
+                }
+                "userSigExpired" => Push::UserSigExpired(Empty {}),
+                "selfInfoUpdated" => {
+                    Push::SelfInfoUpdated(serde_json::from_str(body).map_err(unreadable)?)
+                }
+                other => {
+                    return Err(FrameError::UnknownPush(
+                        crate::text::clean(other).into_owned(),
+                    ))
+                }
+            };
+            return Ok(ServerFrame::Push(push));
+        }
+        match (raw.seq, raw.code) {
+            (Some(seq), Some(code)) => Ok(ServerFrame::Response(Response {
+                seq,
+                code,
+                desc: raw.desc.unwrap_or_default(),
+                body: match raw.body {
+                    Some(b) => serde_json::from_str(b.get()).map_err(unreadable)?,
+                    None => serde_json::Value::Null,
+                },
+            })),
+            _ => Err(FrameError::Unreadable(
+                "neither a push nor a response (seq and code)".into(),
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +382,35 @@ mod tests {
         let f: ServerFrame =
             serde_json::from_value(json!({"push":"userSigExpired","body":{}})).unwrap();
         assert_eq!(f, ServerFrame::Push(Push::UserSigExpired(Empty {})));
+    }
+
+    #[test]
+    fn the_one_pass_reader_agrees_with_serde() {
+        for f in [
+            json!({"push":"kickedOffline","body":{"reason":"multi_device","platform":"Linux"}}),
+            json!({"push":"userSigExpired","body":{}}),
+            json!({"push":"selfInfoUpdated","body":{"info":{"userID":"a","nickName":"A","customInfo":{"k":"v"}}}}),
+            json!({"push":"hello","body":{"version":1,"serverTime":5,"idleTimeoutMs":1,"maxFrameBytes":2}}),
+            json!({"seq":3,"code":70001,"desc":"expired","body":{"x":1}}),
+            json!({"seq":3,"code":0}),
+        ] {
+            let text = f.to_string();
+            let slow: ServerFrame = serde_json::from_str(&text).unwrap();
+            assert_eq!(ServerFrame::parse(text.as_bytes()).unwrap(), slow, "{text}");
+        }
+        assert!(matches!(
+            ServerFrame::parse(br#"{"push":"nonsense","body":{}}"#),
+            Err(FrameError::UnknownPush(_))
+        ));
+        for bad in [
+            &b"[1]"[..],
+            b"{}",
+            b"{\"seq\":1}",
+            b"{\"push\":\"hello\",\"body\":{}}",
+            b"\xff",
+        ] {
+            assert!(ServerFrame::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

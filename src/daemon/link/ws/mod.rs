@@ -26,8 +26,8 @@ use crate::core::pending::Pending;
 use crate::core::session::Fail;
 use crate::daemon::hub::{ConnPart, Hub};
 use crate::proto::ws::{
-    Command, Empty, HeartbeatResult, LoginBody, LoginResult, Platform, Push, Request, Response,
-    ServerFrame, PROTOCOL_VERSIONS,
+    Command, Empty, FrameError, HeartbeatResult, LoginBody, LoginResult, Platform, Push, Request,
+    Response, ServerFrame, PROTOCOL_VERSIONS,
 };
 use transport::{Dialer, Inbound, Outbound, Transport};
 
@@ -348,12 +348,16 @@ impl WsLink {
     }
 
     fn on_text(&mut self, text: &[u8], ctx: &mut Context<Self>) {
-        let frame: ServerFrame = match serde_json::from_slice(text) {
+        let frame = match ServerFrame::parse(text) {
             Ok(f) => f,
-            Err(e) => {
+            Err(FrameError::UnknownPush(name)) => {
+                tracing::debug!("ignoring a push this build does not know: {name}");
+                return;
+            }
+            Err(FrameError::Unreadable(e)) => {
                 tracing::warn!(
                     "unreadable frame from the server: {}",
-                    crate::text::clean(&e.to_string())
+                    crate::text::clean(&e)
                 );
                 return;
             }
