@@ -274,11 +274,15 @@ impl Hub {
         self.render(to, &Event::EventsLost { from, to })
     }
 
-    /// Numbers an event, keeps it, and has it delivered to the subscribers.
+    /// Numbers an event, keeps it, and has it delivered to the subscribers. The profile
+    /// of an `onSelfInfoUpdated` becomes the one `getSelfInfo` answers.
     pub fn emit(self: &Rc<Self>, event: Event) {
         let name = event.name();
         let seq = self.ring.borrow().next_seq();
         let body = self.render(seq, &event);
+        if let Event::SelfInfoUpdated { info } = event {
+            *self.info.borrow_mut() = Some(info);
+        }
         self.ring.borrow_mut().push(name, body);
         tracing::debug!(seq, event = name, "event");
         self.changed.notify_waiters();
@@ -295,9 +299,15 @@ impl Hub {
         let hub = self.clone();
         tokio::task::spawn_local(async move {
             hub.pump_scheduled.set(false);
-            let outs: Vec<Rc<Out>> = hub.subscribed.borrow().clone();
-            for out in outs {
+            // A pump never changes the list (a dead connection leaves it when its task
+            // ends), so it is walked in place.
+            let mut i = 0;
+            loop {
+                let Some(out) = hub.subscribed.borrow().get(i).cloned() else {
+                    break;
+                };
                 out.pump(&hub);
+                i += 1;
             }
         });
     }

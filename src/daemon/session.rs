@@ -426,7 +426,7 @@ impl Handler<LinkEvent> for Session {
             LinkEvent::SigExpired => self.input(SessionInput::SigExpired, ctx),
             LinkEvent::SelfInfo(info) => {
                 if self.machine.online() && info.user_id == self.machine.user() {
-                    self.hub.set_info(Some(info.clone()));
+                    // The hub keeps the profile of the event it publishes (getSelfInfo).
                     self.emit(Event::SelfInfoUpdated { info });
                 }
             }
