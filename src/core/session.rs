@@ -1639,6 +1639,10 @@ impl SessionMachine {
             }
             Timer::Relogin => self.try_send_login(now_s, out),
             Timer::Renew => {
+                if !self.settings.provider {
+                    // Armed before a reload removed the provider.
+                    return;
+                }
                 let Phase::Logined {
                     user,
                     fetch: None,
