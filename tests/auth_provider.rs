@@ -83,7 +83,10 @@ impl Provider {
     fn settings(&self) -> Vec<(&'static str, String)> {
         vec![
             ("auth.provider", "\"command\"".into()),
-            ("auth.command", format!("[{:?}]", self.script().display().to_string())),
+            (
+                "auth.command",
+                format!("[{:?}]", self.script().display().to_string()),
+            ),
         ]
     }
 }
@@ -117,7 +120,10 @@ fn assert_no_secret(d: &Daemon, seen: &[Value], secrets: &[String]) {
 }
 
 fn names(events: &[Value]) -> Vec<&str> {
-    events.iter().map(|e| e["event"].as_str().unwrap()).collect()
+    events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect()
 }
 
 #[test]
@@ -135,11 +141,17 @@ fn three_renewals_from_a_command_keep_one_continuous_session() {
     assert_eq!(before.len(), 1, "{before:?}");
     let connections = server.stats()["connectionsTotal"].clone();
 
-    let mut seen = c.events_until(T, |e| e["event"] == "onLoginStatusChanged" && e["data"]["status"] == 1);
+    let mut seen = c.events_until(T, |e| {
+        e["event"] == "onLoginStatusChanged" && e["data"]["status"] == 1
+    });
     let mut after_login = Vec::new();
     for n in 1..=3 {
         let got = c.events_until(T, |e| e["event"] == "onUserSigRenewed");
-        assert!(got.iter().all(|e| e["event"] == "onUserSigRenewed"), "renewal {n}: {:?}", names(&got));
+        assert!(
+            got.iter().all(|e| e["event"] == "onUserSigRenewed"),
+            "renewal {n}: {:?}",
+            names(&got)
+        );
         after_login.extend(got);
     }
     let calls = provider.calls();
@@ -149,7 +161,10 @@ fn three_renewals_from_a_command_keep_one_continuous_session() {
     assert_eq!(status["auth"]["renewals"], 3, "{status}");
     assert_eq!(status["auth"]["provider"], "command");
     assert!(status["auth"]["lastError"].is_null(), "{status}");
-    assert!(status["auth"]["nextRenewAt"].as_i64().unwrap() >= now_unix(), "{status}");
+    assert!(
+        status["auth"]["nextRenewAt"].as_i64().unwrap() >= now_unix(),
+        "{status}"
+    );
     assert_eq!(status["loginStatus"], 1);
     assert_eq!(status["online"], true);
     // The last renewed ticket is the one in use, and its expiry is announced.
@@ -160,7 +175,11 @@ fn three_renewals_from_a_command_keep_one_continuous_session() {
     assert_eq!(after_login[2]["data"]["expiresAt"], last);
     // Every event since the login is a renewal: no offline moment, no status change.
     let rest = c.events_so_far();
-    assert!(rest.iter().all(|e| e["event"] == "onUserSigRenewed"), "{:?}", names(&rest));
+    assert!(
+        rest.iter().all(|e| e["event"] == "onUserSigRenewed"),
+        "{:?}",
+        names(&rest)
+    );
     after_login.extend(rest);
     // The server saw one login and three re-authentications on one connection.
     let alice = server.user_stats("alice");
@@ -177,7 +196,8 @@ fn three_renewals_from_a_command_keep_one_continuous_session() {
     assert_eq!(server.stats()["connectionsTotal"], connections);
     // The state file holds the newest ticket, for a restart.
     wait_until(T, "the state file to hold the newest ticket", || {
-        d.session_file().is_some_and(|f| f["userSig"] == issued[2].as_str())
+        d.session_file()
+            .is_some_and(|f| f["userSig"] == issued[2].as_str())
     });
 
     seen.extend(after_login);
@@ -210,17 +230,41 @@ fn a_failing_provider_is_retried_until_the_ticket_expires_then_left_alone() {
     c.wait_status(T, "connected", |s| s["connection"] == "connected");
     let first = ticket("alice", 8);
     c.ok("login", json!({"userID": "alice", "userSig": first}));
-    let seen = c.events_until(Duration::from_secs(20), |e| e["event"] == "onUserSigExpired");
-    let failed: Vec<&Value> = seen.iter().filter(|e| e["event"] == "onUserSigRenewFailed").collect();
+    let seen = c.events_until(Duration::from_secs(20), |e| {
+        e["event"] == "onUserSigExpired"
+    });
+    let failed: Vec<&Value> = seen
+        .iter()
+        .filter(|e| e["event"] == "onUserSigRenewFailed")
+        .collect();
     assert!(failed.len() >= 4, "{:?}", names(&seen));
     // Each kind of failure, with its code and a reason that quotes nothing secret.
-    let codes: Vec<i64> = failed.iter().map(|e| e["data"]["code"].as_i64().unwrap()).collect();
+    let codes: Vec<i64> = failed
+        .iter()
+        .map(|e| e["data"]["code"].as_i64().unwrap())
+        .collect();
     assert_eq!(&codes[..4], [-32004, -32004, 70003, 70013], "{failed:?}");
     let desc = |i: usize| failed[i]["data"]["desc"].as_str().unwrap();
-    assert!(desc(0).contains("exited with status 1") && desc(0).contains("provider broke: no route to the vault"), "{}", desc(0));
-    assert!(!desc(0).contains("starting up"), "only the last line of stderr");
-    assert!(desc(1).contains("did not finish within 300 ms"), "{}", desc(1));
-    assert!(desc(2).contains("not a UserSig") && !desc(2).contains("not a ticket at all"), "{}", desc(2));
+    assert!(
+        desc(0).contains("exited with status 1")
+            && desc(0).contains("provider broke: no route to the vault"),
+        "{}",
+        desc(0)
+    );
+    assert!(
+        !desc(0).contains("starting up"),
+        "only the last line of stderr"
+    );
+    assert!(
+        desc(1).contains("did not finish within 300 ms"),
+        "{}",
+        desc(1)
+    );
+    assert!(
+        desc(2).contains("not a UserSig") && !desc(2).contains("not a ticket at all"),
+        "{}",
+        desc(2)
+    );
     assert!(desc(3).contains("another user"), "{}", desc(3));
     // Each failure before the last announced its retry, within the backoff's bound (the
     // last may announce none, or one the expiry came before).
@@ -234,12 +278,18 @@ fn a_failing_provider_is_retried_until_the_ticket_expires_then_left_alone() {
         .skip(2)
         .collect();
     assert!(
-        after_login[..after_login.len() - 1].iter().all(|n| *n == "onUserSigRenewFailed"),
+        after_login[..after_login.len() - 1]
+            .iter()
+            .all(|n| *n == "onUserSigRenewFailed"),
         "{after_login:?}"
     );
     let status = c.wait_status(T, "logged out", |s| s["loginStatus"] == 3);
     let calls = status["auth"]["calls"].as_u64().unwrap();
-    assert_eq!(calls as usize, failed.len(), "one provider call per failure");
+    assert_eq!(
+        calls as usize,
+        failed.len(),
+        "one provider call per failure"
+    );
     assert_eq!(provider.calls(), calls + 1, "and the warm-up");
     assert_eq!(status["auth"]["lastError"]["code"], codes[codes.len() - 1]);
     assert!(status["auth"]["nextRenewAt"].is_null());
@@ -254,7 +304,11 @@ fn a_failing_provider_is_retried_until_the_ticket_expires_then_left_alone() {
     let later = c.ok("status", json!({}));
     assert_eq!(later["auth"]["calls"], calls);
     let rest = c.events_so_far();
-    assert!(rest.iter().all(|e| e["event"] == "onLoginStatusChanged"), "{:?}", names(&rest));
+    assert!(
+        rest.iter().all(|e| e["event"] == "onLoginStatusChanged"),
+        "{:?}",
+        names(&rest)
+    );
 
     let mut secrets = provider.issued();
     secrets.push(first);
@@ -276,19 +330,25 @@ fn a_provider_and_a_user_id_log_in_at_start_and_a_kick_is_final() {
     let d = start(&server, &settings);
     let mut c = d.client();
     // No RPC but status: logged in.
-    let s = c.wait_status(T, "logged in", |s| s["loginStatus"] == 1 && s["online"] == true);
+    let s = c.wait_status(T, "logged in", |s| {
+        s["loginStatus"] == 1 && s["online"] == true
+    });
     assert_eq!(s["userID"], "alice");
     assert_eq!(s["auth"]["calls"], 1);
     let due = s["auth"]["nextRenewAt"].as_i64().unwrap();
     let mut sub = subscribe_all(&d);
-    sub.events_until(T, |e| e["event"] == "onLoginStatusChanged" && e["data"]["status"] == 1);
+    sub.events_until(T, |e| {
+        e["event"] == "onLoginStatusChanged" && e["data"]["status"] == 1
+    });
     server.rest("im_open_login_svc/kick", json!({"UserID": "alice"}));
     let (_, before) = sub.wait_event("onKickedOffline", T);
     assert!(before.is_empty(), "{before:?}");
     let s = c.wait_status(T, "logged out", |s| s["loginStatus"] == 3);
     assert!(s["auth"]["nextRenewAt"].is_null(), "{s}");
     // The renewal time passes; the daemon keeps heartbeating; nothing logs in.
-    wait_until(Duration::from_secs(20), "the renewal time to pass", || now_unix() > due + 1);
+    wait_until(Duration::from_secs(20), "the renewal time to pass", || {
+        now_unix() > due + 1
+    });
     server.wait_heartbeats(2);
     assert_eq!(provider.calls(), 1);
     let s = c.ok("status", json!({}));
@@ -328,7 +388,11 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<(Vec<String>, Vec<u8
     }
     let len = head
         .iter()
-        .find_map(|h| h.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+        .find_map(|h| {
+            h.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap())
+        })
         .unwrap_or(0);
     let mut body = vec![0; len];
     rd.read_exact(&mut body).ok()?;
@@ -346,19 +410,23 @@ impl TicketServer {
         std::thread::spawn(move || {
             for stream in l.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let Some((head, body)) = read_request(&mut stream) else { continue };
+                let Some((head, body)) = read_request(&mut stream) else {
+                    continue;
+                };
                 let n = r.fetch_add(1, Ordering::SeqCst) + 1;
-                let want = format!("authorization: bearer {}", t.lock().unwrap()).to_ascii_lowercase();
+                let want =
+                    format!("authorization: bearer {}", t.lock().unwrap()).to_ascii_lowercase();
                 let authorised = head.iter().any(|h| h.to_ascii_lowercase() == want);
                 let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                let (status, reply) = if !authorised || head[0] != "POST /sig HTTP/1.1" || req["sdkAppID"] != APP {
-                    ("401 Unauthorized", "{}".to_owned())
-                } else {
-                    // Each ticket lives longer than the one before.
-                    let sig = ticket(req["userID"].as_str().unwrap(), 3600 + n as i64 * 10);
-                    i.lock().unwrap().push(sig.clone());
-                    ("200 OK", json!({"userSig": sig}).to_string())
-                };
+                let (status, reply) =
+                    if !authorised || head[0] != "POST /sig HTTP/1.1" || req["sdkAppID"] != APP {
+                        ("401 Unauthorized", "{}".to_owned())
+                    } else {
+                        // Each ticket lives longer than the one before.
+                        let sig = ticket(req["userID"].as_str().unwrap(), 3600 + n as i64 * 10);
+                        i.lock().unwrap().push(sig.clone());
+                        ("200 OK", json!({"userSig": sig}).to_string())
+                    };
                 let _ = write!(
                     stream,
                     "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
@@ -366,7 +434,12 @@ impl TicketServer {
                 );
             }
         });
-        TicketServer { port, requests, token, issued }
+        TicketServer {
+            port,
+            requests,
+            token,
+            issued,
+        }
     }
 }
 
@@ -386,20 +459,31 @@ fn the_url_provider_posts_with_the_bearer_token_and_renews_on_demand() {
     let token_file = private_file(dir.path(), "token", &format!("{token}\n"));
     let settings = vec![
         ("auth.provider", "\"url\"".to_owned()),
-        ("auth.url", format!("\"http://127.0.0.1:{}/sig\"", tickets.port)),
-        ("auth.bearer_token_file", format!("{:?}", token_file.display().to_string())),
+        (
+            "auth.url",
+            format!("\"http://127.0.0.1:{}/sig\"", tickets.port),
+        ),
+        (
+            "auth.bearer_token_file",
+            format!("{:?}", token_file.display().to_string()),
+        ),
         ("auth.user_id", "\"alice\"".to_owned()),
     ];
     let d = start(&server, &settings);
     let mut c = d.client();
-    let s = c.wait_status(T, "logged in", |s| s["loginStatus"] == 1 && s["online"] == true);
+    let s = c.wait_status(T, "logged in", |s| {
+        s["loginStatus"] == 1 && s["online"] == true
+    });
     assert_eq!(s["auth"]["provider"], "url");
     assert_eq!(tickets.requests.load(Ordering::SeqCst), 1);
     let mut sub = subscribe_all(&d);
     // renewUserSig: a new ticket now, in place.
     let r = c.ok("renewUserSig", json!({}));
     let second = tickets.issued.lock().unwrap()[1].clone();
-    assert_eq!(r["expiresAt"], imlink::usersig::decode(&second).unwrap().expires_at());
+    assert_eq!(
+        r["expiresAt"],
+        imlink::usersig::decode(&second).unwrap().expires_at()
+    );
     let (e, _) = sub.wait_event("onUserSigRenewed", T);
     assert_eq!(e["data"]["expiresAt"], r["expiresAt"]);
     assert_eq!(server.user_stats("alice")["reauthentications"], 1);
@@ -423,7 +507,11 @@ fn the_url_provider_posts_with_the_bearer_token_and_renews_on_demand() {
         .args(["--socket", d.socket.to_str().unwrap(), "renew"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("UserSig renewed: expires "));
     let rest = sub.events_so_far();
     let mut secrets = tickets.issued.lock().unwrap().clone();
@@ -444,11 +532,16 @@ fn the_key_file_must_be_private_and_then_signs_the_logins() {
     ];
     let mut d = start(&server, &settings);
     let mut c = d.client();
-    let s = c.wait_status(T, "logged in", |s| s["loginStatus"] == 1 && s["online"] == true);
+    let s = c.wait_status(T, "logged in", |s| {
+        s["loginStatus"] == 1 && s["online"] == true
+    });
     assert_eq!(s["auth"]["provider"], "key_file");
     // Signed for a week.
     let exp = s["userSigExpiresAt"].as_i64().unwrap();
-    assert!((now_unix() + 604_700..=now_unix() + 604_800).contains(&exp), "{s}");
+    assert!(
+        (now_unix() + 604_700..=now_unix() + 604_800).contains(&exp),
+        "{s}"
+    );
     // A login without a ticket, for another user, is signed too.
     c.ok("login", json!({"userID": "bob"}));
     assert_eq!(c.ok("status", json!({}))["userID"], "bob");
@@ -456,7 +549,10 @@ fn the_key_file_must_be_private_and_then_signs_the_logins() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (st, err) = d.run_second(&["--check-config"]);
     assert!(!st.success());
-    assert!(err.contains("auth.key_file") && err.contains("0644"), "{err}");
+    assert!(
+        err.contains("auth.key_file") && err.contains("0644"),
+        "{err}"
+    );
     assert!(!err.contains(KEY), "{err}");
     d.stop();
     let (st, err) = d.run_second(&[]);

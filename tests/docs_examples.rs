@@ -419,7 +419,9 @@ fn renewal_events(server: &DevServer) -> Vec<String> {
     let sub = UnixStream::connect(&d.socket).unwrap();
     sub.set_read_timeout(Some(T)).unwrap();
     (&sub)
-        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\",\"params\":{\"since\":0}}\n")
+        .write_all(
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\",\"params\":{\"since\":0}}\n",
+        )
         .unwrap();
     let mut rd = BufReader::new(sub);
     let mut lines = Vec::new();

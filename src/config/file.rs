@@ -132,7 +132,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("key");
         std::fs::write(&f, b"s3cret-key\n").unwrap();
-        for (mode, ok) in [(0o600, true), (0o400, true), (0o640, false), (0o644, false), (0o602, false)] {
+        for (mode, ok) in [
+            (0o600, true),
+            (0o400, true),
+            (0o640, false),
+            (0o644, false),
+            (0o602, false),
+        ] {
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
             let r = read_secret_file(&f, 4096);
             assert_eq!(r.is_ok(), ok, "{mode:o}: {r:?}");
@@ -143,7 +149,11 @@ mod tests {
         }
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_secret_file(&f, 4096).unwrap(), "s3cret-key");
-        for (bad, why) in [(&b"\n"[..], "empty"), (b"a\nb\n", "control"), (b"\xff\xfe", "UTF-8")] {
+        for (bad, why) in [
+            (&b"\n"[..], "empty"),
+            (b"a\nb\n", "control"),
+            (b"\xff\xfe", "UTF-8"),
+        ] {
             std::fs::write(&f, bad).unwrap();
             let e = read_secret_file(&f, 4096).unwrap_err().to_string();
             assert!(e.contains(why), "{e}");

@@ -724,7 +724,10 @@ fn the_rendered_configuration_loads_back_to_the_same_values() {
             "{key} missing in\n{text}"
         );
     }
-    assert!(!text.contains("the-app-key") && !text.contains("the-token"), "{text}");
+    assert!(
+        !text.contains("the-app-key") && !text.contains("the-token"),
+        "{text}"
+    );
     let f = toml_file(&text);
     let again = load_ok(&with_file(&f), &user_env(&[]));
     assert_eq!(again.config, l.config);
@@ -1371,38 +1374,92 @@ fn the_auth_keys_are_checked_and_need_each_other() {
         ]),
     );
     assert_eq!(ok.config.auth.provider, AuthProvider::Command);
-    assert_eq!(ok.config.auth.command, ["/usr/bin/get-sig", "--app", "prod"]);
+    assert_eq!(
+        ok.config.auth.command,
+        ["/usr/bin/get-sig", "--app", "prod"]
+    );
     let f = toml_file(&format!(
         "[auth]\nprovider = \"key_file\"\nkey_file = {:?}\n",
         path_str(&key)
     ));
-    assert_eq!(load_ok(&with_file(&f), &user_env(&[])).config.auth.key_file.as_deref(), Some(key.path()));
+    assert_eq!(
+        load_ok(&with_file(&f), &user_env(&[]))
+            .config
+            .auth
+            .key_file
+            .as_deref(),
+        Some(key.path())
+    );
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
-        (vec![("IMLINK_AUTH__PROVIDER", "ldap")], "must be \"none\", \"command\", \"url\" or \"key_file\""),
-        (vec![("IMLINK_AUTH__PROVIDER", "command")], "auth.provider = \"command\" (environment IMLINK_AUTH__PROVIDER) needs auth.command"),
-        (vec![("IMLINK_AUTH__PROVIDER", "url")], "needs auth.url"),
-        (vec![("IMLINK_AUTH__PROVIDER", "key_file")], "needs auth.key_file"),
-        (vec![("IMLINK_AUTH__KEY_FILE", path_str(&loose))], "its mode is 0644"),
-        (vec![("IMLINK_AUTH__BEARER_TOKEN_FILE", path_str(&loose))], "must not be readable or writable by group or others"),
-        (vec![("IMLINK_AUTH__URL", "http://example.net/sig")], "http:// only on a loopback address"),
-        (vec![("IMLINK_AUTH__URL", "https://u:p@example.net/sig")], "without user name, password"),
-        (vec![("IMLINK_AUTH__URL", "ftp://example.net/")], "must be an https:// URL"),
-        (vec![("IMLINK_AUTH__USER_ID", "a b")], "must be a UserID"),
-        (vec![("IMLINK_AUTH__USER_ID", "alice")], "auth.user_id (environment IMLINK_AUTH__USER_ID) needs auth.provider"),
         (
-            vec![("IMLINK_AUTH__USER_ID", "alice"), ("IMLINK_AUTH__PROVIDER", "command"), ("IMLINK_AUTH__COMMAND", "x")],
+            vec![("IMLINK_AUTH__PROVIDER", "ldap")],
+            "must be \"none\", \"command\", \"url\" or \"key_file\"",
+        ),
+        (
+            vec![("IMLINK_AUTH__PROVIDER", "command")],
+            "auth.provider = \"command\" (environment IMLINK_AUTH__PROVIDER) needs auth.command",
+        ),
+        (vec![("IMLINK_AUTH__PROVIDER", "url")], "needs auth.url"),
+        (
+            vec![("IMLINK_AUTH__PROVIDER", "key_file")],
+            "needs auth.key_file",
+        ),
+        (
+            vec![("IMLINK_AUTH__KEY_FILE", path_str(&loose))],
+            "its mode is 0644",
+        ),
+        (
+            vec![("IMLINK_AUTH__BEARER_TOKEN_FILE", path_str(&loose))],
+            "must not be readable or writable by group or others",
+        ),
+        (
+            vec![("IMLINK_AUTH__URL", "http://example.net/sig")],
+            "http:// only on a loopback address",
+        ),
+        (
+            vec![("IMLINK_AUTH__URL", "https://u:p@example.net/sig")],
+            "without user name, password",
+        ),
+        (
+            vec![("IMLINK_AUTH__URL", "ftp://example.net/")],
+            "must be an https:// URL",
+        ),
+        (vec![("IMLINK_AUTH__USER_ID", "a b")], "must be a UserID"),
+        (
+            vec![("IMLINK_AUTH__USER_ID", "alice")],
+            "auth.user_id (environment IMLINK_AUTH__USER_ID) needs auth.provider",
+        ),
+        (
+            vec![
+                ("IMLINK_AUTH__USER_ID", "alice"),
+                ("IMLINK_AUTH__PROVIDER", "command"),
+                ("IMLINK_AUTH__COMMAND", "x"),
+            ],
             "needs sdk.app_id",
         ),
-        (vec![("IMLINK_AUTH__TICKET_LIFETIME_SECS", "59")], "must be an integer from 60 to 3153600000"),
-        (vec![("IMLINK_AUTH__TIMEOUT_MS", "0")], "must be a positive integer"),
+        (
+            vec![("IMLINK_AUTH__TICKET_LIFETIME_SECS", "59")],
+            "must be an integer from 60 to 3153600000",
+        ),
+        (
+            vec![("IMLINK_AUTH__TIMEOUT_MS", "0")],
+            "must be a positive integer",
+        ),
         (vec![("IMLINK_AUTH__COMMAND", ",")], ""),
     ];
     for (env, want) in cases {
-        let r = load_with_default_path(&Overrides::default(), &user_env(&env), Path::new("/nonexistent/imlinkd.toml"));
+        let r = load_with_default_path(
+            &Overrides::default(),
+            &user_env(&env),
+            Path::new("/nonexistent/imlinkd.toml"),
+        );
         match r {
             Err(e) => assert!(e.to_string().contains(want), "{env:?}: {e}"),
             // A comma alone is an empty list: no command, which is fine without the provider.
-            Ok(l) => assert!(want.is_empty() && l.config.auth.command.is_empty(), "{env:?} loaded"),
+            Ok(l) => assert!(
+                want.is_empty() && l.config.auth.command.is_empty(),
+                "{env:?} loaded"
+            ),
         }
     }
     // The lifetime must exceed the lead, or every ticket would be renewed at once.
@@ -1415,10 +1472,16 @@ fn the_auth_keys_are_checked_and_need_each_other() {
     // http:// on loopback is fine; the URL is kept normalised.
     let l = load_ok(
         &Overrides::default(),
-        &user_env(&[("IMLINK_AUTH__URL", "http://127.0.0.1:9/sig"), ("IMLINK_AUTH__PROVIDER", "url")]),
+        &user_env(&[
+            ("IMLINK_AUTH__URL", "http://127.0.0.1:9/sig"),
+            ("IMLINK_AUTH__PROVIDER", "url"),
+        ]),
     );
     assert_eq!(l.config.auth.url.as_deref(), Some("http://127.0.0.1:9/sig"));
     // A secret's content never appears in a message.
-    let e = load_err(&Overrides::default(), &user_env(&[("IMLINK_AUTH__KEY_FILE", path_str(&loose))]));
+    let e = load_err(
+        &Overrides::default(),
+        &user_env(&[("IMLINK_AUTH__KEY_FILE", path_str(&loose))]),
+    );
     assert!(!e.contains("k\n") && !e.ends_with(": k"), "{e}");
 }

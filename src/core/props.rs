@@ -91,7 +91,11 @@ fn input() -> impl Strategy<Value = SessionInput> {
             0u64..8,
             prop_oneof![
                 (
-                    prop_oneof![Just("sig".to_owned()), Just("s".to_owned()), Just("t".to_owned())],
+                    prop_oneof![
+                        Just("sig".to_owned()),
+                        Just("s".to_owned()),
+                        Just("t".to_owned())
+                    ],
                     any_i64()
                 )
                     .prop_map(|(sig, expires_at)| Ok(Fetched { sig, expires_at })),

@@ -350,7 +350,9 @@ fn is_ticket_refusal(c: i32) -> bool {
 fn is_wrong_ticket(c: i32) -> bool {
     matches!(
         c,
-        code::USERSIG_CHECK_FAILED | code::USERSIG_USERID_MISMATCH | code::USERSIG_SDKAPPID_MISMATCH
+        code::USERSIG_CHECK_FAILED
+            | code::USERSIG_USERID_MISMATCH
+            | code::USERSIG_SDKAPPID_MISMATCH
     )
 }
 
@@ -465,8 +467,7 @@ impl SessionMachine {
             SessionInput::Logout { caller } => self.on_logout(Some(caller), &mut out),
             SessionInput::Renew { caller } => self.on_renew(caller, &mut out),
             SessionInput::StartLogin { user } => {
-                if self.app_id.is_some() && self.settings.provider && self.phase == Phase::Logout
-                {
+                if self.app_id.is_some() && self.settings.provider && self.phase == Phase::Logout {
                     self.begin_provider(Vec::new(), user, Origin::Start, &mut out);
                 }
             }
@@ -698,7 +699,12 @@ impl SessionMachine {
     }
 
     /// Asks the provider for a ticket (counted in `status.auth.calls`).
-    fn start_fetch(&mut self, user: &str, purpose: Purpose, out: &mut Vec<SessionAction>) -> FetchId {
+    fn start_fetch(
+        &mut self,
+        user: &str,
+        purpose: Purpose,
+        out: &mut Vec<SessionAction>,
+    ) -> FetchId {
         let fetch = self.next_fetch;
         self.next_fetch = self.next_fetch.saturating_add(1);
         self.auth.calls = self.auth.calls.saturating_add(1);
@@ -1149,7 +1155,9 @@ impl SessionMachine {
         self.auth.last_error = None;
         let waiting = std::mem::take(&mut self.auth.renew_callers);
         reply_all(out, waiting, Ok(Reply::Renewed(exp)));
-        out.push(SessionAction::Emit(Event::UserSigRenewed { expires_at: exp }));
+        out.push(SessionAction::Emit(Event::UserSigRenewed {
+            expires_at: exp,
+        }));
     }
 
     /// A renewal failed: retried with the backoff while the ticket in use is still valid
@@ -1167,7 +1175,9 @@ impl SessionMachine {
         )
         .unwrap_or(u64::MAX)
         .min(MAX_TIMER_MS);
-        let due_ms = now_s.saturating_mul(1000).saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
+        let due_ms = now_s
+            .saturating_mul(1000)
+            .saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
         // Valid while now <= exp, i.e. before (exp + 1) s.
         let retry = match self.expires_at() {
             Some(exp) => due_ms < exp.saturating_add(1).saturating_mul(1000),
@@ -1223,7 +1233,12 @@ impl SessionMachine {
         }
         let Some(app_id) = self.app_id else { return };
         match (&mut self.phase, result) {
-            (Phase::Logining { sig, expires_at, .. }, Ok(t)) => {
+            (
+                Phase::Logining {
+                    sig, expires_at, ..
+                },
+                Ok(t),
+            ) => {
                 *sig = t.sig;
                 *expires_at = Some(t.expires_at);
                 self.auth.last_error = None;

@@ -692,7 +692,12 @@ fn ticket(sig: &str, expires_at: i64) -> Result<Fetched, Fail> {
     })
 }
 
-fn got(m: &mut SessionMachine, fetch: FetchId, r: Result<Fetched, Fail>, now: i64) -> Vec<SessionAction> {
+fn got(
+    m: &mut SessionMachine,
+    fetch: FetchId,
+    r: Result<Fetched, Fail>,
+    now: i64,
+) -> Vec<SessionAction> {
     m.handle(I::TicketFetched { fetch, result: r }, now, 0.5)
 }
 
@@ -724,10 +729,16 @@ fn provider_logged_in() -> SessionMachine {
         NOW,
         0.5,
     );
-    assert_eq!(status_changes(&a), vec![(LoginStatus::Logining, "login".into())]);
+    assert_eq!(
+        status_changes(&a),
+        vec![(LoginStatus::Logining, "login".into())]
+    );
     let (f, p) = fetch_of(&a).unwrap();
     assert_eq!(p, Purpose::Login);
-    assert!(sent_login(&a).is_none(), "nothing is sent before the ticket");
+    assert!(
+        sent_login(&a).is_none(),
+        "nothing is sent before the ticket"
+    );
     assert_eq!(timer_ms(&a, Timer::LoginDeadline), Some(30_000));
     let a = got(&mut m, f, ticket("S1", NOW + 6), NOW);
     assert_eq!(sent_sig(&a).as_deref(), Some("S1"));
@@ -742,7 +753,10 @@ fn provider_logged_in() -> SessionMachine {
         0.5,
     );
     assert_eq!(replies(&a), vec![(2, Ok(Reply::Done))]);
-    assert_eq!(status_changes(&a), vec![(LoginStatus::Logined, "login".into())]);
+    assert_eq!(
+        status_changes(&a),
+        vec![(LoginStatus::Logined, "login".into())]
+    );
     // Renewal at the lead (2 s) or halfway (3 s), whichever is later; no warning event.
     assert_eq!(timer_ms(&a, Timer::Renew), Some(3000));
     assert_eq!(timer_ms(&a, Timer::Expiring), None);
@@ -785,31 +799,56 @@ fn the_provider_failing_at_login_fails_the_login_once() {
         0.5,
     );
     let (f, _) = fetch_of(&a).unwrap();
-    let a = got(&mut m, f, Err(Fail::new(code::AUTH_PROVIDER_FAILED, "exit 1")), NOW);
+    let a = got(
+        &mut m,
+        f,
+        Err(Fail::new(code::AUTH_PROVIDER_FAILED, "exit 1")),
+        NOW,
+    );
     assert_eq!(replies(&a), vec![(2, Err(code::AUTH_PROVIDER_FAILED))]);
-    assert_eq!(status_changes(&a), vec![(LoginStatus::Logout, "loginFailed".into())]);
+    assert_eq!(
+        status_changes(&a),
+        vec![(LoginStatus::Logout, "loginFailed".into())]
+    );
     assert_eq!(fetches(&a), 0);
     assert!(a.contains(&A::CancelTimer(Timer::LoginDeadline)));
-    assert_eq!(m.auth().last_error.as_ref().map(|f| f.code), Some(code::AUTH_PROVIDER_FAILED));
+    assert_eq!(
+        m.auth().last_error.as_ref().map(|f| f.code),
+        Some(code::AUTH_PROVIDER_FAILED)
+    );
 }
 
 #[test]
 fn auth_user_id_logs_in_at_start_and_waits_for_the_link() {
     let mut m = provided();
-    let a = m.handle(I::StartLogin { user: "alice".into() }, NOW, 0.5);
+    let a = m.handle(
+        I::StartLogin {
+            user: "alice".into(),
+        },
+        NOW,
+        0.5,
+    );
     let (f, p) = fetch_of(&a).unwrap();
     assert_eq!(p, Purpose::Login);
-    assert_eq!(timer_ms(&a, Timer::LoginDeadline), None, "no deadline at start");
+    assert_eq!(
+        timer_ms(&a, Timer::LoginDeadline),
+        None,
+        "no deadline at start"
+    );
     let a = got(&mut m, f, ticket("S1", NOW + 600), NOW);
     assert!(sent_login(&a).is_none(), "the link is down");
     let a = m.handle(I::LinkUp, NOW + 100, 0.5);
     assert_eq!(sent_sig(&a).as_deref(), Some("S1"));
     // Only once, and only when nothing is logged in.
     let mut m = provider_logged_in();
-    assert!(m.handle(I::StartLogin { user: "bob".into() }, NOW, 0.5).is_empty());
+    assert!(m
+        .handle(I::StartLogin { user: "bob".into() }, NOW, 0.5)
+        .is_empty());
     // Without a provider, nothing.
     let mut m = inited();
-    assert!(m.handle(I::StartLogin { user: "bob".into() }, NOW, 0.5).is_empty());
+    assert!(m
+        .handle(I::StartLogin { user: "bob".into() }, NOW, 0.5)
+        .is_empty());
 }
 
 #[test]
@@ -834,8 +873,15 @@ fn renewals_reauthenticate_in_place_without_a_status_change() {
             0.5,
         );
         assert!(status_changes(&a).is_empty());
-        assert_eq!(events(&a), vec![Event::UserSigRenewed { expires_at: now + 6 }]);
-        assert!(a.iter().any(|x| matches!(x, A::Persist(Some(s)) if s.sig == sig)));
+        assert_eq!(
+            events(&a),
+            vec![Event::UserSigRenewed {
+                expires_at: now + 6
+            }]
+        );
+        assert!(a
+            .iter()
+            .any(|x| matches!(x, A::Persist(Some(s)) if s.sig == sig)));
         assert_eq!(timer_ms(&a, Timer::Renew), Some(3000));
         assert_eq!(m.status(), LoginStatus::Logined);
         assert!(m.online());
@@ -856,7 +902,12 @@ fn a_failing_provider_is_retried_with_backoff_until_the_ticket_expires() {
         let Some((f, _)) = fetch_of(&a) else {
             panic!("no fetch at {now}: {a:?}")
         };
-        let a = got(&mut m, f, Err(Fail::new(code::AUTH_PROVIDER_FAILED, "exit 1")), now);
+        let a = got(
+            &mut m,
+            f,
+            Err(Fail::new(code::AUTH_PROVIDER_FAILED, "exit 1")),
+            now,
+        );
         assert!(sent_login(&a).is_none());
         let ev = events(&a);
         let Some(Event::UserSigRenewFailed {
@@ -882,11 +933,17 @@ fn a_failing_provider_is_retried_with_backoff_until_the_ticket_expires() {
         }
     }
     // The backoff grew (1 s, 1.6 s, …) and stopped before the expiry at NOW + 6.
-    assert!(!retries.is_empty() && retries.windows(2).all(|w| w[0] <= w[1]), "{retries:?}");
+    assert!(
+        !retries.is_empty() && retries.windows(2).all(|w| w[0] <= w[1]),
+        "{retries:?}"
+    );
     assert!(now <= NOW + 7);
     let a = m.handle(I::TimerFired(Timer::Expiry), NOW + 7, 0.5);
     assert_eq!(events(&a)[0], Event::UserSigExpired {});
-    assert_eq!(status_changes(&a), vec![(LoginStatus::Logout, "userSigExpired".into())]);
+    assert_eq!(
+        status_changes(&a),
+        vec![(LoginStatus::Logout, "userSigExpired".into())]
+    );
     // Then nothing asks the provider or the server again.
     for i in [
         I::TimerFired(Timer::Renew),
@@ -920,14 +977,18 @@ fn a_ticket_the_server_refused_as_wrong_is_not_sent_again() {
             NOW + 3,
             0.5,
         );
-        assert!(matches!(events(&a)[..], [Event::UserSigRenewFailed { code, retry_in_ms: Some(_), .. }] if code == refusal));
+        assert!(
+            matches!(events(&a)[..], [Event::UserSigRenewFailed { code, retry_in_ms: Some(_), .. }] if code == refusal)
+        );
         assert!(m.online(), "the login in use is kept");
         // The same output again: reported without sending it.
         let a = m.handle(I::TimerFired(Timer::Renew), NOW + 4, 0.5);
         let (f, _) = fetch_of(&a).unwrap();
         let a = got(&mut m, f, ticket("BAD", NOW + 10), NOW + 4);
         assert!(sent_login(&a).is_none());
-        assert!(matches!(events(&a)[..], [Event::UserSigRenewFailed { code, .. }] if code == refusal));
+        assert!(
+            matches!(events(&a)[..], [Event::UserSigRenewFailed { code, .. }] if code == refusal)
+        );
         // Another one is tried.
         let a = m.handle(I::TimerFired(Timer::Renew), NOW + 5, 0.5);
         let (f, _) = fetch_of(&a).unwrap();
@@ -944,7 +1005,13 @@ fn a_provider_ticket_that_is_not_newer_is_a_failure() {
         let (f, _) = fetch_of(&a).unwrap();
         let a = got(&mut m, f, ticket(sig, exp), NOW + 3);
         assert!(sent_login(&a).is_none(), "{sig} {exp}");
-        assert!(matches!(events(&a)[..], [Event::UserSigRenewFailed { code: code::AUTH_PROVIDER_FAILED, .. }]));
+        assert!(matches!(
+            events(&a)[..],
+            [Event::UserSigRenewFailed {
+                code: code::AUTH_PROVIDER_FAILED,
+                ..
+            }]
+        ));
     }
 }
 
@@ -1009,7 +1076,10 @@ fn an_expired_refusal_fetches_once_and_retries_once() {
         NOW,
         0.5,
     );
-    assert_eq!(status_changes(&a), vec![(LoginStatus::Logining, "restore".into())]);
+    assert_eq!(
+        status_changes(&a),
+        vec![(LoginStatus::Logining, "restore".into())]
+    );
     let a = m.handle(I::LinkUp, NOW, 0.5);
     assert!(sent_login(&a).is_none(), "an expired ticket is never sent");
     let (f, p) = fetch_of(&a).unwrap();
@@ -1024,8 +1094,13 @@ fn an_expired_refusal_fetches_once_and_retries_once() {
         NOW,
         0.5,
     );
-    assert!(a.iter().any(|x| matches!(x, A::Persist(Some(s)) if s.sig == "NEW")));
-    assert_eq!(status_changes(&a), vec![(LoginStatus::Logined, "restore".into())]);
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, A::Persist(Some(s)) if s.sig == "NEW")));
+    assert_eq!(
+        status_changes(&a),
+        vec![(LoginStatus::Logined, "restore".into())]
+    );
 
     // The refresh failing ends the session as a dead ticket does.
     let mut m = SessionMachine::new(SessionSettings {
@@ -1042,9 +1117,23 @@ fn an_expired_refusal_fetches_once_and_retries_once() {
     );
     let a = m.handle(I::LinkUp, NOW, 0.5);
     let (f, _) = fetch_of(&a).unwrap();
-    let a = got(&mut m, f, Err(Fail::new(code::AUTH_PROVIDER_FAILED, "timeout")), NOW);
+    let a = got(
+        &mut m,
+        f,
+        Err(Fail::new(code::AUTH_PROVIDER_FAILED, "timeout")),
+        NOW,
+    );
     let ev = events(&a);
-    assert!(matches!(ev[0], Event::UserSigRenewFailed { retry_in_ms: None, .. }), "{ev:?}");
+    assert!(
+        matches!(
+            ev[0],
+            Event::UserSigRenewFailed {
+                retry_in_ms: None,
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
     assert_eq!(ev[1], Event::UserSigExpired {});
     assert_eq!(m.status(), LoginStatus::Logout);
 }
@@ -1104,12 +1193,20 @@ fn renew_user_sig_renews_now_and_answers_every_caller() {
     );
     assert_eq!(
         replies(&a),
-        vec![(5, Ok(Reply::Renewed(NOW + 7))), (6, Ok(Reply::Renewed(NOW + 7)))]
+        vec![
+            (5, Ok(Reply::Renewed(NOW + 7))),
+            (6, Ok(Reply::Renewed(NOW + 7)))
+        ]
     );
     // A failure is answered too, and retried on schedule.
     let a = m.handle(I::Renew { caller: 8 }, NOW + 2, 0.5);
     let (f, _) = fetch_of(&a).unwrap();
-    let a = got(&mut m, f, Err(Fail::new(code::USERSIG_USERID_MISMATCH, "bob's")), NOW + 2);
+    let a = got(
+        &mut m,
+        f,
+        Err(Fail::new(code::USERSIG_USERID_MISMATCH, "bob's")),
+        NOW + 2,
+    );
     assert_eq!(replies(&a), vec![(8, Err(code::USERSIG_USERID_MISMATCH))]);
     assert!(timer_ms(&a, Timer::Renew).is_some());
     // A logout answers the waiting callers.
@@ -1127,8 +1224,15 @@ fn offline_the_renewed_ticket_waits_for_the_next_re_login() {
     let (f, _) = fetch_of(&a).unwrap();
     let a = got(&mut m, f, ticket("S2", NOW + 9), NOW + 3);
     assert!(sent_login(&a).is_none());
-    assert_eq!(events(&a), vec![Event::UserSigRenewed { expires_at: NOW + 9 }]);
-    assert!(a.iter().any(|x| matches!(x, A::Persist(Some(s)) if s.sig == "S2")));
+    assert_eq!(
+        events(&a),
+        vec![Event::UserSigRenewed {
+            expires_at: NOW + 9
+        }]
+    );
+    assert!(a
+        .iter()
+        .any(|x| matches!(x, A::Persist(Some(s)) if s.sig == "S2")));
     let a = m.handle(I::LinkUp, NOW + 4, 0.5);
     assert_eq!(sent_login(&a).map(|(_, auto)| auto), Some(true));
     assert_eq!(sent_sig(&a).as_deref(), Some("S2"));
@@ -1142,7 +1246,14 @@ fn a_connection_lost_during_the_reauthentication_is_a_failed_renewal() {
     let a = got(&mut m, f, ticket("S2", NOW + 9), NOW + 3);
     let (req, _) = sent_login(&a).unwrap();
     let a = m.handle(I::LinkDown, NOW + 3, 0.5);
-    assert!(matches!(events(&a)[..], [Event::UserSigRenewFailed { code: code::DISCONNECTED, retry_in_ms: Some(_), .. }]));
+    assert!(matches!(
+        events(&a)[..],
+        [Event::UserSigRenewFailed {
+            code: code::DISCONNECTED,
+            retry_in_ms: Some(_),
+            ..
+        }]
+    ));
     assert!(late_reply_ignored(&mut m, req));
     assert_eq!(m.expires_at(), Some(NOW + 6), "the old ticket stays");
 }

@@ -14,11 +14,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
-use crate::daemon::auth::Provider;
 use crate::codes::code;
 use crate::config::Config;
 use crate::core::backoff::Backoff;
 use crate::core::session::*;
+use crate::daemon::auth::Provider;
 use crate::daemon::hub::{Hub, SessionPart};
 use crate::daemon::link::{Link, LinkControl, LinkEvent, LinkReconfigure, LinkReply, LinkRequest};
 use crate::daemon::messages::*;

@@ -209,7 +209,10 @@ impl MethodCall {
                     Ok(None) => None,
                     _ => return Err(RpcError::bad_param(m, "userSig", "a non-empty string")),
                 };
-                if user_sig.as_ref().is_some_and(|s| s.len() > MAX_USERSIG_BYTES) {
+                if user_sig
+                    .as_ref()
+                    .is_some_and(|s| s.len() > MAX_USERSIG_BYTES)
+                {
                     return Err(RpcError::new(
                         code::INVALID_PARAMETERS,
                         format!(

@@ -129,7 +129,10 @@ impl CommandProvider {
         match status {
             Err(e) => return Err(why(format!("could not be waited for: {e}"))),
             Ok(st) if !st.success() => {
-                let how = match (st.code(), std::os::unix::process::ExitStatusExt::signal(&st)) {
+                let how = match (
+                    st.code(),
+                    std::os::unix::process::ExitStatusExt::signal(&st),
+                ) {
                     (Some(c), _) => format!("exited with status {c}"),
                     (None, Some(s)) => format!("was killed by signal {s}"),
                     _ => "failed".to_owned(),
@@ -141,7 +144,8 @@ impl CommandProvider {
         if too_much {
             return Err(why(format!("printed more than {MAX_OUTPUT_BYTES} bytes")));
         }
-        let text = String::from_utf8(out).map_err(|_| why("printed something that is not UTF-8 text".into()))?;
+        let text = String::from_utf8(out)
+            .map_err(|_| why("printed something that is not UTF-8 text".into()))?;
         if text.trim().is_empty() {
             return Err(why("printed nothing".into()));
         }

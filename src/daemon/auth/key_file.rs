@@ -29,9 +29,8 @@ impl KeySigner {
         let Some(path) = &self.path else {
             return Err(provider_failed("auth.key_file is not set"));
         };
-        let key = crate::config::read_secret_file(path, MAX_SECRET_FILE_BYTES).map_err(|e| {
-            provider_failed(format!("auth.key_file {}: {e}", path.display()))
-        })?;
+        let key = crate::config::read_secret_file(path, MAX_SECRET_FILE_BYTES)
+            .map_err(|e| provider_failed(format!("auth.key_file {}: {e}", path.display())))?;
         let sig = crate::usersig::generate(app_id, &key, user, self.lifetime, now.max(0));
         Ok(Output {
             sig,

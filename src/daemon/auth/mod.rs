@@ -48,9 +48,7 @@ impl Provider {
     pub fn from_config(cfg: &AuthConfig) -> Result<Provider, String> {
         Ok(match cfg.provider {
             AuthProvider::None => Provider::None,
-            AuthProvider::Command => {
-                Provider::Command(Rc::new(command::CommandProvider::new(cfg)))
-            }
+            AuthProvider::Command => Provider::Command(Rc::new(command::CommandProvider::new(cfg))),
             AuthProvider::Url => Provider::Url(Rc::new(url::UrlProvider::new(cfg)?)),
             AuthProvider::KeyFile => Provider::KeyFile(Rc::new(key_file::KeySigner::new(cfg))),
         })
@@ -268,19 +266,43 @@ mod tests {
             sig: good.clone(),
             expire_at: Some(now + 60),
         };
-        assert_eq!(check(early, APP, "alice", now).unwrap().expires_at, now + 60);
+        assert_eq!(
+            check(early, APP, "alice", now).unwrap().expires_at,
+            now + 60
+        );
         let late = Output {
             sig: good.clone(),
             expire_at: Some(now + 6000),
         };
-        assert_eq!(check(late, APP, "alice", now).unwrap().expires_at, now + 600);
+        assert_eq!(
+            check(late, APP, "alice", now).unwrap().expires_at,
+            now + 600
+        );
         let cases = [
-            (check(out(&good), APP, "bob", now), code::USERSIG_USERID_MISMATCH),
-            (check(out(&good), APP + 1, "alice", now), code::USERSIG_SDKAPPID_MISMATCH),
-            (check(out(&good), APP, "alice", now + 600), code::USERSIG_EXPIRED_LOCAL),
-            (check(out("not a ticket"), APP, "alice", now), code::USERSIG_CHECK_FAILED),
-            (check(out("abc\u{1b}[2J"), APP, "alice", now), code::USERSIG_CHECK_FAILED),
-            (check(out("eJyrVgrxDXIsSgAAHE0Ekw__"), APP, "alice", now), code::USERSIG_CHECK_FAILED),
+            (
+                check(out(&good), APP, "bob", now),
+                code::USERSIG_USERID_MISMATCH,
+            ),
+            (
+                check(out(&good), APP + 1, "alice", now),
+                code::USERSIG_SDKAPPID_MISMATCH,
+            ),
+            (
+                check(out(&good), APP, "alice", now + 600),
+                code::USERSIG_EXPIRED_LOCAL,
+            ),
+            (
+                check(out("not a ticket"), APP, "alice", now),
+                code::USERSIG_CHECK_FAILED,
+            ),
+            (
+                check(out("abc\u{1b}[2J"), APP, "alice", now),
+                code::USERSIG_CHECK_FAILED,
+            ),
+            (
+                check(out("eJyrVgrxDXIsSgAAHE0Ekw__"), APP, "alice", now),
+                code::USERSIG_CHECK_FAILED,
+            ),
             (
                 check(out(&"A".repeat(MAX_USERSIG_BYTES + 1)), APP, "alice", now),
                 code::USERSIG_CHECK_FAILED,
@@ -301,7 +323,10 @@ mod tests {
         for (r, c) in cases {
             let e = r.unwrap_err();
             assert_eq!(e.code, c, "{e:?}");
-            assert!(!e.message.contains(&good[..20]), "the ticket is never echoed");
+            assert!(
+                !e.message.contains(&good[..20]),
+                "the ticket is never echoed"
+            );
         }
     }
 }

@@ -74,8 +74,8 @@ impl UrlProvider {
     pub async fn post(&self, app_id: u64, user: &str) -> Result<Output, Fail> {
         let mut req = self.client.post(&self.url).timeout(self.timeout);
         if let Some(path) = &self.token_file {
-            let token = crate::config::read_secret_file(path, MAX_SECRET_FILE_BYTES)
-                .map_err(|e| {
+            let token =
+                crate::config::read_secret_file(path, MAX_SECRET_FILE_BYTES).map_err(|e| {
                     provider_failed(format!("auth.bearer_token_file {}: {e}", path.display()))
                 })?;
             if !token.bytes().all(|b| b.is_ascii_graphic()) {
