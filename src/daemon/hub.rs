@@ -18,7 +18,7 @@ use super::api::out::Out;
 use crate::clock::Clock;
 use crate::codes::LoginStatus;
 use crate::core::ring::{Cursor, Filter, Ring};
-use crate::proto::api::{ConnState, Event, Status, Subscribed};
+use crate::proto::api::{AuthStatus, ConnState, Event, Status, Subscribed};
 use crate::proto::UserFullInfo;
 
 /// The link's part of the status.
@@ -51,6 +51,8 @@ pub struct SessionPart {
     pub online: bool,
     /// The state file reflects the last change.
     pub state_saved: bool,
+    /// The UserSig provider's part.
+    pub auth: AuthStatus,
 }
 
 impl Default for SessionPart {
@@ -62,6 +64,7 @@ impl Default for SessionPart {
             expires_at: None,
             online: false,
             state_saved: true,
+            auth: AuthStatus::default(),
         }
     }
 }
@@ -236,6 +239,7 @@ impl Hub {
             state_saved: s.state_saved,
             boot_id: self.boot_id.clone(),
             last_seq: self.ring.borrow().last_seq(),
+            auth: s.auth.clone(),
         }
     }
 
