@@ -285,11 +285,20 @@ fn a_failing_provider_is_retried_until_the_ticket_expires_then_left_alone() {
     );
     let status = c.wait_status(T, "logged out", |s| s["loginStatus"] == 3);
     let calls = status["auth"]["calls"].as_u64().unwrap();
-    assert_eq!(
-        calls as usize,
-        failed.len(),
-        "one provider call per failure"
-    );
+    // One provider call per failure, plus the retry the last failure announced when the
+    // expiry came while that call was still running (its answer is for a login that is
+    // over, and dropped).
+    let last_announced_retry = !failed[failed.len() - 1]["data"]["retryInMs"].is_null();
+    let calls_n = usize::try_from(calls).unwrap();
+    if last_announced_retry {
+        assert!(
+            calls_n == failed.len() || calls_n == failed.len() + 1,
+            "{calls} calls for {} failures",
+            failed.len()
+        );
+    } else {
+        assert_eq!(calls_n, failed.len(), "one provider call per failure");
+    }
     assert_eq!(provider.calls(), calls + 1, "and the warm-up");
     assert_eq!(status["auth"]["lastError"]["code"], codes[codes.len() - 1]);
     assert!(status["auth"]["nextRenewAt"].is_null());
