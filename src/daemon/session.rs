@@ -39,6 +39,10 @@ pub struct Session {
     timers: HashMap<Timer, SpawnHandle>,
     /// The state file holds the latest state (the store retries failed writes).
     saved_ok: bool,
+    /// A profile pushed for the user being logged in before the login's answer was
+    /// processed (the answer and the pushes after it take different paths here):
+    /// published once the login holds, dropped if it fails.
+    early_info: Option<crate::proto::UserFullInfo>,
     /// Writes of the state file: how many were asked for, the last one that ends the
     /// login, the highest one known on disk, the highest one whose first attempt has an
     /// outcome.
@@ -109,6 +113,7 @@ impl Session {
             next_caller: 1,
             timers: HashMap::new(),
             saved_ok: true,
+            early_info: None,
             writes: 0,
             durable: 0,
             written: 0,
@@ -133,6 +138,20 @@ impl Session {
         self.publish();
         for a in actions {
             self.perform(a, ctx);
+        }
+        if self.early_info.is_some() {
+            match self.machine.status() {
+                _ if self.machine.online() => {
+                    if let Some(info) = self.early_info.take() {
+                        if info.user_id == self.machine.user() {
+                            self.emit(Event::SelfInfoUpdated { info });
+                        }
+                    }
+                }
+                crate::codes::LoginStatus::Logout => self.early_info = None,
+                // Logging in, or logged in and re-logging in on a new connection.
+                _ => {}
+            }
         }
         self.publish();
     }
@@ -491,16 +510,24 @@ impl Handler<LinkEvent> for Session {
     fn handle(&mut self, msg: LinkEvent, ctx: &mut Context<Self>) {
         match msg {
             LinkEvent::Up => self.input(SessionInput::LinkUp, ctx),
-            LinkEvent::Down => self.input(SessionInput::LinkDown, ctx),
+            LinkEvent::Down => {
+                // What the lost connection pushed early is not carried to the next one.
+                self.early_info = None;
+                self.input(SessionInput::LinkDown, ctx);
+            }
             LinkEvent::Kicked { why } => {
                 tracing::warn!("kicked offline: {why}");
                 self.input(SessionInput::Kicked, ctx);
             }
             LinkEvent::SigExpired => self.input(SessionInput::SigExpired, ctx),
             LinkEvent::SelfInfo(info) => {
-                if self.machine.online() && info.user_id == self.machine.user() {
+                if info.user_id != self.machine.user() {
+                } else if self.machine.online() {
                     // The hub keeps the profile of the event it publishes (getSelfInfo).
                     self.emit(Event::SelfInfoUpdated { info });
+                } else {
+                    // A login (or a re-login) whose answer is still on its way here.
+                    self.early_info = Some(info);
                 }
             }
         }

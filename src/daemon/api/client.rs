@@ -241,6 +241,11 @@ pub async fn serve(api: &Rc<Api>, stream: &UnixStream, out: &Rc<Out>, peer: Opti
         waiting: Rc::new(std::cell::Cell::new(0)),
         settled: Rc::new(tokio::sync::Notify::new()),
     };
+    let mut last_read = tokio::time::Instant::now();
+    let mut was_idle = false;
+    let mut armed_limit = Duration::from_millis(api.settings.borrow().idle_timeout_ms);
+    let idle_timer = tokio::time::sleep(armed_limit);
+    tokio::pin!(idle_timer);
     loop {
         if out.is_dead() {
             return;
@@ -265,16 +270,36 @@ pub async fn serve(api: &Rc<Api>, stream: &UnixStream, out: &Rc<Out>, peer: Opti
             }
             continue;
         }
-        let ready = if c.idle() {
-            match tokio::time::timeout(idle_limit, stream.readable()).await {
-                Err(_) => {
-                    tracing::debug!(
-                        "closing an API connection idle for {} ms",
-                        idle_limit.as_millis()
-                    );
-                    return;
+        let idle = c.idle();
+        if idle && !was_idle {
+            // Idle from now: the limit runs from here, not from the last request.
+            last_read = tokio::time::Instant::now();
+        }
+        was_idle = idle;
+        if idle_limit != armed_limit {
+            // A reload changed the limit.
+            armed_limit = idle_limit;
+            idle_timer.as_mut().reset(last_read + idle_limit);
+        }
+        let ready = if idle {
+            // One timer for the connection's life, moved on only when it fires: a
+            // request does not register and cancel a timer of its own.
+            loop {
+                tokio::select! {
+                    biased;
+                    r = stream.readable() => break r,
+                    () = &mut idle_timer => {
+                        let deadline = last_read + idle_limit;
+                        if tokio::time::Instant::now() >= deadline {
+                            tracing::debug!(
+                                "closing an API connection idle for {} ms",
+                                idle_limit.as_millis()
+                            );
+                            return;
+                        }
+                        idle_timer.as_mut().reset(deadline);
+                    }
                 }
-                Ok(r) => r,
             }
         } else {
             stream.readable().await
@@ -282,6 +307,7 @@ pub async fn serve(api: &Rc<Api>, stream: &UnixStream, out: &Rc<Out>, peer: Opti
         if ready.is_err() {
             return;
         }
+        last_read = tokio::time::Instant::now();
         match c.read(stream) {
             Read::Data | Read::Empty => {}
             Read::Failed => return,
