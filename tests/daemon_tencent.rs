@@ -99,6 +99,17 @@ fn tencent_daemon_with(server: &DevServer, extra: &[(&str, &str)], launch: Launc
     Daemon::start_with(server, &o, launch)
 }
 
+/// Events that may come between two steps of a test on a loaded machine without saying
+/// anything about the login: the SDK's own connection dropping and coming back.
+fn only_link_events(before: &[String]) -> bool {
+    before.iter().all(|n| {
+        matches!(
+            n.as_str(),
+            "onConnectFailed" | "onConnecting" | "onConnectSuccess"
+        )
+    })
+}
+
 fn logged_in_on_disk(d: &Daemon) -> bool {
     d.session_file().is_some_and(|f| f["loggedIn"] == true)
 }
@@ -352,7 +363,7 @@ fn a_rest_kick_logs_out_for_good() {
     let r = server.rest("im_open_login_svc/kick", json!({"UserID": "alice"}));
     assert_eq!(r["ActionStatus"], "OK");
     let (_, before) = c.wait_event("onKickedOffline", T);
-    assert!(before.is_empty(), "{before:?}");
+    assert!(only_link_events(&before), "{before:?}");
     let (st, _) = c.wait_event("onLoginStatusChanged", T);
     assert_eq!(
         (st["data"]["status"].as_i64(), st["data"]["reason"].as_str()),
@@ -385,7 +396,7 @@ fn kicked_by_another_device_never_logs_in_again() {
         0
     );
     let (_, before) = c.wait_event("onKickedOffline", T);
-    assert!(before.is_empty(), "{before:?}");
+    assert!(only_link_events(&before), "{before:?}");
     let (st, _) = c.wait_event("onLoginStatusChanged", T);
     assert_eq!(st["data"]["reason"], "kicked");
     assert_eq!(c.login_status(), 3);
