@@ -220,17 +220,19 @@ fn a_failing_provider_is_retried_until_the_ticket_expires_then_left_alone() {
     assert!(out.status.success());
     let mut settings = provider.settings();
     settings.extend([
-        ("sdk.usersig_expiring_lead_secs", "6".into()),
-        ("auth.timeout_ms", "300".into()),
+        ("sdk.usersig_expiring_lead_secs", "10".into()),
+        // Long enough for a shell script on a loaded machine, short enough that four
+        // kinds of failure fit before the expiry.
+        ("auth.timeout_ms", "2500".into()),
         ("reconnect.initial_ms", "100".into()),
         ("reconnect.max_ms", "300".into()),
     ]);
     let d = start(&server, &settings);
     let mut c = subscribe_all(&d);
     c.wait_status(T, "connected", |s| s["connection"] == "connected");
-    let first = ticket("alice", 8);
+    let first = ticket("alice", 12);
     c.ok("login", json!({"userID": "alice", "userSig": first}));
-    let seen = c.events_until(Duration::from_secs(20), |e| {
+    let seen = c.events_until(Duration::from_secs(30), |e| {
         e["event"] == "onUserSigExpired"
     });
     let failed: Vec<&Value> = seen
@@ -256,7 +258,7 @@ fn a_failing_provider_is_retried_until_the_ticket_expires_then_left_alone() {
         "only the last line of stderr"
     );
     assert!(
-        desc(1).contains("did not finish within 300 ms"),
+        desc(1).contains("did not finish within 2500 ms"),
         "{}",
         desc(1)
     );
@@ -299,7 +301,6 @@ fn a_failing_provider_is_retried_until_the_ticket_expires_then_left_alone() {
     } else {
         assert_eq!(calls_n, failed.len(), "one provider call per failure");
     }
-    assert_eq!(provider.calls(), calls + 1, "and the warm-up");
     assert_eq!(status["auth"]["lastError"]["code"], codes[codes.len() - 1]);
     assert!(status["auth"]["nextRenewAt"].is_null());
     // None of the bad tickets reached the server: it saw the one login only.
@@ -307,7 +308,11 @@ fn a_failing_provider_is_retried_until_the_ticket_expires_then_left_alone() {
     assert_eq!(alice["loginAttempts"], 1, "{alice}");
     // Later: no provider call, no login attempt (heartbeats prove the daemon went on).
     server.wait_heartbeats(3);
-    assert_eq!(provider.calls(), calls + 1);
+    assert_eq!(
+        provider.calls(),
+        calls + 1,
+        "the daemon's calls and the warm-up"
+    );
     assert_eq!(server.user_stats("alice")["loginAttempts"], 1);
     assert_eq!(server.user_stats("mallory"), Value::Null);
     let later = c.ok("status", json!({}));
