@@ -50,7 +50,8 @@ pub use paths::{
     MAX_SOCKET_PATH_BYTES,
 };
 pub use schema::{
-    ApiConfig, AuthConfig, AuthProvider, Backend, Config, EventsConfig, ReconnectConfig, SdkConfig,
+    AccountsConfig, ApiConfig, AuthConfig, AuthProvider, Backend, Config, EventsConfig, MetricsConfig,
+    ReconnectConfig, SdkConfig,
     ServerConfig, StateConfig, TencentConfig,
 };
 
