@@ -111,6 +111,47 @@ impl Tally {
     }
 }
 
+/// Counters of what happened since the start, from the events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Every event.
+    pub events: u64,
+    /// Logins accepted (status 1 after 2: `login`, `restore`).
+    pub logins: u64,
+    /// Silent re-logins accepted after a reconnect.
+    pub relogins: u64,
+    /// Silent re-logins refused (retried).
+    pub relogin_failures: u64,
+    /// Kicks.
+    pub kicks: u64,
+    /// Ticket expiries.
+    pub expiries: u64,
+    /// Connections that came up.
+    pub connects: u64,
+    /// Connect attempts that failed, and connections lost.
+    pub connect_failures: u64,
+}
+
+impl Counters {
+    fn count(&mut self, e: &Event) {
+        self.events = self.events.saturating_add(1);
+        let n = match e {
+            Event::LoginStatusChanged {
+                status: LoginStatus::Logined,
+                ..
+            } => &mut self.logins,
+            Event::Relogin { success: true, .. } => &mut self.relogins,
+            Event::Relogin { success: false, .. } => &mut self.relogin_failures,
+            Event::KickedOffline {} => &mut self.kicks,
+            Event::UserSigExpired {} => &mut self.expiries,
+            Event::ConnectSuccess {} => &mut self.connects,
+            Event::ConnectFailed { .. } => &mut self.connect_failures,
+            _ => return,
+        };
+        *n = n.saturating_add(1);
+    }
+}
+
 /// The index of a link state in [`Tally::by_conn`].
 pub fn conn_index(c: ConnState) -> usize {
     match c {
@@ -129,9 +170,14 @@ pub fn conn_index(c: ConnState) -> usize {
 pub struct Hub {
     /// The root hub (the ring, the subscribers), for an account's hub.
     root: Option<Rc<Hub>>,
+    /// The root hub of a daemon with many accounts.
+    multi: Cell<bool>,
     /// The account (its userID), for an account's hub.
     account: Option<Rc<str>>,
     tally: Cell<Tally>,
+    /// Events emitted, by name (the order of `EVENT_NAMES`), and the counters the
+    /// metrics derive from them.
+    counters: Cell<Counters>,
     boot_id: String,
     clock: Clock,
     conn: RefCell<ConnPart>,
@@ -164,8 +210,10 @@ impl Hub {
     ) -> Rc<Hub> {
         Rc::new(Hub {
             root: None,
+            multi: Cell::new(false),
             account: None,
             tally: Cell::new(Tally::default()),
+            counters: Cell::new(Counters::default()),
             boot_id,
             clock,
             conn: RefCell::new(ConnPart {
@@ -191,8 +239,10 @@ impl Hub {
     pub fn for_account(root: &Rc<Hub>, user: &str, server: String) -> Rc<Hub> {
         let hub = Rc::new(Hub {
             root: Some(root.clone()),
+            multi: Cell::new(false),
             account: Some(Rc::from(user)),
             tally: Cell::new(Tally::default()),
+            counters: Cell::new(Counters::default()),
             boot_id: root.boot_id.clone(),
             clock: root.clock,
             conn: RefCell::new(ConnPart {
@@ -234,6 +284,21 @@ impl Hub {
         };
         self.tally.set(t);
         self.changed.notify_waiters();
+    }
+
+    /// This root hub serves many accounts.
+    pub fn set_multi(&self) {
+        self.multi.set(true);
+    }
+
+    /// Does this root hub serve many accounts?
+    pub fn multi(&self) -> bool {
+        self.multi.get()
+    }
+
+    /// What happened since the start (root hub).
+    pub fn counters(&self) -> Counters {
+        self.counters.get()
     }
 
     /// The counts of the accounts (root hub).
@@ -467,6 +532,9 @@ impl Hub {
         info: &RefCell<Option<UserFullInfo>>,
     ) {
         let name = event.name();
+        let mut c = self.counters.get();
+        c.count(&event);
+        self.counters.set(c);
         let seq = self.ring.borrow().next_seq();
         let body = self.render_for(seq, account.as_deref(), &event);
         if let Event::SelfInfoUpdated { info: i } = event {

@@ -400,6 +400,11 @@ impl Store {
         self.dir.join(FILE_NAME)
     }
 
+    /// The userID in the file, logged in or not.
+    pub fn user(&self) -> Option<String> {
+        self.file.user_id.clone()
+    }
+
     /// This installation's instance id (32 lowercase hex digits).
     pub fn instance_id(&self) -> &str {
         &self.file.instance_id
