@@ -23,6 +23,7 @@ pub mod auth;
 pub mod hub;
 pub mod link;
 pub mod messages;
+pub mod metrics;
 pub mod session;
 pub mod socket;
 pub mod store;
@@ -158,6 +159,14 @@ pub async fn run(
         session.clone().recipient(),
         cfg.api.clone(),
     );
+    let exposition = match cfg.metrics.listen {
+        Some(addr) => {
+            let l = metrics::bind(addr).await?;
+            tracing::info!(listen = %addr, "serving the metrics at /metrics");
+            Some(tokio::task::spawn_local(metrics::serve(l, api.clone())))
+        }
+        None => None,
+    };
     let notifier = systemd::start_notifier(hub.clone(), session.clone().recipient());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -210,6 +219,9 @@ pub async fn run(
     api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;
     if let Some(n) = notifier {
         n.abort();
+    }
+    if let Some(x) = exposition {
+        x.abort();
     }
     tracing::info!("stopped");
     Ok(())
@@ -265,6 +277,14 @@ async fn run_multi(
     );
     let _ = api.accounts.set(registry.clone());
     registry.restore_all(cfg.state.restore_session);
+    let exposition = match cfg.metrics.listen {
+        Some(addr) => {
+            let l = metrics::bind(addr).await?;
+            tracing::info!(listen = %addr, "serving the metrics at /metrics");
+            Some(tokio::task::spawn_local(metrics::serve(l, api.clone())))
+        }
+        None => None,
+    };
     let notifier = systemd::start_notifier(hub.clone(), manager.clone().recipient());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -313,6 +333,9 @@ async fn run_multi(
     api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;
     if let Some(n) = notifier {
         n.abort();
+    }
+    if let Some(x) = exposition {
+        x.abort();
     }
     tracing::info!("stopped");
     Ok(())

@@ -388,6 +388,10 @@ no_params! {
     Reconnect => Reconnect, Empty;
     /// `renewUserSig`.
     RenewUserSig => RenewUserSig, Renewed;
+    /// `listAccounts`.
+    ListAccounts => ListAccounts, AccountList;
+    /// `metrics`.
+    GetMetrics => Metrics, MetricsResult;
 }
 
 /// `initSDK` params.
@@ -600,62 +604,6 @@ pub struct MetricsResult {
     pub events: u64,
     /// Connections with at least one subscription.
     pub subscribers: u64,
-}
-
-impl MetricsResult {
-    /// The Prometheus text exposition (format 0.0.4) of these figures.
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::with_capacity(2048);
-        let mut one = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {
-            out.push_str(&format!("# HELP imlink_{name} {help}\n# TYPE imlink_{name} {kind}\n"));
-            for (labels, v) in rows {
-                out.push_str(&format!("imlink_{name}{labels} {v}\n"));
-            }
-        };
-        one("accounts", "gauge", "Accounts of the daemon.", &[("", self.accounts)]);
-        one(
-            "accounts_by_status",
-            "gauge",
-            "Accounts by login status.",
-            &[
-                ("{status=\"logined\"}", self.logined),
-                ("{status=\"logining\"}", self.logining),
-                ("{status=\"logout\"}", self.logout),
-            ],
-        );
-        one("accounts_online", "gauge", "Accounts online.", &[("", self.online)]);
-        one(
-            "links",
-            "gauge",
-            "Links to the server by state.",
-            &[
-                ("{state=\"idle\"}", self.links_idle),
-                ("{state=\"connecting\"}", self.links_connecting),
-                ("{state=\"connected\"}", self.links_connected),
-                ("{state=\"waiting\"}", self.links_waiting),
-            ],
-        );
-        one("logins_total", "counter", "Logins accepted.", &[("", self.logins)]);
-        one("relogins_total", "counter", "Silent re-logins accepted.", &[("", self.relogins)]);
-        one(
-            "relogin_failures_total",
-            "counter",
-            "Silent re-logins refused.",
-            &[("", self.relogin_failures)],
-        );
-        one("kicks_total", "counter", "Accounts kicked offline.", &[("", self.kicks)]);
-        one("expiries_total", "counter", "Tickets expired.", &[("", self.expiries)]);
-        one("connects_total", "counter", "Connections that came up.", &[("", self.connects)]);
-        one(
-            "connect_failures_total",
-            "counter",
-            "Failed connect attempts and lost connections.",
-            &[("", self.connect_failures)],
-        );
-        one("events_total", "counter", "Events emitted.", &[("", self.events)]);
-        one("subscribers", "gauge", "API connections with a subscription.", &[("", self.subscribers)]);
-        out
-    }
 }
 
 // ------------------------------------------------------------------------- events
