@@ -76,7 +76,10 @@ fn logins_add_accounts_and_the_account_param_chooses_one() {
     assert_eq!(status_of(&mut c, "bob"), 1);
     let (code, msg) = c.call("status", json!({})).unwrap_err();
     assert_eq!(code, 6017);
-    assert!(msg.contains("parameter account") && msg.contains("2 accounts"), "{msg}");
+    assert!(
+        msg.contains("parameter account") && msg.contains("2 accounts"),
+        "{msg}"
+    );
     let (code, msg) = c
         .call("getLoginStatus", json!({"account": "carol"}))
         .unwrap_err();
@@ -88,7 +91,10 @@ fn logins_add_accounts_and_the_account_param_chooses_one() {
         "an account that is not a userID"
     );
     let s = c.ok("status", json!({"account": "bob"}));
-    assert_eq!((s["userID"].as_str(), s["loginStatus"].as_i64()), (Some("bob"), Some(1)));
+    assert_eq!(
+        (s["userID"].as_str(), s["loginStatus"].as_i64()),
+        (Some("bob"), Some(1))
+    );
     wait_until(T, "bob online", || {
         c.ok("status", json!({"account": "bob"}))["online"] == true
     });
@@ -113,8 +119,14 @@ fn logins_add_accounts_and_the_account_param_chooses_one() {
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
-    assert!(lines[0].starts_with("alice ") && lines[0].contains("LOGINED"), "{text}");
-    assert!(lines[1].starts_with("bob ") && lines[1].contains("connected"), "{text}");
+    assert!(
+        lines[0].starts_with("alice ") && lines[0].contains("LOGINED"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("bob ") && lines[1].contains("connected"),
+        "{text}"
+    );
     assert_eq!(lines[2], "2 of 2 accounts online");
 
     // Repeating a login of an account: repeatLogin, as with one account.
@@ -130,7 +142,10 @@ fn logins_add_accounts_and_the_account_param_chooses_one() {
     let bob_events = bob_only.events_until(T, |e| {
         e["event"] == "onLoginStatusChanged" && e["data"]["status"] == 1
     });
-    assert!(bob_events.iter().all(|e| e["account"] == "bob"), "{bob_events:?}");
+    assert!(
+        bob_events.iter().all(|e| e["account"] == "bob"),
+        "{bob_events:?}"
+    );
 
     // logout takes the account; the other is not disturbed.
     assert_eq!(c.err("logout", json!({})), 6017);
@@ -140,7 +155,10 @@ fn logins_add_accounts_and_the_account_param_chooses_one() {
     assert_eq!(account_file(&d, "bob").unwrap()["loggedIn"], false);
     assert_eq!(account_file(&d, "alice").unwrap()["loggedIn"], true);
     let (e, _) = bob_only.wait_event("onLoginStatusChanged", T);
-    assert_eq!((e["account"].as_str(), e["data"]["reason"].as_str()), (Some("bob"), Some("logout")));
+    assert_eq!(
+        (e["account"].as_str(), e["data"]["reason"].as_str()),
+        (Some("bob"), Some("logout"))
+    );
 
     // removeAccount: gone from the list and from the disk.
     c.ok("removeAccount", json!({"account": "bob"}));
@@ -157,7 +175,10 @@ fn logins_add_accounts_and_the_account_param_chooses_one() {
     assert_eq!(c.err("unInitSDK", json!({})), 6017);
     // The metrics count what happened.
     let m = c.ok("metrics", json!({}));
-    assert_eq!((m["accounts"].as_u64(), m["logined"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (m["accounts"].as_u64(), m["logined"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert!(m["logins"].as_u64().unwrap() >= 2, "{m}");
     // The same figures in the Prometheus exposition.
     let (code, body) = http(metrics_addr, "GET", "/metrics", "");
@@ -204,4 +225,3 @@ fn accounts_come_back_after_sigkill_each_in_its_state() {
     assert_eq!(server.user_stats("u2")["loginAttempts"], 1);
     assert_eq!(server.user_stats("u1")["loginAttempts"], 2);
 }
-

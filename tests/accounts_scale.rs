@@ -102,7 +102,9 @@ fn two_hundred_accounts_each_end_in_their_own_state() {
         let r = server.rest("im_open_login_svc/kick", json!({"UserID": user(i)}));
         assert_eq!(r["ErrorCode"], 0, "{r}");
     }
-    wait_until(LONG, "logouts, kicks and expiries done", || all_in_place(&mut c));
+    wait_until(LONG, "logouts, kicks and expiries done", || {
+        all_in_place(&mut c)
+    });
 
     // The server kicked only whom the REST API kicked.
     for i in 0..N {
@@ -129,11 +131,15 @@ fn two_hundred_accounts_each_end_in_their_own_state() {
 
     // Every account had exactly its own events.
     // Everything up to the newest event (the seq a new subscription starts after).
-    let newest = d.client().ok("subscribe", json!({}))["seq"].as_u64().unwrap();
+    let newest = d.client().ok("subscribe", json!({}))["seq"]
+        .as_u64()
+        .unwrap();
     let events = watch.events_through(newest);
     let mut by_account: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();
     for e in &events {
-        let a = e["account"].as_str().expect("every event names its account");
+        let a = e["account"]
+            .as_str()
+            .expect("every event names its account");
         by_account
             .entry(a.to_owned())
             .or_default()
@@ -156,8 +162,16 @@ fn two_hundred_accounts_each_end_in_their_own_state() {
             Fate::Expired => vec![(2, "login"), (1, "login"), (3, "userSigExpired")],
         };
         assert_eq!(statuses, expected, "{u}: {evs:?}");
-        assert_eq!(has("onKickedOffline"), usize::from(fate(i) == Fate::Kicked), "{u}");
-        assert_eq!(has("onUserSigExpired"), usize::from(fate(i) == Fate::Expired), "{u}");
+        assert_eq!(
+            has("onKickedOffline"),
+            usize::from(fate(i) == Fate::Kicked),
+            "{u}"
+        );
+        assert_eq!(
+            has("onUserSigExpired"),
+            usize::from(fate(i) == Fate::Expired),
+            "{u}"
+        );
         if fate(i) == Fate::Online {
             // One silent re-login per reconnect (the server going away may take a
             // connection or two with it), each accepted: no login loop.
@@ -165,7 +179,8 @@ fn two_hundred_accounts_each_end_in_their_own_state() {
             assert!(relogins >= 1, "{u}: {evs:?}");
             assert_eq!(relogins, has("onConnectSuccess") - 1, "{u}: {evs:?}");
             assert!(
-                evs.iter().all(|(n, d)| n != "onRelogin" || d["success"] == true),
+                evs.iter()
+                    .all(|(n, d)| n != "onRelogin" || d["success"] == true),
                 "{u}: {evs:?}"
             );
         }
@@ -173,9 +188,19 @@ fn two_hundred_accounts_each_end_in_their_own_state() {
     // The server (since its restart) kicked nobody, and saw one login per online account.
     for i in 0..N {
         let s = server.user_stats(&user(i));
-        assert_eq!(s["kickedMultiDevice"].as_i64().unwrap_or(0), 0, "{}: {s}", user(i));
+        assert_eq!(
+            s["kickedMultiDevice"].as_i64().unwrap_or(0),
+            0,
+            "{}: {s}",
+            user(i)
+        );
         if fate(i) != Fate::Online {
-            assert_eq!(s["loginAttempts"].as_i64().unwrap_or(0), 0, "{}: {s}", user(i));
+            assert_eq!(
+                s["loginAttempts"].as_i64().unwrap_or(0),
+                0,
+                "{}: {s}",
+                user(i)
+            );
         }
     }
 

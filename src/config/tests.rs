@@ -454,10 +454,26 @@ fn every_value_rule_refuses_bad_values() {
         ("state.dir", "", "must be a non-empty path"),
         ("state.restore_session", "maybe", "must be true or false"),
         ("accounts.multi", "maybe", "must be true or false"),
-        ("accounts.login_rate", "0", "must be a positive integer, at most 100000"),
-        ("accounts.login_rate", "100001", "must be a positive integer, at most 100000"),
-        ("metrics.listen", "0.0.0.0:9464", "must be a loopback address and port"),
-        ("metrics.listen", "localhost", "must be a loopback address and port"),
+        (
+            "accounts.login_rate",
+            "0",
+            "must be a positive integer, at most 100000",
+        ),
+        (
+            "accounts.login_rate",
+            "100001",
+            "must be a positive integer, at most 100000",
+        ),
+        (
+            "metrics.listen",
+            "0.0.0.0:9464",
+            "must be a loopback address and port",
+        ),
+        (
+            "metrics.listen",
+            "localhost",
+            "must be a loopback address and port",
+        ),
     ];
     for (key, value, problem) in cases {
         let var = env_var_for(key);

@@ -164,7 +164,8 @@ pub(super) fn login_rate<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Erro
 pub(super) fn metrics_listen<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<std::net::SocketAddr>, D::Error> {
-    const PROBLEM: &str = "must be a loopback address and port, such as 127.0.0.1:9464 or [::1]:9464";
+    const PROBLEM: &str =
+        "must be a loopback address and port, such as 127.0.0.1:9464 or [::1]:9464";
     let text: Option<String> = checked(d, |_| true, PROBLEM)?;
     match text.as_deref().map(str::trim) {
         None | Some("") => Ok(None),

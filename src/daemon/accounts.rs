@@ -320,9 +320,8 @@ impl Accounts {
                 );
                 continue;
             }
-            let saved = saved.filter(|s| {
-                restore_session && self.app_id.get().is_none_or(|a| a == s.app_id)
-            });
+            let saved = saved
+                .filter(|s| restore_session && self.app_id.get().is_none_or(|a| a == s.app_id));
             if self.app_id.get().is_none() && saved.is_none() {
                 continue;
             }
@@ -335,11 +334,7 @@ impl Accounts {
     }
 
     /// `login`: logs `user` in, adding the account when it is new.
-    pub async fn login(
-        self: Rc<Self>,
-        user: String,
-        sig: Option<String>,
-    ) -> Result<Reply, Fail> {
+    pub async fn login(self: Rc<Self>, user: String, sig: Option<String>) -> Result<Reply, Fail> {
         if self.removing.borrow().contains(&user) {
             return Err(fail(
                 code::LOGOUT_IN_PROGRESS,
@@ -419,7 +414,12 @@ impl Accounts {
 
     /// The daemon stops: every Session closes its link and flushes its file.
     pub async fn shutdown(&self) {
-        let sessions: Vec<_> = self.map.borrow().values().map(|a| a.session.clone()).collect();
+        let sessions: Vec<_> = self
+            .map
+            .borrow()
+            .values()
+            .map(|a| a.session.clone())
+            .collect();
         let all = sessions.iter().map(|s| s.send(Shutdown));
         let _ = futures_util::future::join_all(all).await;
     }
@@ -477,7 +477,10 @@ impl Handler<Shutdown> for Manager {
 async fn call(account: &Account, c: SessionCall) -> Result<Reply, Fail> {
     match account.session.send(c).await {
         Ok(r) => r,
-        Err(_) => Err(fail(code::DISCONNECTED, "the account's session has stopped")),
+        Err(_) => Err(fail(
+            code::DISCONNECTED,
+            "the account's session has stopped",
+        )),
     }
 }
 

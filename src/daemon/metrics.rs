@@ -36,7 +36,11 @@ fn clamp(v: u64) -> i64 {
 /// The exposition (text format 0.0.4) of `m`.
 pub fn exposition(m: &MetricsResult) -> String {
     let mut r = Registry::with_prefix("imlink");
-    r.register("accounts", "Accounts of the daemon", ConstGauge::new(clamp(m.accounts)));
+    r.register(
+        "accounts",
+        "Accounts of the daemon",
+        ConstGauge::new(clamp(m.accounts)),
+    );
     let by_status = Family::<Vec<(String, String)>, Gauge>::default();
     for (s, v) in [
         ("logined", m.logined),
@@ -67,12 +71,24 @@ pub fn exposition(m: &MetricsResult) -> String {
     r.register("links", "Links to the server by state", links);
     for (name, help, v) in [
         ("logins", "Logins accepted", m.logins),
-        ("relogins", "Silent re-logins accepted after a reconnect", m.relogins),
-        ("relogin_failures", "Silent re-logins refused (retried)", m.relogin_failures),
+        (
+            "relogins",
+            "Silent re-logins accepted after a reconnect",
+            m.relogins,
+        ),
+        (
+            "relogin_failures",
+            "Silent re-logins refused (retried)",
+            m.relogin_failures,
+        ),
         ("kicks", "Accounts kicked offline", m.kicks),
         ("expiries", "Tickets expired", m.expiries),
         ("connects", "Connections that came up", m.connects),
-        ("connect_failures", "Failed connect attempts and lost connections", m.connect_failures),
+        (
+            "connect_failures",
+            "Failed connect attempts and lost connections",
+            m.connect_failures,
+        ),
         ("events", "Events emitted", m.events),
     ] {
         r.register(name, help, ConstCounter::new(v));

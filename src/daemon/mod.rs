@@ -325,7 +325,9 @@ async fn run_multi(
         }
     }
     systemd::stopping();
-    tracing::info!("stopping: answering what was asked, closing the connections, keeping the sessions on disk");
+    tracing::info!(
+        "stopping: answering what was asked, closing the connections, keeping the sessions on disk"
+    );
     let _ = stop_tx.send(());
     let _ = (&mut serving).await;
     api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;

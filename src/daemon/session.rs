@@ -297,7 +297,10 @@ impl Session {
                 auto,
             } => {
                 let wait = self.pacer.as_ref().map(|p| p.delay()).unwrap_or_default();
-                let send = self.link.request.send(LinkRequest::Login { user, sig, auto });
+                let send = self
+                    .link
+                    .request
+                    .send(LinkRequest::Login { user, sig, auto });
                 async move {
                     if !wait.is_zero() {
                         tokio::time::sleep(wait).await;
@@ -305,24 +308,24 @@ impl Session {
                     send.await
                 }
                 .into_actor(self)
-                    .map(move |res, act, ctx| {
-                        let result = match res {
-                            Ok(Ok(LinkReply::LoggedIn { expires_at, info })) => {
-                                if info.is_some() {
-                                    act.hub.set_info(info);
-                                }
-                                Ok(expires_at)
+                .map(move |res, act, ctx| {
+                    let result = match res {
+                        Ok(Ok(LinkReply::LoggedIn { expires_at, info })) => {
+                            if info.is_some() {
+                                act.hub.set_info(info);
                             }
-                            Ok(Ok(LinkReply::Done)) => Ok(None),
-                            Ok(Err(f)) => Err(f),
-                            Err(_) => Err(Fail::new(code::DISCONNECTED, "the link is unavailable")),
-                        };
-                        if let Err(f) = &result {
-                            tracing::warn!(code = f.code, "login refused: {}", f.message);
+                            Ok(expires_at)
                         }
-                        act.input(SessionInput::LoginDone { req, result }, ctx);
-                    })
-                    .spawn(ctx);
+                        Ok(Ok(LinkReply::Done)) => Ok(None),
+                        Ok(Err(f)) => Err(f),
+                        Err(_) => Err(Fail::new(code::DISCONNECTED, "the link is unavailable")),
+                    };
+                    if let Err(f) = &result {
+                        tracing::warn!(code = f.code, "login refused: {}", f.message);
+                    }
+                    act.input(SessionInput::LoginDone { req, result }, ctx);
+                })
+                .spawn(ctx);
             }
             SessionAction::SendLogout { req } => {
                 self.link

@@ -208,7 +208,11 @@ impl MethodCall {
             match p.opt::<String>(name) {
                 Ok(None) => Ok(None),
                 Ok(Some(u)) if valid_user_id(&u) => Ok(Some(u)),
-                _ => Err(RpcError::bad_param(m, name, "a userID (1 to 32 bytes of printable ASCII)")),
+                _ => Err(RpcError::bad_param(
+                    m,
+                    name,
+                    "a userID (1 to 32 bytes of printable ASCII)",
+                )),
             }
         };
         let mut account = one(ACCOUNT_PARAM)?;
@@ -228,7 +232,9 @@ impl MethodCall {
         let accounts = if method == Method::Subscribe {
             match p.opt::<Vec<String>>("accounts") {
                 Ok(None) => None,
-                Ok(Some(list)) if list.len() <= 100_000 && list.iter().all(|u| valid_user_id(u)) => {
+                Ok(Some(list))
+                    if list.len() <= 100_000 && list.iter().all(|u| valid_user_id(u)) =>
+                {
                     Some(list)
                 }
                 _ => {
@@ -244,7 +250,6 @@ impl MethodCall {
         };
         Ok((account, accounts))
     }
-
 
     /// Reads the params of `method`: -32600 / -32602 for their shape, 6017 (naming the
     /// field) or 7003 for their values.

@@ -14,8 +14,8 @@ use crate::core::ring::Filter;
 use crate::core::session::{Fail, Reply};
 use crate::daemon::messages::{ReconnectNow, SessionCall};
 use crate::proto::api::{
-    AccountInfo, AccountList, MetricsResult, Empty, LoginResult, LoginStatusResult, LoginUserResult, Method, MethodCall, Renewed,
-    SelfInfoResult, ServerTimeResult, VersionResult,
+    AccountInfo, AccountList, Empty, LoginResult, LoginStatusResult, LoginUserResult, Method,
+    MethodCall, MetricsResult, Renewed, SelfInfoResult, ServerTimeResult, VersionResult,
 };
 use crate::proto::rpc::{self, Id, Incoming, RpcError};
 
@@ -29,7 +29,10 @@ pub enum Outcome {
 }
 
 /// One reply object (None for a notification).
-pub(super) fn reply<T: serde::Serialize>(id: &Option<Id>, r: Result<T, RpcError>) -> Option<Vec<u8>> {
+pub(super) fn reply<T: serde::Serialize>(
+    id: &Option<Id>,
+    r: Result<T, RpcError>,
+) -> Option<Vec<u8>> {
     let id = id.as_ref()?;
     let mut out = Vec::with_capacity(64);
     match r {
@@ -99,16 +102,9 @@ pub fn call(api: &Rc<Api>, out: &Rc<Out>, peer: Option<(u32, u32)>, inc: Incomin
     };
     if let Some(accounts) = api.accounts.get() {
         return match MethodCall::read_account(method, inc.params) {
-            Ok((account, filter)) => super::multi::call(
-                api,
-                accounts,
-                out,
-                id,
-                method.name(),
-                call,
-                account,
-                filter,
-            ),
+            Ok((account, filter)) => {
+                super::multi::call(api, accounts, out, id, method.name(), call, account, filter)
+            }
             Err(e) => Outcome::Now(reply::<()>(&id, Err(e))),
         };
     }
