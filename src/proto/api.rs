@@ -202,8 +202,29 @@ impl MethodCall {
         method: Method,
         raw: Option<&RawValue>,
     ) -> Result<(Option<String>, Option<Vec<String>>), RpcError> {
+        let p = Params::read(method.name(), method.param_names(), raw)?;
+        MethodCall::account_of(method, &p)
+    }
+
+    /// [`MethodCall::read`] and [`MethodCall::read_account`] with one reading of the
+    /// params (many accounts).
+    #[allow(clippy::type_complexity)]
+    pub fn read_multi(
+        method: Method,
+        raw: Option<&RawValue>,
+    ) -> Result<(MethodCall, Option<String>, Option<Vec<String>>), RpcError> {
+        let p = Params::read(method.name(), method.param_names(), raw)?;
+        let call = MethodCall::from_params(method, &p)?;
+        let (account, accounts) = MethodCall::account_of(method, &p)?;
+        Ok((call, account, accounts))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn account_of(
+        method: Method,
+        p: &Params<'_>,
+    ) -> Result<(Option<String>, Option<Vec<String>>), RpcError> {
         let m = method.name();
-        let p = Params::read(m, method.param_names(), raw)?;
         let one = |name: &str| -> Result<Option<String>, RpcError> {
             match p.opt::<String>(name) {
                 Ok(None) => Ok(None),
@@ -254,8 +275,12 @@ impl MethodCall {
     /// Reads the params of `method`: -32600 / -32602 for their shape, 6017 (naming the
     /// field) or 7003 for their values.
     pub fn read(method: Method, raw: Option<&RawValue>) -> Result<MethodCall, RpcError> {
+        let p = Params::read(method.name(), method.param_names(), raw)?;
+        MethodCall::from_params(method, &p)
+    }
+
+    fn from_params(method: Method, p: &Params<'_>) -> Result<MethodCall, RpcError> {
         let m = method.name();
-        let p = Params::read(m, method.param_names(), raw)?;
         Ok(match method {
             Method::InitSdk => {
                 let sdk_app_id = match p.opt::<u64>("sdkAppID") {
