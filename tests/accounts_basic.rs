@@ -225,3 +225,43 @@ fn accounts_come_back_after_sigkill_each_in_its_state() {
     assert_eq!(server.user_stats("u2")["loginAttempts"], 1);
     assert_eq!(server.user_stats("u1")["loginAttempts"], 2);
 }
+
+#[test]
+fn logins_are_paced_by_the_login_rate() {
+    let server = DevServer::start(&[]);
+    let d = Daemon::start(
+        &server,
+        &[
+            ("accounts.multi", "true"),
+            ("accounts.login_rate", "20"),
+            ("server.login_timeout_ms", "30000"),
+        ],
+    );
+    let mut watch = d.client();
+    watch.subscribe();
+    let mut c = d.client();
+    // 21 logins at once: at 20 per second, the last is accepted at least a second after
+    // the first.
+    let users: Vec<String> = (0..21).map(|i| format!("p{i:02}")).collect();
+    for (i, u) in users.iter().enumerate() {
+        c.send(
+            json!(i),
+            "login",
+            json!({"userID": u, "userSig": ticket(u, 3600)}),
+        );
+    }
+    for _ in &users {
+        let r = c.next_reply(std::time::Duration::from_secs(60)).unwrap();
+        assert_eq!(r["result"], json!({}), "{r}");
+    }
+    let mut times = Vec::new();
+    while times.len() < users.len() {
+        let (e, _) = watch.wait_event("onLoginStatusChanged", T);
+        if e["data"]["status"] == 1 {
+            times.push(e["time"].as_i64().unwrap());
+        }
+    }
+    let span = times.iter().max().unwrap() - times.iter().min().unwrap();
+    // 20 gaps of 50 ms between the sends; less a little for the answers' own delays.
+    assert!(span >= 900, "21 logins at 20/s took only {span} ms");
+}
