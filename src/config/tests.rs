@@ -73,7 +73,7 @@ fn nothing_configured_gives_the_design_defaults() {
     assert_eq!(l.file, None);
     assert!(l.origins.values().all(|o| *o == Origin::Default));
     assert_eq!(l.origins.len(), keys().count());
-    assert_eq!(keys().count(), 42);
+    assert_eq!(keys().count(), 45);
 }
 
 #[test]
@@ -453,6 +453,27 @@ fn every_value_rule_refuses_bad_values() {
         ("events.history", "0", "must be a positive integer"),
         ("state.dir", "", "must be a non-empty path"),
         ("state.restore_session", "maybe", "must be true or false"),
+        ("accounts.multi", "maybe", "must be true or false"),
+        (
+            "accounts.login_rate",
+            "0",
+            "must be a positive integer, at most 100000",
+        ),
+        (
+            "accounts.login_rate",
+            "100001",
+            "must be a positive integer, at most 100000",
+        ),
+        (
+            "metrics.listen",
+            "0.0.0.0:9464",
+            "must be a loopback address and port",
+        ),
+        (
+            "metrics.listen",
+            "localhost",
+            "must be a loopback address and port",
+        ),
     ];
     for (key, value, problem) in cases {
         let var = env_var_for(key);
@@ -698,6 +719,7 @@ fn the_rendered_configuration_loads_back_to_the_same_values() {
         ("IMLINK_SERVER__BACKEND", "tencent"),
         ("IMLINK_TENCENT__BRIDGE_DIR", "/srv/bridge"),
         ("IMLINK_TENCENT__PROXY_SERVER", "ws://127.0.0.1:8600"),
+        ("IMLINK_METRICS__LISTEN", "127.0.0.1:9464"),
     ]);
     let l = load_ok(&Overrides::default(), &env);
     let text = l.to_toml();
@@ -1227,7 +1249,7 @@ fn values_in_messages_have_control_characters_escaped() {
 fn the_keys_are_read_off_the_struct() {
     let all: Vec<_> = keys().collect();
     assert_eq!(all.first(), Some(&"sdk.app_id"));
-    assert_eq!(all.last(), Some(&"auth.ticket_lifetime_secs"));
+    assert_eq!(all.last(), Some(&"metrics.listen"));
     // Every key is set by its environment variable, and each is accepted as a key.
     let text = load_ok(&Overrides::default(), &user_env(&[])).to_toml();
     for key in &all {
@@ -1250,7 +1272,9 @@ fn the_keys_are_read_off_the_struct() {
             "api",
             "events",
             "state",
-            "auth"
+            "auth",
+            "accounts",
+            "metrics"
         ]
     );
 }

@@ -60,6 +60,9 @@ pub enum Command {
     Reconnect,
     /// Renew the UserSig from the daemon's provider now, without going offline.
     Renew,
+    /// List the daemon's accounts: user, login status, connection, ticket expiry
+    /// (many accounts, accounts.multi; one line for a single logged-in account).
+    Accounts,
     /// Call any JSON-RPC method and print its result.
     Call(commands::CallArgs),
     /// Generate, decode or verify a UserSig ticket (works without the daemon).
@@ -105,6 +108,7 @@ pub fn run(cli: &Cli, io: &mut Io<'_>) -> u8 {
             io.out,
         ),
         Command::Renew => commands::renew(&socket, json, io.out),
+        Command::Accounts => commands::accounts(&socket, json, io.out),
         Command::Call(a) => commands::call(&socket, a, json, io.out),
         Command::Events(a) => commands::events(&socket, a, json, io.out, io.err),
     };

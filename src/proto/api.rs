@@ -66,11 +66,17 @@ pub enum Method {
     Unsubscribe,
     /// `renewUserSig`.
     RenewUserSig,
+    /// `listAccounts`.
+    ListAccounts,
+    /// `removeAccount`.
+    RemoveAccount,
+    /// `metrics`.
+    Metrics,
 }
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 14] = [
+    pub const ALL: [Method; 17] = [
         Method::InitSdk,
         Method::UnInitSdk,
         Method::Login,
@@ -85,6 +91,9 @@ impl Method {
         Method::Subscribe,
         Method::Unsubscribe,
         Method::RenewUserSig,
+        Method::ListAccounts,
+        Method::RemoveAccount,
+        Method::Metrics,
     ];
 
     /// The wire name.
@@ -104,6 +113,9 @@ impl Method {
             Method::Subscribe => "subscribe",
             Method::Unsubscribe => "unsubscribe",
             Method::RenewUserSig => "renewUserSig",
+            Method::ListAccounts => "listAccounts",
+            Method::RemoveAccount => "removeAccount",
+            Method::Metrics => "metrics",
         }
     }
 
@@ -119,6 +131,7 @@ impl Method {
             Method::Login => &["userID", "userSig"],
             Method::Subscribe => &["events", "since"],
             Method::Unsubscribe => &["subscription"],
+            Method::RemoveAccount => &["account"],
             _ => &[],
         }
     }
@@ -133,6 +146,7 @@ impl Method {
                 | Method::Logout
                 | Method::Reconnect
                 | Method::RenewUserSig
+                | Method::RemoveAccount
         )
     }
 }
@@ -168,14 +182,105 @@ pub enum MethodCall {
     Unsubscribe(Unsubscribe),
     /// `renewUserSig`.
     RenewUserSig,
+    /// `listAccounts`.
+    ListAccounts,
+    /// `removeAccount` (its account is read with [`MethodCall::read_account`]).
+    RemoveAccount,
+    /// `metrics`.
+    Metrics,
 }
 
+/// The param naming the account a call concerns (many accounts).
+pub const ACCOUNT_PARAM: &str = "account";
+
 impl MethodCall {
+    /// Reads, for a daemon with many accounts, the account a call of `method` concerns:
+    /// the `account` param (for `logout` also `userID`; for `login` it must be the
+    /// userID when given), and for `subscribe` the `accounts` it filters by. Absent:
+    /// `None`. 6017 naming the param when it is not a valid userID.
+    pub fn read_account(
+        method: Method,
+        raw: Option<&RawValue>,
+    ) -> Result<(Option<String>, Option<Vec<String>>), RpcError> {
+        let p = Params::read(method.name(), method.param_names(), raw)?;
+        MethodCall::account_of(method, &p)
+    }
+
+    /// [`MethodCall::read`] and [`MethodCall::read_account`] with one reading of the
+    /// params (many accounts).
+    #[allow(clippy::type_complexity)]
+    pub fn read_multi(
+        method: Method,
+        raw: Option<&RawValue>,
+    ) -> Result<(MethodCall, Option<String>, Option<Vec<String>>), RpcError> {
+        let p = Params::read(method.name(), method.param_names(), raw)?;
+        let call = MethodCall::from_params(method, &p)?;
+        let (account, accounts) = MethodCall::account_of(method, &p)?;
+        Ok((call, account, accounts))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn account_of(
+        method: Method,
+        p: &Params<'_>,
+    ) -> Result<(Option<String>, Option<Vec<String>>), RpcError> {
+        let m = method.name();
+        let one = |name: &str| -> Result<Option<String>, RpcError> {
+            match p.opt::<String>(name) {
+                Ok(None) => Ok(None),
+                Ok(Some(u)) if valid_user_id(&u) => Ok(Some(u)),
+                _ => Err(RpcError::bad_param(
+                    m,
+                    name,
+                    "a userID (1 to 32 bytes of printable ASCII)",
+                )),
+            }
+        };
+        let mut account = one(ACCOUNT_PARAM)?;
+        if method == Method::Logout {
+            let user = one("userID")?;
+            match (&account, user) {
+                (Some(a), Some(u)) if *a != u => {
+                    return Err(RpcError::new(
+                        code::INVALID_PARAMETERS,
+                        "logout: parameters account and userID name different accounts",
+                    ))
+                }
+                (None, Some(u)) => account = Some(u),
+                _ => {}
+            }
+        }
+        let accounts = if method == Method::Subscribe {
+            match p.opt::<Vec<String>>("accounts") {
+                Ok(None) => None,
+                Ok(Some(list))
+                    if list.len() <= 100_000 && list.iter().all(|u| valid_user_id(u)) =>
+                {
+                    Some(list)
+                }
+                _ => {
+                    return Err(RpcError::bad_param(
+                        m,
+                        "accounts",
+                        "an array of userIDs (1 to 32 bytes of printable ASCII each)",
+                    ))
+                }
+            }
+        } else {
+            None
+        };
+        Ok((account, accounts))
+    }
+
     /// Reads the params of `method`: -32600 / -32602 for their shape, 6017 (naming the
     /// field) or 7003 for their values.
     pub fn read(method: Method, raw: Option<&RawValue>) -> Result<MethodCall, RpcError> {
+        let p = Params::read(method.name(), method.param_names(), raw)?;
+        MethodCall::from_params(method, &p)
+    }
+
+    fn from_params(method: Method, p: &Params<'_>) -> Result<MethodCall, RpcError> {
         let m = method.name();
-        let p = Params::read(m, method.param_names(), raw)?;
         Ok(match method {
             Method::InitSdk => {
                 let sdk_app_id = match p.opt::<u64>("sdkAppID") {
@@ -231,6 +336,9 @@ impl MethodCall {
             Method::Status => MethodCall::Status,
             Method::Reconnect => MethodCall::Reconnect,
             Method::RenewUserSig => MethodCall::RenewUserSig,
+            Method::ListAccounts => MethodCall::ListAccounts,
+            Method::RemoveAccount => MethodCall::RemoveAccount,
+            Method::Metrics => MethodCall::Metrics,
             Method::Subscribe => {
                 let events = match p.opt::<Vec<String>>("events") {
                     Ok(e) => e,
@@ -310,6 +418,10 @@ no_params! {
     Reconnect => Reconnect, Empty;
     /// `renewUserSig`.
     RenewUserSig => RenewUserSig, Renewed;
+    /// `listAccounts`.
+    ListAccounts => ListAccounts, AccountList;
+    /// `metrics`.
+    GetMetrics => Metrics, MetricsResult;
 }
 
 /// `initSDK` params.
@@ -456,6 +568,72 @@ pub struct Subscribed {
     pub seq: u64,
     /// The status at that instant (`status.lastSeq == seq`).
     pub status: Status,
+}
+
+/// One account in `listAccounts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    /// The account's userID.
+    #[serde(rename = "userID")]
+    pub user_id: String,
+    /// 1 LOGINED, 2 LOGINING, 3 LOGOUT (as `getLoginStatus`).
+    pub status: LoginStatus,
+    /// Its link's state.
+    pub connection: ConnState,
+    /// Logged in and the server holds the login on the live connection.
+    pub online: bool,
+    /// When its ticket expires, unix seconds, or null.
+    #[serde(rename = "userSigExpiresAt")]
+    pub user_sig_expires_at: Option<i64>,
+}
+
+/// The result of `listAccounts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountList {
+    /// Every account, by userID.
+    pub accounts: Vec<AccountInfo>,
+}
+
+/// The result of `metrics`: counts since the daemon started and the accounts now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsResult {
+    /// Accounts (1 with a single account logged in or logging in).
+    pub accounts: u64,
+    /// Accounts LOGINED.
+    pub logined: u64,
+    /// Accounts LOGINING.
+    pub logining: u64,
+    /// Accounts LOGOUT.
+    pub logout: u64,
+    /// Accounts online (logged in, the server holds the login on a live connection).
+    pub online: u64,
+    /// Links idle.
+    pub links_idle: u64,
+    /// Links connecting.
+    pub links_connecting: u64,
+    /// Links connected.
+    pub links_connected: u64,
+    /// Links waiting for the next attempt.
+    pub links_waiting: u64,
+    /// Logins accepted (`onLoginStatusChanged` to 1).
+    pub logins: u64,
+    /// Silent re-logins accepted (`onRelogin {success: true}`).
+    pub relogins: u64,
+    /// Silent re-logins refused (retried).
+    pub relogin_failures: u64,
+    /// Kicks (`onKickedOffline`).
+    pub kicks: u64,
+    /// Ticket expiries (`onUserSigExpired`).
+    pub expiries: u64,
+    /// Connections that came up (`onConnectSuccess`).
+    pub connects: u64,
+    /// Failed connect attempts and lost connections (`onConnectFailed`).
+    pub connect_failures: u64,
+    /// Events emitted.
+    pub events: u64,
+    /// Connections with at least one subscription.
+    pub subscribers: u64,
 }
 
 // ------------------------------------------------------------------------- events

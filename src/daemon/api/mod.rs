@@ -16,6 +16,7 @@ pub mod access;
 pub mod client;
 pub mod dispatch;
 pub mod line;
+pub mod multi;
 pub mod out;
 
 pub use crate::daemon::socket::{self, adopt, bind, BoundSocket};
@@ -75,6 +76,8 @@ pub struct Api {
     pub reconnect: Recipient<ReconnectNow>,
     /// `[api]`, replaced on SIGHUP.
     pub settings: RefCell<ApiConfig>,
+    /// Many accounts (`accounts.multi`): the registry the calls go to.
+    pub accounts: std::cell::OnceCell<Rc<crate::daemon::accounts::Accounts>>,
     clients: Cell<usize>,
     limited: Cell<usize>,
     next_conn: Cell<u64>,
@@ -97,6 +100,7 @@ impl Api {
             session,
             reconnect,
             settings: RefCell::new(settings),
+            accounts: std::cell::OnceCell::new(),
             clients: Cell::new(0),
             limited: Cell::new(0),
             next_conn: Cell::new(1),
