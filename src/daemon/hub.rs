@@ -18,7 +18,7 @@ use super::api::out::Out;
 use crate::clock::Clock;
 use crate::codes::LoginStatus;
 use crate::core::ring::{Cursor, Filter, Ring};
-use crate::proto::api::{AuthStatus, ConnState, Event, Status, Subscribed};
+use crate::proto::api::{AuthStatus, ConnState, Event, NetworkStatus, Status, Subscribed};
 use crate::proto::UserFullInfo;
 
 /// The link's part of the status.
@@ -86,6 +86,7 @@ pub struct Hub {
     clock: Clock,
     conn: RefCell<ConnPart>,
     session: RefCell<SessionPart>,
+    net: RefCell<NetworkStatus>,
     server_clock: Cell<Option<ServerClock>>,
     info: RefCell<Option<UserFullInfo>>,
     ring: RefCell<Ring>,
@@ -123,6 +124,7 @@ impl Hub {
                 server,
             }),
             session: RefCell::new(SessionPart::default()),
+            net: RefCell::new(NetworkStatus::default()),
             server_clock: Cell::new(None),
             info: RefCell::new(None),
             ring: RefCell::new(Ring::new(history)),
@@ -152,6 +154,14 @@ impl Hub {
     }
 
     // ------------------------------------------------------------------ the board
+
+    /// The network watcher's view changed.
+    pub fn set_net(&self, part: NetworkStatus) {
+        if *self.net.borrow() != part {
+            *self.net.borrow_mut() = part;
+            self.changed.notify_waiters();
+        }
+    }
 
     /// The link's state changed.
     pub fn set_conn(&self, part: ConnPart) {
@@ -240,6 +250,7 @@ impl Hub {
             boot_id: self.boot_id.clone(),
             last_seq: self.ring.borrow().last_seq(),
             auth: s.auth.clone(),
+            network: self.net.borrow().clone(),
         }
     }
 
