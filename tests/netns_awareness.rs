@@ -7,6 +7,7 @@
 //! The deadlines below are the acceptance criteria of network awareness (loss seen within
 //! one heartbeat interval + 1 s, reconnect within 1 s of the link coming up); they are
 //! waited on as deadlines. The figures each run measured are printed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -296,7 +297,7 @@ fn down_for_several_steps_then_up(watch: bool) -> (Duration, u64) {
     } else {
         Duration::from_secs(30)
     };
-    let (e, seen) = c.wait_event("onConnectSuccess", within);
+    let (_, seen) = c.wait_event("onConnectSuccess", within);
     let took = up.elapsed();
     assert!(
         seen.iter().any(|n| n == "onConnectFailed"),

@@ -436,7 +436,7 @@ async fn reach_one(handle: &Handle, ip: IpAddr, interfaces: &[String]) -> Reach 
     let watched = if interfaces.is_empty() {
         !flags.contains(LinkFlags::Loopback) && route.header.kind != RouteType::Local
     } else {
-        interfaces.iter().any(|i| *i == ifname)
+        interfaces.contains(&ifname)
     };
     if !watched {
         return Reach::Unwatched(route_view);
