@@ -417,3 +417,59 @@ fn twenty_flaps_without_watching_end_logged_in_too() {
     let st = flapping(false);
     assert_eq!(st["network"]["state"], "off", "{st}");
 }
+
+/// A link that comes back before the probe's deadline: the probe is answered and nothing
+/// changes — no event, the same connection.
+#[test]
+fn a_probe_that_is_answered_changes_nothing() {
+    need_net_admin!();
+    let s = Setup::start(&[
+        ("server.heartbeat_interval_ms", "4000"),
+        ("server.heartbeat_timeout_ms", "30000"),
+    ]);
+    let mut c = s.daemon.client();
+    s.login(&mut c);
+    c.wait_status(T, "a usable route", |s| s["network"]["state"] == "usable");
+    let before = c.ok("status", json!({}));
+    s.net.link(false);
+    c.wait_status(T, "the route gone", |s| {
+        s["network"]["state"] == "unreachable"
+    });
+    wait_until(T, "the probe", || {
+        s.daemon.log().contains("probing the connection")
+    });
+    s.net.link(true);
+    wait_until(Duration::from_secs(8), "the probe answered", || {
+        s.daemon.log().contains("the probe was answered")
+    });
+    let after = c.ok("status", json!({}));
+    let events = c.events_so_far();
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(after["connection"], "connected", "{after}");
+    assert_eq!(after["connectedSince"], before["connectedSince"], "{after}");
+    assert_eq!(s.stats()["connectionsTotal"], 1);
+}
+
+/// SIGHUP turns the watcher off and on again.
+#[test]
+fn a_reload_turns_watching_off_and_on() {
+    need_net_admin!();
+    let mut s = Setup::start(&[]);
+    let mut c = s.daemon.client();
+    c.wait_status(T, "a usable route", |s| s["network"]["state"] == "usable");
+    s.daemon.set("network.watch", "false");
+    s.daemon.signal("HUP");
+    let st = c.wait_status(T, "watching off", |s| s["network"]["state"] == "off");
+    assert_eq!(st["network"]["watch"], false, "{st}");
+    s.daemon.set("network.watch", "true");
+    s.daemon.set("network.interfaces", "[\"lo\"]");
+    s.daemon.signal("HUP");
+    // Only loopback watched: the route to the server is through an interface not watched.
+    let st = c.wait_status(T, "watching on, the veth not watched", |s| {
+        s["network"]["state"] == "unwatched"
+    });
+    assert_eq!(st["network"]["interface"], s.net.daemon_if.as_str(), "{st}");
+    s.daemon.set("network.interfaces", &format!("[\"{}\"]", s.net.daemon_if));
+    s.daemon.signal("HUP");
+    c.wait_status(T, "the veth watched", |s| s["network"]["state"] == "usable");
+}
