@@ -469,7 +469,8 @@ fn a_reload_turns_watching_off_and_on() {
         s["network"]["state"] == "unwatched"
     });
     assert_eq!(st["network"]["interface"], s.net.daemon_if.as_str(), "{st}");
-    s.daemon.set("network.interfaces", &format!("[\"{}\"]", s.net.daemon_if));
+    s.daemon
+        .set("network.interfaces", &format!("[\"{}\"]", s.net.daemon_if));
     s.daemon.signal("HUP");
     c.wait_status(T, "the veth watched", |s| s["network"]["state"] == "usable");
 }

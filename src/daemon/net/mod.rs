@@ -87,7 +87,9 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// A tracker that has seen nothing yet (the first look sets the view silently).
+    /// A tracker that has seen nothing yet (the first look sets the view; it reports
+    /// only a route that is missing, so that a link knows an attempt running now is
+    /// running without one).
     pub fn new() -> Tracker {
         Tracker::default()
     }
@@ -105,7 +107,10 @@ impl Tracker {
     /// A new look: the notices it calls for, in order.
     pub fn update(&mut self, now: Reach) -> Vec<NetNotice> {
         let Some(before) = self.last.replace(now) else {
-            return Vec::new();
+            return match self.last {
+                Some(Reach::Unreachable(_)) => vec![NetNotice::RouteGone],
+                _ => Vec::new(),
+            };
         };
         let (old, new) = (before.route(), self.last.as_ref().and_then(Reach::route));
         let mut out = Vec::new();
@@ -169,6 +174,17 @@ mod tests {
             ifname: format!("eth{i}"),
             gateway: None,
         })
+    }
+
+    #[test]
+    fn a_first_look_without_a_route_says_so() {
+        let mut t = Tracker::new();
+        assert_eq!(
+            t.update(Reach::Unreachable("down".into())),
+            vec![NetNotice::RouteGone]
+        );
+        assert!(t.update(Reach::Unreachable("still".into())).is_empty());
+        assert_eq!(t.update(usable(2)), vec![NetNotice::RouteUp]);
     }
 
     #[test]

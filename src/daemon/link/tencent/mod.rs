@@ -901,6 +901,7 @@ impl Handler<LinkControl> for TencentLink {
             LinkControl::Start(app) => {
                 self.app_id = Some(app);
                 self.broken = None;
+                self.last_early = false;
                 self.input(Input::Conn(ConnInput::Start), ctx);
             }
             LinkControl::Stop => {
