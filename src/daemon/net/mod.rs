@@ -23,8 +23,6 @@ pub mod watch;
 use actix::prelude::*;
 use std::net::IpAddr;
 
-use crate::proto::api::NetworkStatus;
-
 /// What the watcher tells a link.
 #[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
 #[rtype(result = "()")]
@@ -127,43 +125,6 @@ impl Tracker {
     }
 }
 
-/// What `status.network` shows when the watcher is off.
-pub fn status_off() -> NetworkStatus {
-    NetworkStatus {
-        watch: false,
-        state: "off".into(),
-        interface: None,
-        gateway: None,
-        reason: None,
-        changes: 0,
-        changed_at: None,
-    }
-}
-
-/// How a link handles a [`NetNotice::RouteUp`]: at most one early attempt per backoff
-/// step. `step` is the link's count of consecutive failures (one per step); the guard
-/// remembers the step whose wait was already cut short.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EarlyRetry {
-    used_in: Option<u32>,
-}
-
-impl EarlyRetry {
-    /// May the wait of backoff step `step` be cut short now? Records it when yes.
-    pub fn take(&mut self, step: u32) -> bool {
-        if self.used_in == Some(step) {
-            return false;
-        }
-        self.used_in = Some(step);
-        true
-    }
-
-    /// The backoff started over (a stable connection, a stop).
-    pub fn reset(&mut self) {
-        self.used_in = None;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,16 +203,5 @@ mod tests {
             vec![NetNotice::RouteUp]
         );
         assert!(t.update(Reach::Unwatched(lo)).is_empty());
-    }
-
-    #[test]
-    fn one_early_retry_per_backoff_step() {
-        let mut g = EarlyRetry::default();
-        assert!(g.take(1));
-        assert!(!g.take(1));
-        assert!(!g.take(1));
-        assert!(g.take(2));
-        g.reset();
-        assert!(g.take(2));
     }
 }
