@@ -60,3 +60,9 @@ pub const MAX_AUTH_URL_BYTES: usize = 2000;
 pub const MIN_TICKET_LIFETIME_SECS: u64 = 60;
 /// See [`MIN_TICKET_LIFETIME_SECS`].
 pub const MAX_TICKET_LIFETIME_SECS: u64 = 100 * 365 * 24 * 3600;
+
+/// Most names in `network.interfaces`.
+pub const MAX_INTERFACES: usize = 256;
+
+/// Longest interface name, in bytes (the kernel's IFNAMSIZ less the NUL).
+pub const MAX_INTERFACE_NAME_BYTES: usize = 15;

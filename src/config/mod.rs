@@ -51,7 +51,8 @@ pub use paths::{
 };
 pub use schema::{
     AccountsConfig, ApiConfig, AuthConfig, AuthProvider, Backend, Config, EventsConfig,
-    MetricsConfig, ReconnectConfig, SdkConfig, ServerConfig, StateConfig, TencentConfig,
+    MetricsConfig, NetworkConfig, ReconnectConfig, SdkConfig, ServerConfig, StateConfig,
+    TencentConfig,
 };
 
 use std::collections::BTreeMap;

@@ -26,6 +26,8 @@ pub struct Config {
     pub tencent: TencentConfig,
     /// `[reconnect]`: backoff between connect attempts.
     pub reconnect: ReconnectConfig,
+    /// `[network]`: watching the host's links, addresses and routes (Linux netlink).
+    pub network: NetworkConfig,
     /// `[api]`: the local JSON-RPC socket.
     pub api: ApiConfig,
     /// `[events]`: the event log.
@@ -184,6 +186,20 @@ pub struct ReconnectConfig {
     /// A connection that stayed up this long resets the backoff (1 ms to 24 h).
     #[serde(deserialize_with = "valid::timeout_ms")]
     pub stable_ms: u64,
+}
+
+/// `[network]`: the network watcher (docs/architecture.md, "Network awareness").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Watch the kernel's links, addresses and routes (rtnetlink): connect at once when a
+    /// route to the server appears, probe the connection at once when its route goes.
+    #[serde(deserialize_with = "valid::boolean")]
+    pub watch: bool,
+    /// The interfaces watched, by name; empty = every interface but loopback. A route
+    /// through an interface not watched is taken as usable and never reported.
+    #[serde(deserialize_with = "valid::interfaces")]
+    pub interfaces: Vec<String>,
 }
 
 /// `[api]`.
@@ -382,6 +398,15 @@ impl Default for ReconnectConfig {
             multiplier: 1.6,
             jitter: 0.2,
             stable_ms: 10_000,
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            watch: true,
+            interfaces: Vec::new(),
         }
     }
 }

@@ -73,7 +73,7 @@ fn nothing_configured_gives_the_design_defaults() {
     assert_eq!(l.file, None);
     assert!(l.origins.values().all(|o| *o == Origin::Default));
     assert_eq!(l.origins.len(), keys().count());
-    assert_eq!(keys().count(), 45);
+    assert_eq!(keys().count(), 47);
 }
 
 #[test]
@@ -1269,6 +1269,7 @@ fn the_keys_are_read_off_the_struct() {
             "server",
             "tencent",
             "reconnect",
+            "network",
             "api",
             "events",
             "state",
@@ -1508,4 +1509,70 @@ fn the_auth_keys_are_checked_and_need_each_other() {
         &user_env(&[("IMLINK_AUTH__KEY_FILE", path_str(&loose))]),
     );
     assert!(!e.contains("k\n") && !e.ends_with(": k"), "{e}");
+}
+
+#[test]
+fn network_keys_default_to_watching_every_interface_but_loopback() {
+    let c = load_ok(&Overrides::default(), &user_env(&[])).config;
+    assert!(c.network.watch);
+    assert!(c.network.interfaces.is_empty());
+    let c = load_ok(
+        &Overrides::default(),
+        &user_env(&[
+            ("IMLINK_NETWORK__WATCH", "false"),
+            ("IMLINK_NETWORK__INTERFACES", "eth0,wlan0,enp0s31f6"),
+        ]),
+    )
+    .config;
+    assert!(!c.network.watch);
+    assert_eq!(c.network.interfaces, ["eth0", "wlan0", "enp0s31f6"]);
+    let f = toml_file("[network]\nwatch = true\ninterfaces = [\"veth-a\", \"br0.100\"]\n");
+    let c = load_ok(&with_file(&f), &user_env(&[])).config;
+    assert_eq!(c.network.interfaces, ["veth-a", "br0.100"]);
+}
+
+#[test]
+fn network_interfaces_are_names_the_kernel_takes() {
+    for bad in [
+        "[network]\ninterfaces = [\"\"]\n",
+        "[network]\ninterfaces = [\"a-name-of-16byte\"]\n",
+        "[network]\ninterfaces = [\"eth/0\"]\n",
+        "[network]\ninterfaces = [\"eth 0\"]\n",
+        "[network]\ninterfaces = [\"eth0:1\"]\n",
+        "[network]\ninterfaces = [\"..\"]\n",
+        "[network]\ninterfaces = [\"e\\u0007\"]\n",
+        "[network]\ninterfaces = \"eth0\"\n",
+        "[network]\ninterfaces = [1]\n",
+        "[network]\nwatch = \"yes\"\n",
+    ] {
+        let f = toml_file(bad);
+        let e = load_err(&with_file(&f), &user_env(&[]));
+        assert!(e.contains("network."), "{bad}: {e}");
+        assert!(
+            !e.contains('\u{7}'),
+            "{bad}: the control character is echoed: {e}"
+        );
+    }
+    let many = (0..257)
+        .map(|i| format!("e{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let e = load_err(
+        &Overrides::default(),
+        &user_env(&[("IMLINK_NETWORK__INTERFACES", &many)]),
+    );
+    assert!(
+        e.contains("network.interfaces must be a list of interface names"),
+        "{e}"
+    );
+    let fifteen = "a-name-of-15byt";
+    assert_eq!(fifteen.len(), 15);
+    let f = toml_file(&format!("[network]\ninterfaces = [\"{fifteen}\"]\n"));
+    assert_eq!(
+        load_ok(&with_file(&f), &user_env(&[]))
+            .config
+            .network
+            .interfaces,
+        [fifteen]
+    );
 }

@@ -430,6 +430,29 @@ pub(super) fn command<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
     )
 }
 
+/// `network.interfaces`: interface names as the kernel takes them (1 to 15 bytes, no `/`,
+/// no whitespace or control characters, not `.` or `..`), at most [`MAX_INTERFACES`].
+pub(super) fn interfaces<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let problem = format!(
+        "must be a list of interface names (a TOML array of strings, or a comma-separated list in the environment): at most {MAX_INTERFACES} names of 1 to {MAX_INTERFACE_NAME_BYTES} bytes, without '/', spaces or control characters"
+    );
+    checked(
+        d,
+        |names: &Vec<String>| {
+            names.len() <= MAX_INTERFACES
+                && names.iter().all(|n| {
+                    (1..=MAX_INTERFACE_NAME_BYTES).contains(&n.len())
+                        && n != "."
+                        && n != ".."
+                        && !n
+                            .chars()
+                            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+                })
+        },
+        &problem,
+    )
+}
+
 /// Is `host` (as the URL parser gives it) a loopback address or `localhost`?
 fn loopback(host: &url::Host<&str>) -> bool {
     match host {

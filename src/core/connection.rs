@@ -34,6 +34,9 @@ pub enum ConnInput {
     RetryDue,
     /// Someone asked to connect now (`reconnect`): drop the wait, reset the backoff.
     ReconnectNow,
+    /// A usable route to the server appeared (the network watcher): drop the wait, keep
+    /// the backoff step (a failure now waits for the next step).
+    RouteUp,
 }
 
 /// What the Connection actor must do.
@@ -196,6 +199,10 @@ impl ConnMachine {
                 out.push(ConnAction::CancelRetry);
                 self.connect(&mut out);
             }
+            (Phase::Waiting { .. }, ConnInput::RouteUp) => {
+                out.push(ConnAction::CancelRetry);
+                self.connect(&mut out);
+            }
             (Phase::Connecting, ConnInput::ReconnectNow) => self.failures = 0,
             // Stale or irrelevant inputs: a late result of an abandoned attempt, a retry
             // timer that fired after a manual reconnect, a loss report for a connection
@@ -204,7 +211,8 @@ impl ConnMachine {
             | (_, ConnInput::OpenFailed { .. })
             | (_, ConnInput::Lost { .. })
             | (_, ConnInput::RetryDue)
-            | (_, ConnInput::ReconnectNow) => {}
+            | (_, ConnInput::ReconnectNow)
+            | (_, ConnInput::RouteUp) => {}
         }
         out
     }
@@ -351,6 +359,34 @@ mod tests {
             m.handle(failed(), 1200, 0.5).last(),
             Some(&ScheduleRetry(1000))
         );
+    }
+
+    #[test]
+    fn a_route_up_skips_the_wait_but_keeps_the_step() {
+        let mut m = machine();
+        m.handle(ConnInput::Start, 0, 0.5);
+        m.handle(failed(), 0, 0.5);
+        m.handle(ConnInput::RetryDue, 1000, 0.5);
+        m.handle(failed(), 1000, 0.5);
+        assert_eq!(m.failures(), 2);
+        assert_eq!(
+            m.handle(ConnInput::RouteUp, 1100, 0.5),
+            vec![CancelRetry, Emit(Event::Connecting {}), Open]
+        );
+        assert_eq!(m.failures(), 2);
+        assert_eq!(
+            m.handle(failed(), 1200, 0.5).last(),
+            Some(&ScheduleRetry(2560)),
+            "a failure after the early attempt waits for the next step"
+        );
+        // Only a wait is cut short: connecting, connected or idle ignore it.
+        m.handle(ConnInput::RetryDue, 4000, 0.5);
+        assert!(m.handle(ConnInput::RouteUp, 4001, 0.5).is_empty());
+        m.handle(ConnInput::Opened, 4002, 0.5);
+        assert!(m.handle(ConnInput::RouteUp, 4003, 0.5).is_empty());
+        assert_eq!(m.state(), ConnState::Connected);
+        m.handle(ConnInput::Stop, 4004, 0.5);
+        assert!(m.handle(ConnInput::RouteUp, 4005, 0.5).is_empty());
     }
 
     #[test]

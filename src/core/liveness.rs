@@ -48,6 +48,11 @@ impl Liveness {
         now_ms.saturating_sub(self.last_rx_ms)
     }
 
+    /// Has anything arrived at or after `since_ms`?
+    pub fn heard_since(&self, since_ms: u64) -> bool {
+        self.last_rx_ms >= since_ms
+    }
+
     /// The heartbeat tick: ping, or declare the connection dead.
     pub fn tick(&self, now_ms: u64) -> Beat {
         let silent_ms = self.silent_ms(now_ms);

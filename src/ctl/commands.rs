@@ -211,6 +211,24 @@ pub fn format_status(s: &Status) -> String {
         }
         lines.push(a);
     }
+    let net = &s.network;
+    let mut n = format!("network:     {}", crate::text::clean(&net.state));
+    if let Some(i) = &net.interface {
+        n.push_str(&format!(" via {}", crate::text::clean(i)));
+    }
+    if let Some(g) = &net.gateway {
+        n.push_str(&format!(" (gateway {})", crate::text::clean(g)));
+    }
+    if let Some(r) = &net.reason {
+        n.push_str(&format!(": {}", crate::text::clean(r)));
+    }
+    if net.changes > 0 {
+        n.push_str(&format!(", {} change(s)", net.changes));
+        if let Some(at) = net.changed_at {
+            n.push_str(&format!(", last {}", utc(at)));
+        }
+    }
+    lines.push(n);
     lines.push(format!(
         "daemon:      bootID {}, last event seq {}",
         s.boot_id, s.last_seq

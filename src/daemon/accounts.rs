@@ -124,6 +124,8 @@ pub struct Accounts {
     provider: RefCell<Provider>,
     log: LogControl,
     store_options: store::Options,
+    /// The network watcher every account's link listens to.
+    net: RefCell<Option<Rc<crate::daemon::net::watch::Watcher>>>,
 }
 
 fn fail(code: i32, msg: impl Into<String>) -> Fail {
@@ -131,6 +133,11 @@ fn fail(code: i32, msg: impl Into<String>) -> Fail {
 }
 
 impl Accounts {
+    /// The network watcher the links of accounts added from now on listen to.
+    pub fn set_watcher(&self, w: Rc<crate::daemon::net::watch::Watcher>) {
+        *self.net.borrow_mut() = Some(w);
+    }
+
     /// The registry for `cfg`, its accounts' files under `state.dir/accounts`.
     pub fn new(
         cfg: &Config,
@@ -164,6 +171,7 @@ impl Accounts {
             provider: RefCell::new(provider),
             log,
             store_options,
+            net: RefCell::new(None),
         }))
     }
 
@@ -272,6 +280,7 @@ impl Accounts {
         let (dialer, log, pacer) = (self.dialer.clone(), self.log.clone(), self.pacer.clone());
         let connects = self.connects.clone();
         let provider = self.provider.borrow().clone();
+        let net = self.net.borrow().clone();
         let session = {
             let hub = hub.clone();
             Session::create(move |ctx| {
@@ -283,6 +292,9 @@ impl Accounts {
                     dialer,
                     connects,
                 );
+                if let Some(w) = net {
+                    w.subscribe(link.net.clone());
+                }
                 Session::new(&cfg, link, hub, store, log, restore, provider).paced(pacer)
             })
         };

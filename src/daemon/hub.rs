@@ -18,7 +18,7 @@ use super::api::out::Out;
 use crate::clock::Clock;
 use crate::codes::LoginStatus;
 use crate::core::ring::{Cursor, Filter, Ring};
-use crate::proto::api::{AuthStatus, ConnState, Event, Status, Subscribed};
+use crate::proto::api::{AuthStatus, ConnState, Event, NetworkStatus, Status, Subscribed};
 use crate::proto::UserFullInfo;
 
 /// The link's part of the status.
@@ -182,6 +182,7 @@ pub struct Hub {
     clock: Clock,
     conn: RefCell<ConnPart>,
     session: RefCell<SessionPart>,
+    net: RefCell<NetworkStatus>,
     server_clock: Cell<Option<ServerClock>>,
     info: RefCell<Option<UserFullInfo>>,
     ring: RefCell<Ring>,
@@ -224,6 +225,7 @@ impl Hub {
                 server,
             }),
             session: RefCell::new(SessionPart::default()),
+            net: RefCell::new(NetworkStatus::default()),
             server_clock: Cell::new(None),
             info: RefCell::new(None),
             ring: RefCell::new(Ring::new(history)),
@@ -253,6 +255,7 @@ impl Hub {
                 server,
             }),
             session: RefCell::new(SessionPart::default()),
+            net: RefCell::new(NetworkStatus::default()),
             server_clock: Cell::new(None),
             info: RefCell::new(None),
             ring: RefCell::new(Ring::new(1)),
@@ -354,6 +357,14 @@ impl Hub {
 
     // ------------------------------------------------------------------ the board
 
+    /// The network watcher's view changed.
+    pub fn set_net(&self, part: NetworkStatus) {
+        if *self.net.borrow() != part {
+            *self.net.borrow_mut() = part;
+            self.changed.notify_waiters();
+        }
+    }
+
     /// The link's state changed.
     pub fn set_conn(&self, part: ConnPart) {
         if *self.conn.borrow() != part {
@@ -441,6 +452,8 @@ impl Hub {
             boot_id: self.boot_id.clone(),
             last_seq: self.root().ring.borrow().last_seq(),
             auth: s.auth.clone(),
+            // One watcher for the daemon: an account shows the root's view.
+            network: self.root().net.borrow().clone(),
         }
     }
 

@@ -10,6 +10,7 @@
 //!
 //! - [`hub`] — the status board, the event ring, the subscribers.
 //! - [`session`] — the Session actor: the login machine, persistence.
+//! - [`net`] — network awareness: the rtnetlink watcher and what it tells the links.
 //! - [`link`] — the link seam and its implementations ([`link::ws`]: the native protocol;
 //!   [`link::tencent`]: Tencent's official SDK in a supervised child process).
 //! - [`api`] — the Unix-socket JSON-RPC server.
@@ -24,6 +25,7 @@ pub mod hub;
 pub mod link;
 pub mod messages;
 pub mod metrics;
+pub mod net;
 pub mod session;
 pub mod socket;
 pub mod store;
@@ -135,8 +137,11 @@ pub async fn run(
         .dialer
         .clone()
         .unwrap_or_else(|| Rc::new(AwcDialer::new(cfg.server.clone())));
+    // The links the network watcher notifies.
+    let net_links = Rc::new(std::cell::RefCell::new(Vec::new()));
     let session = {
         let (cfg, hub, log) = (cfg.clone(), hub.clone(), embed.log.clone());
+        let net_links = net_links.clone();
         session::Session::create(move |ctx| {
             let link = match cfg.server.backend {
                 Backend::Imlink => WsLink::start_link(
@@ -150,6 +155,7 @@ pub async fn run(
                     TencentLink::start_link(&cfg, hub.clone(), ctx.address().recipient())
                 }
             };
+            net_links.borrow_mut().push(link.net.clone());
             session::Session::new(&cfg, link, hub, store, log, restore, provider)
         })
     };
@@ -167,6 +173,19 @@ pub async fn run(
         }
         None => None,
     };
+    let watcher = net::watch::start(
+        cfg.network.clone(),
+        match cfg.server.backend {
+            Backend::Imlink => net::watch::Target::of_url(&cfg.server.url),
+            Backend::Tencent => cfg
+                .tencent
+                .proxy_server
+                .as_deref()
+                .map_or(net::watch::Target::Internet, net::watch::Target::of_url),
+        },
+        hub.clone(),
+        net_links.take(),
+    );
     let notifier = systemd::start_notifier(hub.clone(), session.clone().recipient());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -200,6 +219,7 @@ pub async fn run(
                     }
                     *api.settings.borrow_mut() = new.api.clone();
                     hub.reconfigure(new.events.history, new.api.subscriber_queue);
+                    watcher.reconfigure(new.network.clone());
                     session.do_send(Reconfigure(*new));
                     systemd::ready();
                 }
@@ -276,6 +296,13 @@ async fn run_multi(
         cfg.api.clone(),
     );
     let _ = api.accounts.set(registry.clone());
+    let watcher = Rc::new(net::watch::start(
+        cfg.network.clone(),
+        net::watch::Target::of_url(&cfg.server.url),
+        hub.clone(),
+        Vec::new(),
+    ));
+    registry.set_watcher(watcher.clone());
     registry.restore_all(cfg.state.restore_session);
     let exposition = match cfg.metrics.listen {
         Some(addr) => {
@@ -317,6 +344,7 @@ async fn run_multi(
                     }
                     *api.settings.borrow_mut() = new.api.clone();
                     hub.reconfigure(new.events.history, new.api.subscriber_queue);
+                    watcher.reconfigure(new.network.clone());
                     registry.reconfigure(&new);
                     systemd::ready();
                 }

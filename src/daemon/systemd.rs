@@ -250,6 +250,7 @@ mod tests {
             boot_id: "b".into(),
             last_seq: 0,
             auth: Default::default(),
+            network: Default::default(),
         }
     }
 

@@ -845,6 +845,45 @@ pub struct Status {
     pub last_seq: u64,
     /// The UserSig provider (`auth.provider`).
     pub auth: AuthStatus,
+    /// The network watcher's view of the route to the server (`[network]`).
+    #[serde(default)]
+    pub network: NetworkStatus,
+}
+
+/// The network watcher's part of `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkStatus {
+    /// `network.watch`: the watcher is on.
+    pub watch: bool,
+    /// `usable` (a route through a watched interface that is up, with carrier and an
+    /// address), `unwatched` (a route through an interface not watched, such as loopback),
+    /// `unreachable`, `unknown` (not looked yet, or netlink unavailable) or `off`.
+    pub state: String,
+    /// The interface the route to the server leaves by.
+    pub interface: Option<String>,
+    /// The next hop, when not on-link.
+    pub gateway: Option<String>,
+    /// Why the server is unreachable, or why the watcher cannot watch.
+    pub reason: Option<String>,
+    /// Changes of the route reported to the link since the daemon started.
+    pub changes: u64,
+    /// When the last change was reported, unix milliseconds.
+    pub changed_at: Option<i64>,
+}
+
+impl Default for NetworkStatus {
+    fn default() -> Self {
+        NetworkStatus {
+            watch: false,
+            state: "off".to_owned(),
+            interface: None,
+            gateway: None,
+            reason: None,
+            changes: 0,
+            changed_at: None,
+        }
+    }
 }
 
 /// The provider's part of `status`.

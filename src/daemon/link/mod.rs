@@ -14,6 +14,7 @@
 //! | Session → link | [`LinkControl::ReconnectNow`] | skip the backoff wait |
 //! | Session → link | [`LinkRequest::Login`] | log in (answered with the server's verdict) |
 //! | Session → link | [`LinkRequest::Logout`] | log out |
+//! | network watcher → link | [`NetNotice`] | a route to the server appeared / the one in use went ([`super::net`]) |
 //! | Supervisor → link | [`CloseLink`] | the daemon stops: close cleanly, answer when closed |
 //! | link → Session | [`LinkEvent::Up`] / [`LinkEvent::Down`] | the connection came up / went down |
 //! | link → Session | [`LinkEvent::Kicked`], [`LinkEvent::SigExpired`], [`LinkEvent::SelfInfo`] | the server's pushes |
@@ -23,6 +24,7 @@ pub mod ws;
 
 use actix::prelude::*;
 
+pub use super::net::NetNotice;
 use crate::config::Config;
 use crate::core::session::Fail;
 use crate::proto::UserFullInfo;
@@ -124,6 +126,8 @@ pub struct Link {
     pub reconfigure: Recipient<LinkReconfigure>,
     /// Graceful stop.
     pub close: Recipient<CloseLink>,
+    /// The network watcher's notices.
+    pub net: Recipient<NetNotice>,
 }
 
 impl Link {
@@ -134,13 +138,15 @@ impl Link {
             + Handler<LinkRequest>
             + Handler<LinkControl>
             + Handler<LinkReconfigure>
-            + Handler<CloseLink>,
+            + Handler<CloseLink>
+            + Handler<NetNotice>,
     {
         Link {
             request: addr.clone().recipient(),
             control: addr.clone().recipient(),
             reconfigure: addr.clone().recipient(),
             close: addr.clone().recipient(),
+            net: addr.clone().recipient(),
         }
     }
 }

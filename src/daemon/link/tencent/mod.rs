@@ -37,7 +37,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{CloseLink, Link, LinkControl, LinkEvent, LinkReconfigure, LinkReply, LinkRequest};
+use super::{
+    CloseLink, Link, LinkControl, LinkEvent, LinkReconfigure, LinkReply, LinkRequest, NetNotice,
+};
 use crate::codes::code;
 use crate::config::{Config, ServerConfig, TencentConfig};
 use crate::core::backoff::Backoff;
@@ -128,6 +130,8 @@ pub struct TencentLink {
     /// Resolves when the bridge being closed cleanly is gone.
     closed: Option<oneshot::Receiver<()>>,
     unreadable: u32,
+    /// The last start of the bridge was one a new route made early; not twice in a row.
+    last_early: bool,
 }
 
 /// What `status.server` shows: the proxy, or `tencent` (the SDK's own servers).
@@ -173,6 +177,7 @@ impl TencentLink {
             graceful: false,
             closed: None,
             unreadable: 0,
+            last_early: false,
         }
     }
 
@@ -211,6 +216,7 @@ impl TencentLink {
                     self.retry = Some(ctx.run_later(wait, |act, ctx| {
                         act.retry = None;
                         act.retry_at = None;
+                        act.last_early = false;
                         act.input(Input::Conn(ConnInput::RetryDue), ctx);
                     }));
                 }
@@ -221,7 +227,10 @@ impl TencentLink {
                     self.retry_at = None;
                 }
                 ConnAction::Emit(e) => self.hub.emit(e),
-                ConnAction::LinkUp => self.session.do_send(LinkEvent::Up),
+                ConnAction::LinkUp => {
+                    self.last_early = false;
+                    self.session.do_send(LinkEvent::Up)
+                }
                 ConnAction::LinkDown => self.session.do_send(LinkEvent::Down),
             }
         }
@@ -892,6 +901,7 @@ impl Handler<LinkControl> for TencentLink {
             LinkControl::Start(app) => {
                 self.app_id = Some(app);
                 self.broken = None;
+                self.last_early = false;
                 self.input(Input::Conn(ConnInput::Start), ctx);
             }
             LinkControl::Stop => {
@@ -902,11 +912,42 @@ impl Handler<LinkControl> for TencentLink {
                 self.closed = None;
             }
             LinkControl::ReconnectNow => {
+                self.last_early = false;
                 if self.broken.take().is_some() && self.app_id.is_some() {
                     tracing::info!("trying the Tencent bridge again");
                     self.input(Input::Conn(ConnInput::Start), ctx);
                 } else {
                     self.input(Input::Conn(ConnInput::ReconnectNow), ctx);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<NetNotice> for TencentLink {
+    type Result = ();
+
+    /// What the network watcher says. While the bridge waits to be restarted, a new route
+    /// restarts it now (once in a row). While it runs, the SDK keeps its socket itself —
+    /// its own heartbeat finds a dead socket and it reconnects by itself — and a ping of
+    /// the bridge would reach the process, not Tencent's servers: nothing to do.
+    fn handle(&mut self, notice: NetNotice, ctx: &mut Context<Self>) {
+        match notice {
+            NetNotice::RouteUp => match self.machine.phase() {
+                Phase::Waiting { .. } if !self.last_early && self.broken.is_none() => {
+                    tracing::info!(
+                        "a route to the server appeared: starting the Tencent bridge now, skipping the backoff"
+                    );
+                    self.last_early = true;
+                    self.input(Input::Conn(ConnInput::RouteUp), ctx);
+                }
+                _ => {}
+            },
+            NetNotice::RouteGone => {
+                if matches!(self.machine.phase(), Phase::Connected { .. }) {
+                    tracing::info!(
+                        "the route to the server changed; the Tencent SDK checks its own connection"
+                    );
                 }
             }
         }

@@ -16,7 +16,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{CloseLink, Link, LinkControl, LinkEvent, LinkReconfigure, LinkReply, LinkRequest};
+use super::{
+    CloseLink, Link, LinkControl, LinkEvent, LinkReconfigure, LinkReply, LinkRequest, NetNotice,
+};
 use crate::codes::code;
 use crate::config::{Config, ServerConfig};
 use crate::core::backoff::Backoff;
@@ -72,6 +74,14 @@ pub struct WsLink {
     closing: Option<oneshot::Sender<()>>,
     /// Many accounts: every connect attempt waits for its slot.
     pacer: Option<Rc<crate::daemon::accounts::Pacer>>,
+    /// The probe after the route changed, while it runs.
+    probe: Option<SpawnHandle>,
+    /// The network watcher said the route to the server is gone (and not back yet).
+    route_down: bool,
+    /// The connect attempt running began while the route was gone.
+    attempt_while_down: bool,
+    /// The last attempt was one a new route started early; it is not done twice in a row.
+    last_early: bool,
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay).
@@ -123,6 +133,10 @@ impl WsLink {
             retry_at: None,
             closing: None,
             pacer: None,
+            probe: None,
+            route_down: false,
+            attempt_while_down: false,
+            last_early: false,
         }
     }
 
@@ -176,6 +190,7 @@ impl WsLink {
                     self.retry = Some(ctx.run_later(wait, |act, ctx| {
                         act.retry = None;
                         act.retry_at = None;
+                        act.last_early = false;
                         act.input(ConnInput::RetryDue, ctx);
                     }));
                 }
@@ -186,7 +201,10 @@ impl WsLink {
                     self.retry_at = None;
                 }
                 ConnAction::Emit(e) => self.hub.emit(e),
-                ConnAction::LinkUp => self.session.do_send(LinkEvent::Up),
+                ConnAction::LinkUp => {
+                    self.last_early = false;
+                    self.session.do_send(LinkEvent::Up)
+                }
                 ConnAction::LinkDown => self.session.do_send(LinkEvent::Down),
             }
         }
@@ -226,6 +244,7 @@ impl WsLink {
     fn open(&mut self, ctx: &mut Context<Self>) {
         self.gen += 1;
         let gen = self.gen;
+        self.attempt_while_down = self.route_down;
         tracing::info!(server = %self.server.url, "connecting");
         let timeout = Duration::from_millis(self.server.connect_timeout_ms);
         let wait = self.pacer.as_ref().map(|p| p.delay()).unwrap_or_default();
@@ -280,6 +299,7 @@ impl WsLink {
             self.attempt.take(),
             self.hello_deadline.take(),
             self.stream.take(),
+            self.probe.take(),
         ]
         .into_iter()
         .flatten()
@@ -334,6 +354,41 @@ impl WsLink {
                     let _ = act.send(Command::Heartbeat(Empty {}), Waiter::Heartbeat, ctx);
                 }
             }
+        }));
+    }
+
+    /// The route to the server changed while connected: a heartbeat now, and the
+    /// connection is lost unless something comes back within one heartbeat interval.
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        if self.probe.is_some() {
+            return;
+        }
+        let sent = self.now_ms();
+        if self
+            .send(Command::Heartbeat(Empty {}), Waiter::Heartbeat, ctx)
+            .is_err()
+        {
+            return;
+        }
+        let wait = self.server.heartbeat_interval_ms.max(10);
+        tracing::info!(
+            deadline_ms = wait,
+            "the route to the server changed: probing the connection"
+        );
+        let gen = self.gen;
+        self.probe = Some(ctx.run_later(Duration::from_millis(wait), move |act, ctx| {
+            act.probe = None;
+            if act.gen != gen {
+                return;
+            }
+            if act.liveness.heard_since(sent) {
+                tracing::info!("the probe was answered: the connection stays");
+                return;
+            }
+            act.lost(
+                format!("the route to the server changed and nothing came back within {wait} ms"),
+                ctx,
+            );
         }));
     }
 
@@ -480,13 +535,58 @@ impl Handler<LinkControl> for WsLink {
         match msg {
             LinkControl::Start(app) => {
                 self.app_id = Some(app);
+                self.last_early = false;
                 self.input(ConnInput::Start, ctx);
             }
             LinkControl::Stop => {
                 tracing::info!("connection stopped");
                 self.input(ConnInput::Stop, ctx);
             }
-            LinkControl::ReconnectNow => self.input(ConnInput::ReconnectNow, ctx),
+            LinkControl::ReconnectNow => {
+                self.last_early = false;
+                self.input(ConnInput::ReconnectNow, ctx)
+            }
+        }
+    }
+}
+
+impl Handler<NetNotice> for WsLink {
+    type Result = ();
+
+    /// What the network watcher says: connect early when a route appears (once in a row:
+    /// an early attempt that fails waits for the next backoff step in full), probe at once
+    /// when the route in use goes.
+    fn handle(&mut self, notice: NetNotice, ctx: &mut Context<Self>) {
+        match notice {
+            NetNotice::RouteGone => {
+                self.route_down = true;
+                if matches!(self.machine.phase(), Phase::Connected { .. }) {
+                    self.probe(ctx);
+                }
+            }
+            NetNotice::RouteUp => {
+                self.route_down = false;
+                match self.machine.phase() {
+                    Phase::Waiting { .. } if !self.last_early => {
+                        tracing::info!(
+                            "a route to the server appeared: connecting now, skipping the backoff"
+                        );
+                        self.last_early = true;
+                        self.input(ConnInput::RouteUp, ctx);
+                    }
+                    Phase::Waiting { .. } => tracing::debug!(
+                        "a route to the server appeared again; the early attempt before failed, so the backoff runs"
+                    ),
+                    Phase::Connecting if self.attempt_while_down => {
+                        tracing::info!(
+                            "a route to the server appeared: starting the connect attempt again"
+                        );
+                        self.close(ctx);
+                        self.open(ctx);
+                    }
+                    _ => {}
+                }
+            }
         }
     }
 }
