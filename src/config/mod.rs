@@ -50,8 +50,8 @@ pub use paths::{
     MAX_SOCKET_PATH_BYTES,
 };
 pub use schema::{
-    ApiConfig, AuthConfig, AuthProvider, Backend, Config, EventsConfig, ReconnectConfig, SdkConfig,
-    ServerConfig, StateConfig, TencentConfig,
+    ApiConfig, AuthConfig, AuthProvider, Backend, Config, EventsConfig, FleetConfig,
+    ReconnectConfig, SdkConfig, ServerConfig, StateConfig, TencentConfig,
 };
 
 use std::collections::BTreeMap;

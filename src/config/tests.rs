@@ -73,7 +73,7 @@ fn nothing_configured_gives_the_design_defaults() {
     assert_eq!(l.file, None);
     assert!(l.origins.values().all(|o| *o == Origin::Default));
     assert_eq!(l.origins.len(), keys().count());
-    assert_eq!(keys().count(), 42);
+    assert_eq!(keys().count(), 46);
 }
 
 #[test]

@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod fleet;
 pub mod hub;
 pub mod link;
 pub mod messages;
@@ -155,6 +156,7 @@ pub async fn run(
         cfg.api.clone(),
     );
     let notifier = systemd::start_notifier(hub.clone(), session.clone().recipient());
+    let fleet = fleet::start(&cfg, &api, None);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = {
@@ -202,6 +204,9 @@ pub async fn run(
     // Let `serving` see the stop so nothing new is accepted.
     let _ = (&mut serving).await;
     api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;
+    if let Some(f) = fleet {
+        f.stop().await;
+    }
     let _ = session.send(Shutdown).await;
     api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;
     if let Some(n) = notifier {

@@ -66,11 +66,17 @@ pub enum Method {
     Unsubscribe,
     /// `renewUserSig`.
     RenewUserSig,
+    /// `fleetStatus`.
+    FleetStatus,
+    /// `fleetAdd`.
+    FleetAdd,
+    /// `fleetRemove`.
+    FleetRemove,
 }
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 14] = [
+    pub const ALL: [Method; 17] = [
         Method::InitSdk,
         Method::UnInitSdk,
         Method::Login,
@@ -85,6 +91,9 @@ impl Method {
         Method::Subscribe,
         Method::Unsubscribe,
         Method::RenewUserSig,
+        Method::FleetStatus,
+        Method::FleetAdd,
+        Method::FleetRemove,
     ];
 
     /// The wire name.
@@ -104,6 +113,9 @@ impl Method {
             Method::Subscribe => "subscribe",
             Method::Unsubscribe => "unsubscribe",
             Method::RenewUserSig => "renewUserSig",
+            Method::FleetStatus => "fleetStatus",
+            Method::FleetAdd => "fleetAdd",
+            Method::FleetRemove => "fleetRemove",
         }
     }
 
@@ -119,6 +131,7 @@ impl Method {
             Method::Login => &["userID", "userSig"],
             Method::Subscribe => &["events", "since"],
             Method::Unsubscribe => &["subscription"],
+            Method::FleetAdd | Method::FleetRemove => &["userID"],
             _ => &[],
         }
     }
@@ -133,6 +146,8 @@ impl Method {
                 | Method::Logout
                 | Method::Reconnect
                 | Method::RenewUserSig
+                | Method::FleetAdd
+                | Method::FleetRemove
         )
     }
 }
@@ -168,6 +183,27 @@ pub enum MethodCall {
     Unsubscribe(Unsubscribe),
     /// `renewUserSig`.
     RenewUserSig,
+    /// `fleetStatus`.
+    FleetStatus,
+    /// `fleetAdd`.
+    FleetAdd(FleetAccount),
+    /// `fleetRemove`.
+    FleetRemove(FleetAccount),
+}
+
+/// `fleetAdd` and `fleetRemove` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetAccount {
+    /// The account.
+    #[serde(rename = "userID")]
+    pub user_id: String,
+}
+
+/// `fleetAdd` and `fleetRemove` result: whether the set of accounts changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetChanged {
+    /// `false` when the account was already there (add) or not there (remove).
+    pub changed: bool,
 }
 
 impl MethodCall {
@@ -231,6 +267,22 @@ impl MethodCall {
             Method::Status => MethodCall::Status,
             Method::Reconnect => MethodCall::Reconnect,
             Method::RenewUserSig => MethodCall::RenewUserSig,
+            Method::FleetStatus => MethodCall::FleetStatus,
+            Method::FleetAdd | Method::FleetRemove => {
+                let user_id = match p.opt::<String>("userID") {
+                    Ok(Some(u)) => u,
+                    _ => return Err(RpcError::bad_param(m, "userID", "a string")),
+                };
+                if !valid_user_id(&user_id) {
+                    return Err(RpcError::new(code::INVALID_USERID, INVALID_USER_ID_MESSAGE));
+                }
+                let a = FleetAccount { user_id };
+                if method == Method::FleetAdd {
+                    MethodCall::FleetAdd(a)
+                } else {
+                    MethodCall::FleetRemove(a)
+                }
+            }
             Method::Subscribe => {
                 let events = match p.opt::<Vec<String>>("events") {
                     Ok(e) => e,

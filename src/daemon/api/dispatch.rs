@@ -14,8 +14,8 @@ use crate::core::ring::Filter;
 use crate::core::session::{Fail, Reply};
 use crate::daemon::messages::{ReconnectNow, SessionCall};
 use crate::proto::api::{
-    Empty, LoginResult, LoginStatusResult, LoginUserResult, Method, MethodCall, Renewed,
-    SelfInfoResult, ServerTimeResult, VersionResult,
+    Empty, FleetChanged, LoginResult, LoginStatusResult, LoginUserResult, Method, MethodCall,
+    Renewed, SelfInfoResult, ServerTimeResult, VersionResult,
 };
 use crate::proto::rpc::{self, Id, Incoming, RpcError};
 
@@ -199,6 +199,9 @@ pub fn call(api: &Rc<Api>, out: &Rc<Out>, peer: Option<(u32, u32)>, inc: Incomin
             },
         ),
         MethodCall::Logout => session_call(api, id, SessionCall::Logout, |_| Empty {}),
+        c @ (MethodCall::FleetStatus | MethodCall::FleetAdd(_) | MethodCall::FleetRemove(_)) => {
+            fleet_call(api, id, c)
+        }
         MethodCall::RenewUserSig => session_call(api, id, SessionCall::Renew, |r| Renewed {
             expires_at: match r {
                 Reply::Renewed(e) => e,
@@ -206,6 +209,42 @@ pub fn call(api: &Rc<Api>, out: &Rc<Out>, peer: Option<(u32, u32)>, inc: Incomin
             },
         }),
     }
+}
+
+/// `fleetStatus`, `fleetAdd`, `fleetRemove`: straight to etcd, whichever member is asked.
+fn fleet_call(api: &Api, id: Option<Id>, call: MethodCall) -> Outcome {
+    let Some(admin) = api.fleet.borrow().clone() else {
+        return Outcome::Now(reply::<()>(
+            &id,
+            Err(RpcError::new(
+                code::FLEET_OFF,
+                "fleet mode is off: fleet.etcd is empty",
+            )),
+        ));
+    };
+    let unavailable =
+        |e: crate::fleet::admin::FleetError| RpcError::new(code::FLEET_UNAVAILABLE, e.0);
+    Outcome::Later(Box::pin(async move {
+        match call {
+            MethodCall::FleetAdd(a) => reply(
+                &id,
+                admin
+                    .add(&a.user_id)
+                    .await
+                    .map(|changed| FleetChanged { changed })
+                    .map_err(unavailable),
+            ),
+            MethodCall::FleetRemove(a) => reply(
+                &id,
+                admin
+                    .remove(&a.user_id)
+                    .await
+                    .map(|changed| FleetChanged { changed })
+                    .map_err(unavailable),
+            ),
+            _ => reply(&id, admin.status().await.map_err(unavailable)),
+        }
+    }))
 }
 
 /// A recipient of the Session's calls.

@@ -75,6 +75,8 @@ pub struct Api {
     pub reconnect: Recipient<ReconnectNow>,
     /// `[api]`, replaced on SIGHUP.
     pub settings: RefCell<ApiConfig>,
+    /// The fleet's keys in etcd (`fleet*` methods), in fleet mode.
+    pub fleet: RefCell<Option<crate::fleet::Admin>>,
     clients: Cell<usize>,
     limited: Cell<usize>,
     next_conn: Cell<u64>,
@@ -97,6 +99,7 @@ impl Api {
             session,
             reconnect,
             settings: RefCell::new(settings),
+            fleet: RefCell::new(None),
             clients: Cell::new(0),
             limited: Cell::new(0),
             next_conn: Cell::new(1),

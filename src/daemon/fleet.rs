@@ -1,0 +1,83 @@
+//! Fleet mode in the daemon (`[fleet]`, docs/fleet.md): connects to etcd, answers the
+//! `fleet*` methods, and runs this daemon's [`Member`] over its accounts.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::config::Config;
+use crate::fleet::{admin, AccountHost, Admin, Member, MemberHandle, Settings, Timing};
+
+use super::api::Api;
+
+/// The fleet part of a running daemon.
+pub struct Fleet {
+    starter: tokio::task::JoinHandle<()>,
+    member: Rc<RefCell<Option<MemberHandle>>>,
+    timing: Timing,
+}
+
+/// Starts fleet mode when `fleet.etcd` is set: connects to etcd (retrying until it can),
+/// then serves the `fleet*` methods through `api` and, with a `host`, runs the member.
+pub fn start(cfg: &Config, api: &Rc<Api>, host: Option<Rc<dyn AccountHost>>) -> Option<Fleet> {
+    if !cfg.fleet.enabled() {
+        return None;
+    }
+    let settings = Settings {
+        endpoints: cfg.fleet.etcd.clone(),
+        name: cfg.fleet.member_name(),
+        prefix: cfg.fleet.prefix.clone(),
+        lease_ttl_secs: cfg.fleet.lease_ttl_secs,
+    };
+    let timing = Timing::new(settings.lease_ttl_secs);
+    let member: Rc<RefCell<Option<MemberHandle>>> = Rc::default();
+    let starter = {
+        let (api, member) = (api.clone(), member.clone());
+        tokio::task::spawn_local(async move {
+            tracing::info!(member = %settings.name, etcd = %settings.endpoints.join(","), "fleet mode");
+            let client = loop {
+                match admin::connect(&settings.endpoints, timing.call_timeout).await {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "fleet: etcd unreachable; retrying");
+                        tokio::time::sleep(timing.renew_every).await;
+                    }
+                }
+            };
+            *api.fleet.borrow_mut() = Some(Admin::new(
+                client.clone(),
+                &settings.prefix,
+                timing.call_timeout,
+            ));
+            match host {
+                Some(host) => {
+                    *member.borrow_mut() = Some(Member::new(settings, client, host).spawn());
+                }
+                None => tracing::warn!(
+                    "fleet: this daemon holds one account only (accounts.multi is off); it answers the fleet methods but owns no accounts"
+                ),
+            }
+        })
+    };
+    Some(Fleet {
+        starter,
+        member,
+        timing,
+    })
+}
+
+impl Fleet {
+    /// Leaves the fleet: every account logged out, then the lease revoked, so the other
+    /// members take the accounts at once. Bounded by the lease TTL.
+    pub async fn stop(self) {
+        self.starter.abort();
+        let member = self.member.borrow_mut().take();
+        if let Some(m) = member {
+            if tokio::time::timeout(self.timing.ttl, m.stop())
+                .await
+                .is_err()
+            {
+                tracing::warn!("fleet: leaving took longer than the lease TTL");
+            }
+        }
+    }
+}
