@@ -50,8 +50,9 @@ pub use paths::{
     MAX_SOCKET_PATH_BYTES,
 };
 pub use schema::{
-    ApiConfig, AuthConfig, AuthProvider, Backend, Config, EventsConfig, FleetConfig,
-    ReconnectConfig, SdkConfig, ServerConfig, StateConfig, TencentConfig,
+    AccountsConfig, ApiConfig, AuthConfig, AuthProvider, Backend, Config, EventsConfig,
+    FleetConfig, MetricsConfig, ReconnectConfig, SdkConfig, ServerConfig, StateConfig,
+    TencentConfig,
 };
 
 use std::collections::BTreeMap;

@@ -38,7 +38,7 @@ pub(super) fn check(l: &Loaded) -> Result<(), ConfigError> {
     fleet(l)
 }
 
-/// What fleet mode needs: a provider (members log accounts in with no client), the app,
+/// What fleet mode needs: many accounts, a provider (members log accounts in with no client), the app,
 /// and no `auth.user_id` (the fleet decides which accounts this daemon logs in).
 fn fleet(l: &Loaded) -> Result<(), ConfigError> {
     let c = &l.config;
@@ -51,6 +51,12 @@ fn fleet(l: &Loaded) -> Result<(), ConfigError> {
             message: format!("fleet.etcd ({origin}) turns fleet mode on, which {needs}"),
         })
     };
+    if !c.accounts.multi {
+        return fail(format!(
+            "needs accounts.multi = true ({}): a member holds many accounts",
+            l.origin("accounts.multi")
+        ));
+    }
     if c.auth.provider == AuthProvider::None {
         return fail(
             "needs auth.provider (members log the fleet's accounts in with no client to give a UserSig)".into(),

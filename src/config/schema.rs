@@ -34,6 +34,10 @@ pub struct Config {
     pub state: StateConfig,
     /// `[auth]`: where the daemon gets UserSigs by itself (login at start, renewal).
     pub auth: AuthConfig,
+    /// `[accounts]`: many accounts in one daemon.
+    pub accounts: AccountsConfig,
+    /// `[metrics]`: the Prometheus text exposition.
+    pub metrics: MetricsConfig,
     /// `[fleet]`: several daemons share the accounts through etcd (docs/fleet.md).
     pub fleet: FleetConfig,
 }
@@ -80,6 +84,38 @@ impl Default for FleetConfig {
             lease_ttl_secs: 10,
         }
     }
+}
+
+/// `[accounts]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// Many accounts: `login` with a new userID adds an account instead of switching.
+    #[serde(deserialize_with = "valid::boolean")]
+    pub multi: bool,
+    /// The most logins, and connect attempts, per second across all accounts (1 to
+    /// 100000; multi only).
+    #[serde(deserialize_with = "valid::login_rate")]
+    pub login_rate: u32,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            multi: false,
+            login_rate: 200,
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where the Prometheus text exposition is served over HTTP (`GET /metrics`): a
+    /// loopback `address:port`; unset (the default): not served.
+    #[serde(deserialize_with = "valid::metrics_listen")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[sdk]`.

@@ -153,6 +153,29 @@ pub(super) fn history<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error
     size(d, 1, MAX_HISTORY, "")
 }
 
+/// `accounts.login_rate`.
+pub(super) fn login_rate<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = uint(d, 1, 100_000, " (logins per second)")?;
+    u32::try_from(n).map_err(|_| D::Error::custom("must be a positive integer, at most 100000"))
+}
+
+/// `metrics.listen`: unset (or empty), or a loopback `address:port` (the exposition has
+/// no access control, so it is never offered beyond the machine).
+pub(super) fn metrics_listen<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    const PROBLEM: &str =
+        "must be a loopback address and port, such as 127.0.0.1:9464 or [::1]:9464";
+    let text: Option<String> = checked(d, |_| true, PROBLEM)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) => match t.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => Ok(Some(a)),
+            _ => Err(D::Error::custom(PROBLEM)),
+        },
+    }
+}
+
 /// `state.restore_session`.
 pub(super) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     checked(d, |_| true, "must be true or false")

@@ -13,7 +13,8 @@
 //! - nothing, when it is up to date.
 
 use bytes::Bytes;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::rc::Rc;
 
 use crate::proto::api::EVENT_NAMES;
 
@@ -24,17 +25,20 @@ pub struct Entry {
     pub seq: u64,
     /// Its name (one of [`EVENT_NAMES`]).
     pub name: &'static str,
+    /// The account it concerns (many accounts), or None.
+    pub account: Option<Rc<str>>,
     /// Its serialised form, shared by every subscriber.
     pub body: Bytes,
 }
 
-/// The set of event names a subscription wants; `eventsLost` is always in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Filter(u32);
+/// What a subscription wants: a set of event names (`eventsLost` is always in it) and,
+/// optionally, a set of accounts (an event that concerns no account always passes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter(u32, Option<Rc<HashSet<String>>>);
 
 impl Filter {
     /// Every event.
-    pub const ALL: Filter = Filter(u32::MAX);
+    pub const ALL: Filter = Filter(u32::MAX, None);
 
     /// Only these names (unknown names are ignored; the API refuses them before).
     pub fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> Filter {
@@ -42,7 +46,21 @@ impl Filter {
         for n in names {
             bits |= Filter::bit(n);
         }
-        Filter(bits)
+        Filter(bits, None)
+    }
+
+    /// Only the events of these accounts (and those of no account).
+    pub fn accounts(self, accounts: impl IntoIterator<Item = String>) -> Filter {
+        Filter(self.0, Some(Rc::new(accounts.into_iter().collect())))
+    }
+
+    /// Does it let an event of `name` concerning `account` through?
+    pub fn admits_entry(&self, name: &str, account: Option<&str>) -> bool {
+        self.admits(name)
+            && match (&self.1, account) {
+                (Some(set), Some(a)) => set.contains(a),
+                _ => true,
+            }
     }
 
     fn bit(name: &str) -> u32 {
@@ -54,13 +72,13 @@ impl Filter {
     }
 
     /// Does it let `name` through?
-    pub fn admits(self, name: &str) -> bool {
+    pub fn admits(&self, name: &str) -> bool {
         self.0 & Filter::bit(name) != 0
     }
 }
 
 /// Where a subscription stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
     /// The next seq it wants.
     pub next: u64,
@@ -147,10 +165,16 @@ impl Ring {
 
     /// Appends the event that got [`Ring::next_seq`]; returns its seq.
     pub fn push(&mut self, name: &'static str, body: Bytes) -> u64 {
+        self.push_for(name, None, body)
+    }
+
+    /// [`Ring::push`] for an event that concerns `account`.
+    pub fn push_for(&mut self, name: &'static str, account: Option<Rc<str>>, body: Bytes) -> u64 {
         self.last = self.next_seq();
         self.entries.push_back(Entry {
             seq: self.last,
             name,
+            account,
             body,
         });
         self.trim();
@@ -174,33 +198,38 @@ impl Ring {
 
     /// What to write next for `cur`, advancing it.
     pub fn next(&self, cur: &mut Cursor, lag_limit: u64) -> Step<'_> {
+        self.step(&mut cur.next, &cur.filter, lag_limit)
+    }
+
+    /// [`Ring::next`] for a cursor given as its parts (`next` advances).
+    pub fn step(&self, next: &mut u64, filter: &Filter, lag_limit: u64) -> Step<'_> {
         loop {
-            if cur.next > self.last {
+            if *next > self.last {
                 return Step::Idle;
             }
             let oldest = self.oldest_seq();
-            if cur.next < oldest {
-                let from = cur.next;
-                cur.next = oldest;
+            if *next < oldest {
+                let from = *next;
+                *next = oldest;
                 return Step::Lost {
                     from,
                     to: oldest - 1,
                 };
             }
-            let behind = self.last - cur.next + 1;
+            let behind = self.last - *next + 1;
             if behind > lag_limit.max(1) {
-                let from = cur.next;
-                cur.next = self.next_seq();
+                let from = *next;
+                *next = self.next_seq();
                 return Step::Lost {
                     from,
                     to: self.last,
                 };
             }
-            let Some(e) = self.get(cur.next) else {
+            let Some(e) = self.get(*next) else {
                 return Step::Idle;
             };
-            cur.next = cur.next.saturating_add(1);
-            if cur.filter.admits(e.name) {
+            *next = next.saturating_add(1);
+            if filter.admits_entry(e.name, e.account.as_deref()) {
                 return Step::Deliver(e);
             }
         }

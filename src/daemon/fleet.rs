@@ -4,10 +4,50 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use futures_util::future::LocalBoxFuture;
+
 use crate::config::Config;
 use crate::fleet::{admin, AccountHost, Admin, Member, MemberHandle, Settings, Timing};
 
+use super::accounts::Accounts;
 use super::api::Api;
+
+/// The daemon's accounts (`accounts.multi`) as the fleet's host: `start` is `login`
+/// without a UserSig (the provider gives it), `stop` is `removeAccount` (logged out, its
+/// link closed, its session file removed: the fleet, not the disk, says what to log in).
+pub struct RegistryHost {
+    accounts: Rc<Accounts>,
+}
+
+impl RegistryHost {
+    /// The host over `accounts`.
+    pub fn new(accounts: Rc<Accounts>) -> RegistryHost {
+        RegistryHost { accounts }
+    }
+}
+
+impl AccountHost for RegistryHost {
+    fn start<'a>(&'a self, user: &'a str) -> LocalBoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.accounts
+                .clone()
+                .login(user.to_owned(), None)
+                .await
+                .map(|_| ())
+                .map_err(|f| format!("{}: {}", f.code, f.message))
+        })
+    }
+
+    fn stop<'a>(&'a self, user: &'a str) -> LocalBoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(account) = self.accounts.get(user) {
+                if let Err(f) = self.accounts.clone().remove(account).await {
+                    tracing::warn!(user = %user, code = f.code, "fleet: removing the account: {}", crate::text::clean(&f.message));
+                }
+            }
+        })
+    }
+}
 
 /// The fleet part of a running daemon.
 pub struct Fleet {

@@ -80,8 +80,104 @@ struct ServerClock {
 /// (a hostile or broken server) is ignored.
 const SERVER_TIME_MS: std::ops::RangeInclusive<i64> = 1_000_000_000_000..=9_999_999_999_999;
 
+/// Counts of the accounts (many accounts), kept by the root hub as the accounts' boards
+/// change: `STATUS=`, `listAccounts`' neighbours and the metrics read them without a walk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Accounts.
+    pub accounts: u64,
+    /// By login status: LOGINED, LOGINING, LOGOUT.
+    pub by_status: [u64; 3],
+    /// Logged in and the server holds the login on a live connection.
+    pub online: u64,
+    /// By link state: idle, connecting, connected, waiting.
+    pub by_conn: [u64; 4],
+}
+
+impl Tally {
+    fn add(&mut self, status: LoginStatus, online: bool, conn: ConnState, sign: i64) {
+        let f = |n: &mut u64| {
+            *n = if sign > 0 {
+                n.saturating_add(1)
+            } else {
+                n.saturating_sub(1)
+            }
+        };
+        f(&mut self.by_status[status as usize - 1]);
+        if online && status == LoginStatus::Logined && conn == ConnState::Connected {
+            f(&mut self.online);
+        }
+        f(&mut self.by_conn[conn_index(conn)]);
+    }
+}
+
+/// Counters of what happened since the start, from the events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Every event.
+    pub events: u64,
+    /// Logins accepted (status 1 after 2: `login`, `restore`).
+    pub logins: u64,
+    /// Silent re-logins accepted after a reconnect.
+    pub relogins: u64,
+    /// Silent re-logins refused (retried).
+    pub relogin_failures: u64,
+    /// Kicks.
+    pub kicks: u64,
+    /// Ticket expiries.
+    pub expiries: u64,
+    /// Connections that came up.
+    pub connects: u64,
+    /// Connect attempts that failed, and connections lost.
+    pub connect_failures: u64,
+}
+
+impl Counters {
+    fn count(&mut self, e: &Event) {
+        self.events = self.events.saturating_add(1);
+        let n = match e {
+            Event::LoginStatusChanged {
+                status: LoginStatus::Logined,
+                ..
+            } => &mut self.logins,
+            Event::Relogin { success: true, .. } => &mut self.relogins,
+            Event::Relogin { success: false, .. } => &mut self.relogin_failures,
+            Event::KickedOffline {} => &mut self.kicks,
+            Event::UserSigExpired {} => &mut self.expiries,
+            Event::ConnectSuccess {} => &mut self.connects,
+            Event::ConnectFailed { .. } => &mut self.connect_failures,
+            _ => return,
+        };
+        *n = n.saturating_add(1);
+    }
+}
+
+/// The index of a link state in [`Tally::by_conn`].
+pub fn conn_index(c: ConnState) -> usize {
+    match c {
+        ConnState::Idle => 0,
+        ConnState::Connecting => 1,
+        ConnState::Connected => 2,
+        ConnState::Waiting => 3,
+    }
+}
+
 /// The hub. Create with [`Hub::new`], share as `Rc<Hub>`.
+///
+/// With many accounts, every account has a hub of its own for its board
+/// ([`Hub::for_account`]); its events go to the root hub's ring, marked with the
+/// account, and its board changes are counted in the root's [`Tally`].
 pub struct Hub {
+    /// The root hub (the ring, the subscribers), for an account's hub.
+    root: Option<Rc<Hub>>,
+    /// The root hub of a daemon with many accounts.
+    multi: Cell<bool>,
+    /// The account (its userID), for an account's hub.
+    account: Option<Rc<str>>,
+    tally: Cell<Tally>,
+    /// Events emitted, by name (the order of `EVENT_NAMES`), and the counters the
+    /// metrics derive from them.
+    counters: Cell<Counters>,
     boot_id: String,
     clock: Clock,
     conn: RefCell<ConnPart>,
@@ -113,6 +209,11 @@ impl Hub {
         server: String,
     ) -> Rc<Hub> {
         Rc::new(Hub {
+            root: None,
+            multi: Cell::new(false),
+            account: None,
+            tally: Cell::new(Tally::default()),
+            counters: Cell::new(Counters::default()),
             boot_id,
             clock,
             conn: RefCell::new(ConnPart {
@@ -132,6 +233,106 @@ impl Hub {
             pump_scheduled: Cell::new(false),
             changed: Notify::new(),
         })
+    }
+
+    /// The hub of account `user`: its own board; events and counts go to `root`.
+    pub fn for_account(root: &Rc<Hub>, user: &str, server: String) -> Rc<Hub> {
+        let hub = Rc::new(Hub {
+            root: Some(root.clone()),
+            multi: Cell::new(false),
+            account: Some(Rc::from(user)),
+            tally: Cell::new(Tally::default()),
+            counters: Cell::new(Counters::default()),
+            boot_id: root.boot_id.clone(),
+            clock: root.clock,
+            conn: RefCell::new(ConnPart {
+                state: ConnState::Idle,
+                connected_since: None,
+                attempt: 0,
+                retry_at: None,
+                server,
+            }),
+            session: RefCell::new(SessionPart::default()),
+            server_clock: Cell::new(None),
+            info: RefCell::new(None),
+            ring: RefCell::new(Ring::new(1)),
+            lag_limit: Cell::new(1),
+            subscribed: RefCell::new(Vec::new()),
+            next_sub: Cell::new(1),
+            pump_scheduled: Cell::new(false),
+            changed: Notify::new(),
+        });
+        root.count(&hub, 1);
+        hub
+    }
+
+    /// An account's hub leaves the root's counts (the account is removed).
+    pub fn detach(&self) {
+        if let Some(root) = &self.root {
+            root.count(self, -1);
+        }
+    }
+
+    fn count(&self, account: &Hub, sign: i64) {
+        let mut t = self.tally.get();
+        let s = account.session.borrow();
+        t.add(s.status, s.online, account.conn.borrow().state, sign);
+        t.accounts = if sign > 0 {
+            t.accounts.saturating_add(1)
+        } else {
+            t.accounts.saturating_sub(1)
+        };
+        self.tally.set(t);
+        self.changed.notify_waiters();
+    }
+
+    /// This root hub serves many accounts.
+    pub fn set_multi(&self) {
+        self.multi.set(true);
+    }
+
+    /// Does this root hub serve many accounts?
+    pub fn multi(&self) -> bool {
+        self.multi.get()
+    }
+
+    /// What happened since the start (root hub).
+    pub fn counters(&self) -> Counters {
+        self.counters.get()
+    }
+
+    /// The counts of the accounts (root hub).
+    pub fn tally(&self) -> Tally {
+        self.tally.get()
+    }
+
+    /// The account of this hub (None: the root).
+    pub fn account(&self) -> Option<&str> {
+        self.account.as_deref()
+    }
+
+    /// Runs `change` on the board, keeping the root's counts in step.
+    fn recount(&self, change: impl FnOnce()) {
+        let Some(root) = &self.root else {
+            change();
+            return;
+        };
+        let before = {
+            let s = self.session.borrow();
+            (s.status, s.online, self.conn.borrow().state)
+        };
+        change();
+        let after = {
+            let s = self.session.borrow();
+            (s.status, s.online, self.conn.borrow().state)
+        };
+        if before != after {
+            let mut t = root.tally.get();
+            t.add(before.0, before.1, before.2, -1);
+            t.add(after.0, after.1, after.2, 1);
+            root.tally.set(t);
+            root.changed.notify_waiters();
+        }
     }
 
     /// This boot's id.
@@ -156,7 +357,7 @@ impl Hub {
     /// The link's state changed.
     pub fn set_conn(&self, part: ConnPart) {
         if *self.conn.borrow() != part {
-            *self.conn.borrow_mut() = part;
+            self.recount(|| *self.conn.borrow_mut() = part);
             self.changed.notify_waiters();
         }
     }
@@ -167,7 +368,7 @@ impl Hub {
             if part.user.is_empty() {
                 *self.info.borrow_mut() = None;
             }
-            *self.session.borrow_mut() = part;
+            self.recount(|| *self.session.borrow_mut() = part);
             self.changed.notify_waiters();
         }
     }
@@ -238,9 +439,29 @@ impl Hub {
             user_sig_expires_at: s.expires_at,
             state_saved: s.state_saved,
             boot_id: self.boot_id.clone(),
-            last_seq: self.ring.borrow().last_seq(),
+            last_seq: self.root().ring.borrow().last_seq(),
             auth: s.auth.clone(),
         }
+    }
+
+    /// The hub that holds the ring: the root, or this one.
+    fn root(&self) -> &Hub {
+        self.root.as_deref().unwrap_or(self)
+    }
+
+    /// The connection state of the link.
+    pub fn conn_state(&self) -> ConnState {
+        self.conn.borrow().state
+    }
+
+    /// Online: logged in, and the server holds the login on the live connection.
+    pub fn online(&self) -> bool {
+        self.session.borrow().online && self.conn.borrow().state == ConnState::Connected
+    }
+
+    /// When the ticket expires, unix s.
+    pub fn expires_at(&self) -> Option<i64> {
+        self.session.borrow().expires_at
     }
 
     /// Resolves at the next change of the status or the next event.
@@ -252,6 +473,11 @@ impl Hub {
 
     /// The serialised form of an event: everything after the subscription id.
     fn render(&self, seq: u64, event: &Event) -> Bytes {
+        self.render_for(seq, None, event)
+    }
+
+    /// [`Hub::render`] of an event of `account` (`"account":"…"` follows the boot id).
+    fn render_for(&self, seq: u64, account: Option<&str>, event: &Event) -> Bytes {
         let mut b = Vec::with_capacity(160);
         b.extend_from_slice(b",\"seq\":");
         b.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
@@ -260,6 +486,14 @@ impl Hub {
         b.extend_from_slice(b",\"bootID\":\"");
         b.extend_from_slice(self.boot_id.as_bytes());
         b.extend_from_slice(b"\",");
+        if let Some(a) = account {
+            b.extend_from_slice(b"\"account\":");
+            // A valid UserID (printable ASCII) serialises as itself, escaped as JSON needs.
+            if serde_json::to_writer(&mut b, a).is_err() {
+                b.extend_from_slice(b"\"\"");
+            }
+            b.push(b',');
+        }
         // `{"event":…,"data":…}` from serde, spliced after the common fields.
         let start = b.len();
         if serde_json::to_writer(&mut b, event).is_err() || b.get(start) != Some(&b'{') {
@@ -281,13 +515,32 @@ impl Hub {
     /// Numbers an event, keeps it, and has it delivered to the subscribers. The profile
     /// of an `onSelfInfoUpdated` becomes the one `getSelfInfo` answers.
     pub fn emit(self: &Rc<Self>, event: Event) {
-        let name = event.name();
-        let seq = self.ring.borrow().next_seq();
-        let body = self.render(seq, &event);
-        if let Event::SelfInfoUpdated { info } = event {
-            *self.info.borrow_mut() = Some(info);
+        if let Some(root) = &self.root {
+            self.changed.notify_waiters();
+            root.emit_for(self.account.clone(), event, &self.info);
+            return;
         }
-        self.ring.borrow_mut().push(name, body);
+        self.emit_for(None, event, &self.info);
+    }
+
+    /// Numbers and keeps an event of `account` in this (root) hub's ring; `info` is the
+    /// board whose profile an `onSelfInfoUpdated` replaces.
+    fn emit_for(
+        self: &Rc<Self>,
+        account: Option<Rc<str>>,
+        event: Event,
+        info: &RefCell<Option<UserFullInfo>>,
+    ) {
+        let name = event.name();
+        let mut c = self.counters.get();
+        c.count(&event);
+        self.counters.set(c);
+        let seq = self.ring.borrow().next_seq();
+        let body = self.render_for(seq, account.as_deref(), &event);
+        if let Event::SelfInfoUpdated { info: i } = event {
+            *info.borrow_mut() = Some(i);
+        }
+        self.ring.borrow_mut().push_for(name, account, body);
         tracing::debug!(seq, event = name, "event");
         self.changed.notify_waiters();
         self.schedule_pump();

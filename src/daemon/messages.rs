@@ -38,6 +38,11 @@ pub enum SessionCall {
     Renew,
 }
 
+/// The account is removed: stop the link and the Session (after a logout).
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Retire;
+
 /// Drop the backoff wait and connect now (`reconnect`).
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]

@@ -17,6 +17,7 @@
 //! - [`systemd`] — readiness, `STATUS=`, the watchdog, socket activation.
 //! - [`messages`] — the messages between the actors.
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod fleet;
@@ -103,6 +104,9 @@ pub async fn run(
     embed: Embedding,
     started: impl FnOnce(&Running),
 ) -> Result<(), String> {
+    if cfg.accounts.multi {
+        return run_multi(cfg, listener, control, embed, started).await;
+    }
     let store = store::Store::open_with(&cfg.state.dir, embed.store)?;
     let restore = match (cfg.state.restore_session, store.saved()) {
         (true, Some(saved)) if cfg.sdk.app_id.is_none_or(|a| a == saved.app_id) => Some(saved),
@@ -156,7 +160,6 @@ pub async fn run(
         cfg.api.clone(),
     );
     let notifier = systemd::start_notifier(hub.clone(), session.clone().recipient());
-    let fleet = fleet::start(&cfg, &api, None);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = {
@@ -204,10 +207,122 @@ pub async fn run(
     // Let `serving` see the stop so nothing new is accepted.
     let _ = (&mut serving).await;
     api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;
+    let _ = session.send(Shutdown).await;
+    api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;
+    if let Some(n) = notifier {
+        n.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// [`run`] with many accounts (`accounts.multi = true`): no single Session; the
+/// accounts of `state.dir/accounts` are restored, paced, and the API's calls go to
+/// [`accounts::Accounts`].
+async fn run_multi(
+    cfg: Config,
+    listener: &UnixListener,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    embed: Embedding,
+    started: impl FnOnce(&Running),
+) -> Result<(), String> {
+    if cfg.server.backend != Backend::Imlink {
+        return Err(
+            "accounts.multi = true needs server.backend = \"imlink\" (the Tencent bridge holds one account per process)"
+                .to_owned(),
+        );
+    }
+    let boot_id = embed.boot_id.clone().unwrap_or_else(hub::new_boot_id);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), boot_id = %boot_id, "imlinkd starting (many accounts)");
+    let hub = hub::Hub::new(
+        boot_id,
+        embed.clock,
+        cfg.events.history,
+        cfg.api.subscriber_queue,
+        cfg.server.url.clone(),
+    );
+    let provider = auth::Provider::from_config(&cfg.auth).map_err(|e| format!("[auth]: {e}"))?;
+    let dialer = embed
+        .dialer
+        .clone()
+        .unwrap_or_else(|| Rc::new(AwcDialer::new(cfg.server.clone())));
+    let registry = accounts::Accounts::new(
+        &cfg,
+        hub.clone(),
+        dialer,
+        provider,
+        embed.log.clone(),
+        embed.store,
+    )?;
+    let manager = accounts::Manager {
+        accounts: registry.clone(),
+    }
+    .start();
+    let api = api::Api::new(
+        hub.clone(),
+        manager.clone().recipient(),
+        manager.clone().recipient(),
+        cfg.api.clone(),
+    );
+    let _ = api.accounts.set(registry.clone());
+    // In a fleet, an account is logged in only once this member owns it: saved logins
+    // are not resumed (the accounts are listed, logged out, until the fleet says).
+    registry.restore_all(cfg.state.restore_session && !cfg.fleet.enabled());
+    let notifier = systemd::start_notifier(hub.clone(), manager.clone().recipient());
+    let fleet = fleet::start(
+        &cfg,
+        &api,
+        Some(Rc::new(fleet::RegistryHost::new(registry.clone()))),
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = {
+        let api = api.clone();
+        async move {
+            api::serve(listener, api, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        }
+    };
+    tokio::pin!(serving);
+    tracing::info!("ready");
+    systemd::ready();
+    started(&Running {
+        hub: hub.clone(),
+        api: api.clone(),
+        session: manager.clone().recipient(),
+    });
+    loop {
+        tokio::select! {
+            _ = &mut serving => break,
+            c = control.recv() => match c {
+                Some(Control::Reload(new)) => {
+                    systemd::reloading();
+                    tracing::info!(log_level = %new.sdk.log_level, "reloading the configuration");
+                    if let Err(e) = embed.log.set_level(new.sdk.log_level) {
+                        tracing::warn!("cannot change the log level: {e}");
+                    }
+                    *api.settings.borrow_mut() = new.api.clone();
+                    hub.reconfigure(new.events.history, new.api.subscriber_queue);
+                    registry.reconfigure(&new);
+                    systemd::ready();
+                }
+                Some(Control::Stop) | None => break,
+            }
+        }
+    }
+    systemd::stopping();
+    tracing::info!(
+        "stopping: answering what was asked, closing the connections, keeping the sessions on disk"
+    );
+    let _ = stop_tx.send(());
+    let _ = (&mut serving).await;
+    api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;
     if let Some(f) = fleet {
         f.stop().await;
     }
-    let _ = session.send(Shutdown).await;
+    let _ = manager.send(Shutdown).await;
     api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;
     if let Some(n) = notifier {
         n.abort();

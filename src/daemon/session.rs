@@ -62,6 +62,8 @@ pub struct Session {
     /// The UserSig provider (`[auth]`).
     provider: Provider,
     provider_name: &'static str,
+    /// Many accounts: every login waits for its slot (`accounts.login_rate`).
+    pacer: Option<Rc<crate::daemon::accounts::Pacer>>,
 }
 
 /// The machine's settings from the configuration.
@@ -122,7 +124,14 @@ impl Session {
             start_user: cfg.auth.user_id.clone(),
             provider,
             provider_name: cfg.auth.provider.name(),
+            pacer: None,
         }
+    }
+
+    /// Logins wait for their slot of `pacer` (many accounts).
+    pub fn paced(mut self, pacer: Rc<crate::daemon::accounts::Pacer>) -> Session {
+        self.pacer = Some(pacer);
+        self
     }
 
     fn input(&mut self, input: SessionInput, ctx: &mut Context<Self>) {
@@ -287,28 +296,36 @@ impl Session {
                 sig,
                 auto,
             } => {
-                self.link
+                let wait = self.pacer.as_ref().map(|p| p.delay()).unwrap_or_default();
+                let send = self
+                    .link
                     .request
-                    .send(LinkRequest::Login { user, sig, auto })
-                    .into_actor(self)
-                    .map(move |res, act, ctx| {
-                        let result = match res {
-                            Ok(Ok(LinkReply::LoggedIn { expires_at, info })) => {
-                                if info.is_some() {
-                                    act.hub.set_info(info);
-                                }
-                                Ok(expires_at)
+                    .send(LinkRequest::Login { user, sig, auto });
+                async move {
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    send.await
+                }
+                .into_actor(self)
+                .map(move |res, act, ctx| {
+                    let result = match res {
+                        Ok(Ok(LinkReply::LoggedIn { expires_at, info })) => {
+                            if info.is_some() {
+                                act.hub.set_info(info);
                             }
-                            Ok(Ok(LinkReply::Done)) => Ok(None),
-                            Ok(Err(f)) => Err(f),
-                            Err(_) => Err(Fail::new(code::DISCONNECTED, "the link is unavailable")),
-                        };
-                        if let Err(f) = &result {
-                            tracing::warn!(code = f.code, "login refused: {}", f.message);
+                            Ok(expires_at)
                         }
-                        act.input(SessionInput::LoginDone { req, result }, ctx);
-                    })
-                    .spawn(ctx);
+                        Ok(Ok(LinkReply::Done)) => Ok(None),
+                        Ok(Err(f)) => Err(f),
+                        Err(_) => Err(Fail::new(code::DISCONNECTED, "the link is unavailable")),
+                    };
+                    if let Err(f) = &result {
+                        tracing::warn!(code = f.code, "login refused: {}", f.message);
+                    }
+                    act.input(SessionInput::LoginDone { req, result }, ctx);
+                })
+                .spawn(ctx);
             }
             SessionAction::SendLogout { req } => {
                 self.link
@@ -527,6 +544,31 @@ impl Handler<Reconfigure> for Session {
         self.machine.reconfigure(settings(&msg.0));
         self.publish();
         self.link.reconfigure.do_send(LinkReconfigure(msg.0));
+    }
+}
+
+impl Handler<Retire> for Session {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// The account is removed: timers stop, callers still waiting are told, the link
+    /// closes and stops, then the Session stops.
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) -> Self::Result {
+        for (_, h) in self.timers.drain() {
+            ctx.cancel_future(h);
+        }
+        for (_, tx) in self.callers.drain() {
+            let _ = tx.send(Err(Fail::new(code::DISCONNECTED, "the account is removed")));
+        }
+        let close = self.link.close.send(crate::daemon::link::CloseLink);
+        let flush = self.store.close();
+        Box::pin(
+            async move {
+                let _ = close.await;
+                let _ = flush.await;
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        )
     }
 }
 

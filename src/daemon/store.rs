@@ -51,6 +51,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
@@ -231,7 +232,43 @@ pub struct Store {
     tx: std_mpsc::Sender<Msg>,
     /// The writer, when it runs on the caller's thread ([`Options::inline`]).
     inline: Option<std::cell::RefCell<Writer>>,
+    /// The writer, when it runs on tokio's blocking pool while there is work
+    /// ([`Store::open_pooled`]).
+    pool: Option<Arc<Mutex<Pooled>>>,
     health: watch::Receiver<Health>,
+}
+
+/// A pooled store's queue and its writer (None while a blocking task runs it).
+struct Pooled {
+    queue: Vec<Msg>,
+    writer: Option<Writer>,
+    closed: bool,
+}
+
+/// Runs a pooled store's writer until its queue is empty and nothing waits for a retry.
+fn run_pooled(slot: Arc<Mutex<Pooled>>, mut writer: Writer) {
+    loop {
+        {
+            let Ok(mut p) = slot.lock() else { return };
+            let fresh = !p.queue.is_empty();
+            for m in p.queue.drain(..) {
+                writer.take(m);
+            }
+            if !fresh && !(writer.pending.is_some() && writer.failed) {
+                if writer.closing {
+                    p.closed = true;
+                } else {
+                    p.writer = Some(writer);
+                }
+                return;
+            }
+            if !fresh {
+                drop(p);
+                std::thread::sleep(writer.delay);
+            }
+        }
+        writer.attempt();
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -255,6 +292,17 @@ impl Store {
 
     /// [`Store::open`] with explicit retry options.
     pub fn open_with(dir: &Path, options: Options) -> Result<Store, String> {
+        Store::open_mode(dir, options, false)
+    }
+
+    /// [`Store::open_with`] without a thread of its own: the writer runs on tokio's
+    /// blocking pool while there is something to write (one store per account, many
+    /// accounts). Needs a tokio runtime for its writes.
+    pub fn open_pooled(dir: &Path, options: Options) -> Result<Store, String> {
+        Store::open_mode(dir, options, true)
+    }
+
+    fn open_mode(dir: &Path, options: Options, pooled: bool) -> Result<Store, String> {
         let uid = fsck::effective_uid();
         fs::DirBuilder::new()
             .recursive(true)
@@ -312,14 +360,24 @@ impl Store {
                 (file, write)
             }
         };
-        if write_now {
+        // A pooled store (an account being added) writes with its first login, not on
+        // the caller's thread.
+        if write_now && !pooled {
             write_file(&real, &file).map_err(|e| e.to_string())?;
         }
         let (tx, rx) = std_mpsc::channel();
         let (health_tx, health) = watch::channel(Health::Durable);
         let writer = Writer::new(real.clone(), options, health_tx);
+        let mut pool = None;
         let inline = if options.inline {
             Some(std::cell::RefCell::new(writer))
+        } else if pooled {
+            pool = Some(Arc::new(Mutex::new(Pooled {
+                queue: Vec::new(),
+                writer: Some(writer),
+                closed: false,
+            })));
+            None
         } else {
             std::thread::Builder::new()
                 .name("imlink-store".into())
@@ -332,6 +390,7 @@ impl Store {
             file,
             tx,
             inline,
+            pool,
             health,
         })
     }
@@ -339,6 +398,11 @@ impl Store {
     /// The session file's path (its directory resolved).
     pub fn path(&self) -> PathBuf {
         self.dir.join(FILE_NAME)
+    }
+
+    /// The userID in the file, logged in or not.
+    pub fn user(&self) -> Option<String> {
+        self.file.user_id.clone()
     }
 
     /// This installation's instance id (32 lowercase hex digits).
@@ -432,6 +496,19 @@ impl Store {
             let mut w = w.borrow_mut();
             w.take(msg);
             w.attempt();
+            return;
+        }
+        if let Some(slot) = &self.pool {
+            let Ok(mut p) = slot.lock() else { return };
+            if p.closed {
+                return;
+            }
+            p.queue.push(msg);
+            if let Some(w) = p.writer.take() {
+                let slot = slot.clone();
+                drop(p);
+                tokio::task::spawn_blocking(move || run_pooled(slot, w));
+            }
             return;
         }
         // If the writer is gone, the reply inside `msg` is dropped with it and the

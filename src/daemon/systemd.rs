@@ -149,7 +149,11 @@ pub fn start_notifier(
                     _ => tracing::warn!("the session did not answer; watchdog ping skipped"),
                 }
             }
-            let line = status_line(&hub.status());
+            let line = if hub.multi() {
+                crate::daemon::accounts::Accounts::status_line(&hub)
+            } else {
+                status_line(&hub.status())
+            };
             if line != last {
                 notify(&[NotifyState::Status(&line)]);
                 last = line;

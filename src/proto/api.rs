@@ -66,6 +66,12 @@ pub enum Method {
     Unsubscribe,
     /// `renewUserSig`.
     RenewUserSig,
+    /// `listAccounts`.
+    ListAccounts,
+    /// `removeAccount`.
+    RemoveAccount,
+    /// `metrics`.
+    Metrics,
     /// `fleetStatus`.
     FleetStatus,
     /// `fleetAdd`.
@@ -76,7 +82,7 @@ pub enum Method {
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 17] = [
+    pub const ALL: [Method; 20] = [
         Method::InitSdk,
         Method::UnInitSdk,
         Method::Login,
@@ -91,6 +97,9 @@ impl Method {
         Method::Subscribe,
         Method::Unsubscribe,
         Method::RenewUserSig,
+        Method::ListAccounts,
+        Method::RemoveAccount,
+        Method::Metrics,
         Method::FleetStatus,
         Method::FleetAdd,
         Method::FleetRemove,
@@ -113,6 +122,9 @@ impl Method {
             Method::Subscribe => "subscribe",
             Method::Unsubscribe => "unsubscribe",
             Method::RenewUserSig => "renewUserSig",
+            Method::ListAccounts => "listAccounts",
+            Method::RemoveAccount => "removeAccount",
+            Method::Metrics => "metrics",
             Method::FleetStatus => "fleetStatus",
             Method::FleetAdd => "fleetAdd",
             Method::FleetRemove => "fleetRemove",
@@ -131,6 +143,7 @@ impl Method {
             Method::Login => &["userID", "userSig"],
             Method::Subscribe => &["events", "since"],
             Method::Unsubscribe => &["subscription"],
+            Method::RemoveAccount => &["account"],
             Method::FleetAdd | Method::FleetRemove => &["userID"],
             _ => &[],
         }
@@ -146,6 +159,7 @@ impl Method {
                 | Method::Logout
                 | Method::Reconnect
                 | Method::RenewUserSig
+                | Method::RemoveAccount
                 | Method::FleetAdd
                 | Method::FleetRemove
         )
@@ -183,6 +197,12 @@ pub enum MethodCall {
     Unsubscribe(Unsubscribe),
     /// `renewUserSig`.
     RenewUserSig,
+    /// `listAccounts`.
+    ListAccounts,
+    /// `removeAccount` (its account is read with [`MethodCall::read_account`]).
+    RemoveAccount,
+    /// `metrics`.
+    Metrics,
     /// `fleetStatus`.
     FleetStatus,
     /// `fleetAdd`.
@@ -206,7 +226,67 @@ pub struct FleetChanged {
     pub changed: bool,
 }
 
+/// The param naming the account a call concerns (many accounts).
+pub const ACCOUNT_PARAM: &str = "account";
+
 impl MethodCall {
+    /// Reads, for a daemon with many accounts, the account a call of `method` concerns:
+    /// the `account` param (for `logout` also `userID`; for `login` it must be the
+    /// userID when given), and for `subscribe` the `accounts` it filters by. Absent:
+    /// `None`. 6017 naming the param when it is not a valid userID.
+    pub fn read_account(
+        method: Method,
+        raw: Option<&RawValue>,
+    ) -> Result<(Option<String>, Option<Vec<String>>), RpcError> {
+        let m = method.name();
+        let p = Params::read(m, method.param_names(), raw)?;
+        let one = |name: &str| -> Result<Option<String>, RpcError> {
+            match p.opt::<String>(name) {
+                Ok(None) => Ok(None),
+                Ok(Some(u)) if valid_user_id(&u) => Ok(Some(u)),
+                _ => Err(RpcError::bad_param(
+                    m,
+                    name,
+                    "a userID (1 to 32 bytes of printable ASCII)",
+                )),
+            }
+        };
+        let mut account = one(ACCOUNT_PARAM)?;
+        if method == Method::Logout {
+            let user = one("userID")?;
+            match (&account, user) {
+                (Some(a), Some(u)) if *a != u => {
+                    return Err(RpcError::new(
+                        code::INVALID_PARAMETERS,
+                        "logout: parameters account and userID name different accounts",
+                    ))
+                }
+                (None, Some(u)) => account = Some(u),
+                _ => {}
+            }
+        }
+        let accounts = if method == Method::Subscribe {
+            match p.opt::<Vec<String>>("accounts") {
+                Ok(None) => None,
+                Ok(Some(list))
+                    if list.len() <= 100_000 && list.iter().all(|u| valid_user_id(u)) =>
+                {
+                    Some(list)
+                }
+                _ => {
+                    return Err(RpcError::bad_param(
+                        m,
+                        "accounts",
+                        "an array of userIDs (1 to 32 bytes of printable ASCII each)",
+                    ))
+                }
+            }
+        } else {
+            None
+        };
+        Ok((account, accounts))
+    }
+
     /// Reads the params of `method`: -32600 / -32602 for their shape, 6017 (naming the
     /// field) or 7003 for their values.
     pub fn read(method: Method, raw: Option<&RawValue>) -> Result<MethodCall, RpcError> {
@@ -267,6 +347,9 @@ impl MethodCall {
             Method::Status => MethodCall::Status,
             Method::Reconnect => MethodCall::Reconnect,
             Method::RenewUserSig => MethodCall::RenewUserSig,
+            Method::ListAccounts => MethodCall::ListAccounts,
+            Method::RemoveAccount => MethodCall::RemoveAccount,
+            Method::Metrics => MethodCall::Metrics,
             Method::FleetStatus => MethodCall::FleetStatus,
             Method::FleetAdd | Method::FleetRemove => {
                 let user_id = match p.opt::<String>("userID") {
@@ -508,6 +591,175 @@ pub struct Subscribed {
     pub seq: u64,
     /// The status at that instant (`status.lastSeq == seq`).
     pub status: Status,
+}
+
+/// One account in `listAccounts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    /// The account's userID.
+    #[serde(rename = "userID")]
+    pub user_id: String,
+    /// 1 LOGINED, 2 LOGINING, 3 LOGOUT (as `getLoginStatus`).
+    pub status: LoginStatus,
+    /// Its link's state.
+    pub connection: ConnState,
+    /// Logged in and the server holds the login on the live connection.
+    pub online: bool,
+    /// When its ticket expires, unix seconds, or null.
+    #[serde(rename = "userSigExpiresAt")]
+    pub user_sig_expires_at: Option<i64>,
+}
+
+/// The result of `listAccounts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountList {
+    /// Every account, by userID.
+    pub accounts: Vec<AccountInfo>,
+}
+
+/// The result of `metrics`: counts since the daemon started and the accounts now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsResult {
+    /// Accounts (1 with a single account logged in or logging in).
+    pub accounts: u64,
+    /// Accounts LOGINED.
+    pub logined: u64,
+    /// Accounts LOGINING.
+    pub logining: u64,
+    /// Accounts LOGOUT.
+    pub logout: u64,
+    /// Accounts online (logged in, the server holds the login on a live connection).
+    pub online: u64,
+    /// Links idle.
+    pub links_idle: u64,
+    /// Links connecting.
+    pub links_connecting: u64,
+    /// Links connected.
+    pub links_connected: u64,
+    /// Links waiting for the next attempt.
+    pub links_waiting: u64,
+    /// Logins accepted (`onLoginStatusChanged` to 1).
+    pub logins: u64,
+    /// Silent re-logins accepted (`onRelogin {success: true}`).
+    pub relogins: u64,
+    /// Silent re-logins refused (retried).
+    pub relogin_failures: u64,
+    /// Kicks (`onKickedOffline`).
+    pub kicks: u64,
+    /// Ticket expiries (`onUserSigExpired`).
+    pub expiries: u64,
+    /// Connections that came up (`onConnectSuccess`).
+    pub connects: u64,
+    /// Failed connect attempts and lost connections (`onConnectFailed`).
+    pub connect_failures: u64,
+    /// Events emitted.
+    pub events: u64,
+    /// Connections with at least one subscription.
+    pub subscribers: u64,
+}
+
+impl MetricsResult {
+    /// The Prometheus text exposition (format 0.0.4) of these figures.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut one = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {
+            out.push_str(&format!(
+                "# HELP imlink_{name} {help}\n# TYPE imlink_{name} {kind}\n"
+            ));
+            for (labels, v) in rows {
+                out.push_str(&format!("imlink_{name}{labels} {v}\n"));
+            }
+        };
+        one(
+            "accounts",
+            "gauge",
+            "Accounts of the daemon.",
+            &[("", self.accounts)],
+        );
+        one(
+            "accounts_by_status",
+            "gauge",
+            "Accounts by login status.",
+            &[
+                ("{status=\"logined\"}", self.logined),
+                ("{status=\"logining\"}", self.logining),
+                ("{status=\"logout\"}", self.logout),
+            ],
+        );
+        one(
+            "accounts_online",
+            "gauge",
+            "Accounts online.",
+            &[("", self.online)],
+        );
+        one(
+            "links",
+            "gauge",
+            "Links to the server by state.",
+            &[
+                ("{state=\"idle\"}", self.links_idle),
+                ("{state=\"connecting\"}", self.links_connecting),
+                ("{state=\"connected\"}", self.links_connected),
+                ("{state=\"waiting\"}", self.links_waiting),
+            ],
+        );
+        one(
+            "logins_total",
+            "counter",
+            "Logins accepted.",
+            &[("", self.logins)],
+        );
+        one(
+            "relogins_total",
+            "counter",
+            "Silent re-logins accepted.",
+            &[("", self.relogins)],
+        );
+        one(
+            "relogin_failures_total",
+            "counter",
+            "Silent re-logins refused.",
+            &[("", self.relogin_failures)],
+        );
+        one(
+            "kicks_total",
+            "counter",
+            "Accounts kicked offline.",
+            &[("", self.kicks)],
+        );
+        one(
+            "expiries_total",
+            "counter",
+            "Tickets expired.",
+            &[("", self.expiries)],
+        );
+        one(
+            "connects_total",
+            "counter",
+            "Connections that came up.",
+            &[("", self.connects)],
+        );
+        one(
+            "connect_failures_total",
+            "counter",
+            "Failed connect attempts and lost connections.",
+            &[("", self.connect_failures)],
+        );
+        one(
+            "events_total",
+            "counter",
+            "Events emitted.",
+            &[("", self.events)],
+        );
+        one(
+            "subscribers",
+            "gauge",
+            "API connections with a subscription.",
+            &[("", self.subscribers)],
+        );
+        out
+    }
 }
 
 // ------------------------------------------------------------------------- events

@@ -14,8 +14,8 @@ use crate::core::ring::Filter;
 use crate::core::session::{Fail, Reply};
 use crate::daemon::messages::{ReconnectNow, SessionCall};
 use crate::proto::api::{
-    Empty, FleetChanged, LoginResult, LoginStatusResult, LoginUserResult, Method, MethodCall,
-    Renewed, SelfInfoResult, ServerTimeResult, VersionResult,
+    AccountInfo, AccountList, Empty, FleetChanged, LoginResult, LoginStatusResult, LoginUserResult,
+    Method, MethodCall, MetricsResult, Renewed, SelfInfoResult, ServerTimeResult, VersionResult,
 };
 use crate::proto::rpc::{self, Id, Incoming, RpcError};
 
@@ -28,7 +28,11 @@ pub enum Outcome {
     Later(LocalBoxFuture<'static, Option<Vec<u8>>>),
 }
 
-fn reply<T: serde::Serialize>(id: &Option<Id>, r: Result<T, RpcError>) -> Option<Vec<u8>> {
+/// One reply object (None for a notification).
+pub(super) fn reply<T: serde::Serialize>(
+    id: &Option<Id>,
+    r: Result<T, RpcError>,
+) -> Option<Vec<u8>> {
     let id = id.as_ref()?;
     let mut out = Vec::with_capacity(64);
     match r {
@@ -96,6 +100,19 @@ pub fn call(api: &Rc<Api>, out: &Rc<Out>, peer: Option<(u32, u32)>, inc: Incomin
         Ok(c) => c,
         Err(e) => return Outcome::Now(reply::<()>(&id, Err(e))),
     };
+    if let c @ (MethodCall::FleetStatus | MethodCall::FleetAdd(_) | MethodCall::FleetRemove(_)) =
+        call
+    {
+        return fleet_call(api, id, c);
+    }
+    if let Some(accounts) = api.accounts.get() {
+        return match MethodCall::read_account(method, inc.params) {
+            Ok((account, filter)) => {
+                super::multi::call(api, accounts, out, id, method.name(), call, account, filter)
+            }
+            Err(e) => Outcome::Now(reply::<()>(&id, Err(e))),
+        };
+    }
     let hub = &api.hub;
     let now = |r| Outcome::Now(r);
     match call {
@@ -202,6 +219,30 @@ pub fn call(api: &Rc<Api>, out: &Rc<Out>, peer: Option<(u32, u32)>, inc: Incomin
         c @ (MethodCall::FleetStatus | MethodCall::FleetAdd(_) | MethodCall::FleetRemove(_)) => {
             fleet_call(api, id, c)
         }
+        MethodCall::ListAccounts => now(reply(
+            &id,
+            Ok(AccountList {
+                accounts: if hub.user().is_empty() {
+                    Vec::new()
+                } else {
+                    vec![AccountInfo {
+                        user_id: hub.user(),
+                        status: hub.login_status(),
+                        connection: hub.conn_state(),
+                        online: hub.online(),
+                        user_sig_expires_at: hub.expires_at(),
+                    }]
+                },
+            }),
+        )),
+        MethodCall::RemoveAccount => now(reply::<()>(
+            &id,
+            Err(RpcError::new(
+                code::INVALID_PARAMETERS,
+                "removeAccount: accounts.multi is false (one account: use logout)",
+            )),
+        )),
+        MethodCall::Metrics => now(reply(&id, Ok(metrics(api)))),
         MethodCall::RenewUserSig => session_call(api, id, SessionCall::Renew, |r| Renewed {
             expires_at: match r {
                 Reply::Renewed(e) => e,
@@ -245,6 +286,45 @@ fn fleet_call(api: &Api, id: Option<Id>, call: MethodCall) -> Outcome {
             _ => reply(&id, admin.status().await.map_err(unavailable)),
         }
     }))
+}
+
+/// The figures of `metrics` (and of the Prometheus exposition).
+pub fn metrics(api: &Api) -> MetricsResult {
+    let hub = &api.hub;
+    let c = hub.counters();
+    let t = if hub.multi() {
+        hub.tally()
+    } else {
+        // One account: the board itself.
+        let mut t = crate::daemon::hub::Tally::default();
+        if !hub.user().is_empty() {
+            t.accounts = 1;
+            t.by_status[hub.login_status() as usize - 1] = 1;
+            t.online = u64::from(hub.online());
+        }
+        t.by_conn[crate::daemon::hub::conn_index(hub.conn_state())] = 1;
+        t
+    };
+    MetricsResult {
+        accounts: t.accounts,
+        logined: t.by_status[0],
+        logining: t.by_status[1],
+        logout: t.by_status[2],
+        online: t.online,
+        links_idle: t.by_conn[0],
+        links_connecting: t.by_conn[1],
+        links_connected: t.by_conn[2],
+        links_waiting: t.by_conn[3],
+        logins: c.logins,
+        relogins: c.relogins,
+        relogin_failures: c.relogin_failures,
+        kicks: c.kicks,
+        expiries: c.expiries,
+        connects: c.connects,
+        connect_failures: c.connect_failures,
+        events: c.events,
+        subscribers: u64::try_from(hub.subscribed_connections()).unwrap_or(u64::MAX),
+    }
 }
 
 /// A recipient of the Session's calls.

@@ -16,6 +16,7 @@ pub mod access;
 pub mod client;
 pub mod dispatch;
 pub mod line;
+pub mod multi;
 pub mod out;
 
 pub use crate::daemon::socket::{self, adopt, bind, BoundSocket};
@@ -77,6 +78,8 @@ pub struct Api {
     pub settings: RefCell<ApiConfig>,
     /// The fleet's keys in etcd (`fleet*` methods), in fleet mode.
     pub fleet: RefCell<Option<crate::fleet::Admin>>,
+    /// Many accounts (`accounts.multi`): the registry the calls go to.
+    pub accounts: std::cell::OnceCell<Rc<crate::daemon::accounts::Accounts>>,
     clients: Cell<usize>,
     limited: Cell<usize>,
     next_conn: Cell<u64>,
@@ -100,6 +103,7 @@ impl Api {
             reconnect,
             settings: RefCell::new(settings),
             fleet: RefCell::new(None),
+            accounts: std::cell::OnceCell::new(),
             clients: Cell::new(0),
             limited: Cell::new(0),
             next_conn: Cell::new(1),

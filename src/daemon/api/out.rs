@@ -280,24 +280,23 @@ impl Out {
                 return true;
             }
             // The subscription whose next step has the lowest seq goes first.
-            let mut best: Option<(usize, u64, Cursor)> = None;
+            let mut best: Option<(usize, u64)> = None;
             for (i, sub) in subs.iter().enumerate() {
-                let mut c = sub.cursor;
-                let seq = match ring.next(&mut c, lag) {
+                let mut n = sub.cursor.next;
+                let seq = match ring.step(&mut n, &sub.cursor.filter, lag) {
                     Step::Idle => continue,
                     Step::Deliver(e) => e.seq,
                     Step::Lost { to, .. } => to,
                 };
-                if best.is_none_or(|(_, s, _)| seq < s) {
-                    best = Some((i, seq, sub.cursor));
+                if best.is_none_or(|(_, s)| seq < s) {
+                    best = Some((i, seq));
                 }
             }
-            let Some((i, _, mut c)) = best else {
+            let Some((i, _)) = best else {
                 return false;
             };
-            let step = ring.next(&mut c, lag);
             let sub = &mut subs[i];
-            sub.cursor = c;
+            let step = ring.next(&mut sub.cursor, lag);
             match step {
                 Step::Deliver(e) => {
                     q.push(sub.head.clone());

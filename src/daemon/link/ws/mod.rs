@@ -70,6 +70,8 @@ pub struct WsLink {
     retry_at: Option<Instant>,
     /// A graceful close waits for the server's close frame.
     closing: Option<oneshot::Sender<()>>,
+    /// Many accounts: every connect attempt waits for its slot.
+    pacer: Option<Rc<crate::daemon::accounts::Pacer>>,
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay).
@@ -120,7 +122,22 @@ impl WsLink {
             connected_since: None,
             retry_at: None,
             closing: None,
+            pacer: None,
         }
+    }
+
+    /// [`WsLink::start_link`] whose connect attempts wait for their slot of `pacer`.
+    pub fn start_paced(
+        cfg: &Config,
+        instance_id: String,
+        hub: Rc<Hub>,
+        session: Recipient<LinkEvent>,
+        dialer: Rc<dyn Dialer>,
+        pacer: Rc<crate::daemon::accounts::Pacer>,
+    ) -> Link {
+        let mut link = WsLink::new(cfg, instance_id, hub, session, dialer);
+        link.pacer = Some(pacer);
+        Link::of(&link.start())
     }
 
     /// Starts a native link and returns the Session's handle on it.
@@ -211,9 +228,14 @@ impl WsLink {
         let gen = self.gen;
         tracing::info!(server = %self.server.url, "connecting");
         let timeout = Duration::from_millis(self.server.connect_timeout_ms);
-        let started = Instant::now();
+        let wait = self.pacer.as_ref().map(|p| p.delay()).unwrap_or_default();
+        // The connect timeout runs from the attempt's slot.
+        let started = Instant::now() + wait;
         let dial = self.dialer.dial(self.url());
         let fut = async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             match tokio::time::timeout(timeout, dial).await {
                 Err(_) => Err((code::CONNECT_TIMEOUT, "connect timeout".to_owned())),
                 Ok(r) => r,

@@ -1,0 +1,183 @@
+//! Many accounts in one daemon (`accounts.multi = true`), against a real devserver: a
+//! login with a new userID adds an account, the `account` param chooses it, events carry
+//! it and subscriptions filter by it, `logout`, `removeAccount`, `listAccounts`, the
+//! session files under `state.dir/accounts`, and the daemon's restore after SIGKILL.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::{json, Value};
+use support::daemon::{Daemon, Rpc, T};
+use support::*;
+
+const MULTI: &[(&str, &str)] = &[("accounts.multi", "true")];
+
+fn account_file(d: &Daemon, user: &str) -> Option<Value> {
+    let p = d
+        .state_dir()
+        .join("accounts")
+        .join(user)
+        .join("session.json");
+    let text = std::fs::read_to_string(p).ok()?;
+    Some(serde_json::from_str(&text).unwrap())
+}
+
+fn listed(c: &mut Rpc) -> Vec<Value> {
+    c.ok("listAccounts", json!({}))["accounts"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn status_of(c: &mut Rpc, user: &str) -> i64 {
+    c.ok("getLoginStatus", json!({"account": user}))["status"]
+        .as_i64()
+        .unwrap()
+}
+
+#[test]
+fn logins_add_accounts_and_the_account_param_chooses_one() {
+    let server = DevServer::start(&[]);
+    let d = Daemon::start(&server, MULTI);
+    let mut c = d.client();
+    let mut bob_only = d.client();
+    bob_only.ok("subscribe", json!({"accounts": ["bob"]}));
+    c.subscribe();
+
+    assert!(listed(&mut c).is_empty());
+    // No account yet: a call that concerns one names the param it needs.
+    let (code, msg) = c.call("getLoginStatus", json!({})).unwrap_err();
+    assert_eq!(code, 6017);
+    assert!(msg.contains("parameter account"), "{msg}");
+
+    c.ok(
+        "login",
+        json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
+    );
+    // Exactly one account: the param may be left out.
+    assert_eq!(c.ok("getLoginStatus", json!({}))["status"], 1);
+    assert_eq!(c.ok("getLoginUser", json!({}))["userID"], "alice");
+
+    // Another userID adds an account; alice stays logged in.
+    let r = c.ok(
+        "login",
+        json!({"userID": "bob", "userSig": ticket("bob", 3600)}),
+    );
+    assert_eq!(r, json!({}));
+    assert_eq!(status_of(&mut c, "alice"), 1);
+    assert_eq!(status_of(&mut c, "bob"), 1);
+    let (code, msg) = c.call("status", json!({})).unwrap_err();
+    assert_eq!(code, 6017);
+    assert!(
+        msg.contains("parameter account") && msg.contains("2 accounts"),
+        "{msg}"
+    );
+    let (code, msg) = c
+        .call("getLoginStatus", json!({"account": "carol"}))
+        .unwrap_err();
+    assert_eq!(code, 6017);
+    assert!(msg.contains("parameter account"), "{msg}");
+    assert_eq!(
+        c.err("getLoginStatus", json!({"account": "bad id"})),
+        6017,
+        "an account that is not a userID"
+    );
+    let s = c.ok("status", json!({"account": "bob"}));
+    assert_eq!(
+        (s["userID"].as_str(), s["loginStatus"].as_i64()),
+        (Some("bob"), Some(1))
+    );
+    wait_until(T, "bob online", || {
+        c.ok("status", json!({"account": "bob"}))["online"] == true
+    });
+
+    let list = listed(&mut c);
+    let users: Vec<&str> = list.iter().map(|a| a["userID"].as_str().unwrap()).collect();
+    assert_eq!(users, ["alice", "bob"]);
+    for a in &list {
+        assert_eq!(a["status"], 1);
+        assert!(a["userSigExpiresAt"].as_i64().unwrap() > now_unix());
+        assert!(a.get("connection").is_some());
+    }
+
+    // Repeating a login of an account: repeatLogin, as with one account.
+    let r = c.ok(
+        "login",
+        json!({"userID": "bob", "userSig": ticket("bob", 3600)}),
+    );
+    assert_eq!(r["repeatLogin"], true);
+
+    // Every event names its account; the filtered subscriber sees only bob's.
+    let (e, _) = c.wait_event("onLoginStatusChanged", T);
+    assert_eq!(e["account"], "alice");
+    let bob_events = bob_only.events_until(T, |e| {
+        e["event"] == "onLoginStatusChanged" && e["data"]["status"] == 1
+    });
+    assert!(
+        bob_events.iter().all(|e| e["account"] == "bob"),
+        "{bob_events:?}"
+    );
+
+    // logout takes the account; the other is not disturbed.
+    assert_eq!(c.err("logout", json!({})), 6017);
+    c.ok("logout", json!({"userID": "bob"}));
+    assert_eq!(status_of(&mut c, "bob"), 3);
+    assert_eq!(status_of(&mut c, "alice"), 1);
+    assert_eq!(account_file(&d, "bob").unwrap()["loggedIn"], false);
+    assert_eq!(account_file(&d, "alice").unwrap()["loggedIn"], true);
+    let (e, _) = bob_only.wait_event("onLoginStatusChanged", T);
+    assert_eq!(
+        (e["account"].as_str(), e["data"]["reason"].as_str()),
+        (Some("bob"), Some("logout"))
+    );
+
+    // removeAccount: gone from the list and from the disk.
+    c.ok("removeAccount", json!({"account": "bob"}));
+    let users: Vec<String> = listed(&mut c)
+        .iter()
+        .map(|a| a["userID"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(users, ["alice"]);
+    assert!(!d.state_dir().join("accounts").join("bob").exists());
+    assert_eq!(c.err("removeAccount", json!({"account": "bob"})), 6017);
+    assert_eq!(status_of(&mut c, "alice"), 1);
+
+    // unInitSDK has no meaning for many accounts.
+    assert_eq!(c.err("unInitSDK", json!({})), 6017);
+    // The metrics count what happened.
+    let m = c.ok("metrics", json!({}));
+    assert_eq!(
+        (m["accounts"].as_u64(), m["logined"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(m["logins"].as_u64().unwrap() >= 2, "{m}");
+}
+
+#[test]
+fn accounts_come_back_after_sigkill_each_in_its_state() {
+    let server = DevServer::start(&[]);
+    let mut d = Daemon::start(&server, MULTI);
+    let mut c = d.client();
+    for u in ["u1", "u2", "u3"] {
+        c.ok("login", json!({"userID": u, "userSig": ticket(u, 3600)}));
+    }
+    c.ok("logout", json!({"account": "u2"}));
+    wait_until(T, "the logins on disk", || {
+        account_file(&d, "u1").is_some_and(|f| f["loggedIn"] == true)
+            && account_file(&d, "u3").is_some_and(|f| f["loggedIn"] == true)
+    });
+    d.kill();
+    d.start_again();
+    let mut c = d.client();
+    wait_until(T, "u1 and u3 back online", || {
+        let list = listed(&mut c);
+        list.len() == 3
+            && list.iter().all(|a| {
+                let online = a["userID"] != "u2";
+                a["status"] == if online { 1 } else { 3 } && a["online"] == online
+            })
+    });
+    // Only the logged-in accounts logged in again.
+    assert_eq!(server.user_stats("u2")["loginAttempts"], 1);
+    assert_eq!(server.user_stats("u1")["loginAttempts"], 2);
+}
