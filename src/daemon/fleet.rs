@@ -4,7 +4,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
+use std::collections::HashMap;
 
 use crate::config::Config;
 use crate::fleet::{admin, AccountHost, Admin, Member, MemberHandle, Settings, Timing};
@@ -15,37 +16,70 @@ use super::api::Api;
 /// The daemon's accounts (`accounts.multi`) as the fleet's host: `start` is `login`
 /// without a UserSig (the provider gives it), `stop` is `removeAccount` (logged out, its
 /// link closed, its session file removed: the fleet, not the disk, says what to log in).
+///
+/// Each operation runs as a task of its own, so a member that stops waiting (a round cut
+/// short by the fencing deadline) never leaves one half done; a `stop` asked while one is
+/// under way waits for that one.
 pub struct RegistryHost {
     accounts: Rc<Accounts>,
+    stopping: Rc<RefCell<HashMap<String, Shared<LocalBoxFuture<'static, ()>>>>>,
 }
 
 impl RegistryHost {
     /// The host over `accounts`.
     pub fn new(accounts: Rc<Accounts>) -> RegistryHost {
-        RegistryHost { accounts }
+        RegistryHost {
+            accounts,
+            stopping: Rc::default(),
+        }
     }
 }
 
 impl AccountHost for RegistryHost {
     fn start<'a>(&'a self, user: &'a str) -> LocalBoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            self.accounts
-                .clone()
-                .login(user.to_owned(), None)
+        let (accounts, user) = (self.accounts.clone(), user.to_owned());
+        let task = tokio::task::spawn_local(async move {
+            accounts
+                .login(user, None)
                 .await
                 .map(|_| ())
                 .map_err(|f| format!("{}: {}", f.code, f.message))
+        });
+        Box::pin(async move {
+            task.await
+                .unwrap_or_else(|_| Err("the login task ended".to_owned()))
         })
     }
 
     fn stop<'a>(&'a self, user: &'a str) -> LocalBoxFuture<'a, ()> {
-        Box::pin(async move {
-            if let Some(account) = self.accounts.get(user) {
-                if let Err(f) = self.accounts.clone().remove(account).await {
-                    tracing::warn!(user = %user, code = f.code, "fleet: removing the account: {}", crate::text::clean(&f.message));
-                }
+        let running = self.stopping.borrow().get(user).cloned();
+        let shared = match running {
+            Some(s) => s,
+            None => {
+                let (accounts, stopping, name) = (
+                    self.accounts.clone(),
+                    self.stopping.clone(),
+                    user.to_owned(),
+                );
+                let task = tokio::task::spawn_local(async move {
+                    if let Some(account) = accounts.get(&name) {
+                        if let Err(f) = accounts.remove(account).await {
+                            tracing::warn!(user = %name, code = f.code, "fleet: removing the account: {}", crate::text::clean(&f.message));
+                        }
+                    }
+                    stopping.borrow_mut().remove(&name);
+                });
+                let fut: LocalBoxFuture<'static, ()> = Box::pin(async move {
+                    let _ = task.await;
+                });
+                let shared = fut.shared();
+                self.stopping
+                    .borrow_mut()
+                    .insert(user.to_owned(), shared.clone());
+                shared
             }
-        })
+        };
+        Box::pin(shared)
     }
 }
 

@@ -371,16 +371,12 @@ impl Member {
             fastrand::shuffle(&mut free);
             free.truncate(p.claim);
             for batch in free.chunks(BATCH) {
-                for user in self.claim(batch, lease).await? {
-                    self.take(&user, pending).await;
-                }
+                let won = self.claim(batch, lease).await?;
+                self.take_all(&won, pending).await;
             }
         }
-        let retry: Vec<String> = pending.iter().cloned().collect();
-        for user in retry {
-            pending.remove(&user);
-            self.take(&user, pending).await;
-        }
+        let retry: Vec<String> = std::mem::take(pending).into_iter().collect();
+        self.take_all(&retry, pending).await;
         Ok(())
     }
 
@@ -423,11 +419,20 @@ impl Member {
 
     /// Logs `user` in (it is ours); a failure is retried next round.
     async fn take(&self, user: &str, pending: &mut BTreeSet<String>) {
-        // Held before the login starts, so a fence that cuts in logs it out.
-        self.owned.borrow_mut().insert(user.to_owned());
-        if let Err(e) = self.host.start(user).await {
-            tracing::warn!(user = %user, error = %crate::text::clean(&e), "fleet: login failed; retrying next round");
-            pending.insert(user.to_owned());
+        self.take_all(&[user.to_owned()], pending).await;
+    }
+
+    /// Logs `users` in (they are ours), all at once; failures are retried next round.
+    async fn take_all(&self, users: &[String], pending: &mut BTreeSet<String>) {
+        // Held before the logins start, so a fence that cuts in logs them out.
+        self.owned.borrow_mut().extend(users.iter().cloned());
+        let results =
+            futures_util::future::join_all(users.iter().map(|u| self.host.start(u))).await;
+        for (user, r) in users.iter().zip(results) {
+            if let Err(e) = r {
+                tracing::warn!(user = %user, error = %crate::text::clean(&e), "fleet: login failed; retrying next round");
+                pending.insert(user.clone());
+            }
         }
     }
 

@@ -205,7 +205,9 @@ pub fn build_client(server: &ServerConfig) -> Result<awc::Client, String> {
         None => {}
     }
     let connect_timeout = Duration::from_millis(server.connect_timeout_ms);
-    let mut connector = awc::Connector::new().timeout(connect_timeout);
+    // No cap on connections at once: each WebSocket holds one for its whole life, and with
+    // many accounts (`accounts.multi`) one client dials them all (awc's default is 100).
+    let mut connector = awc::Connector::new().timeout(connect_timeout).limit(0);
     if secure {
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
