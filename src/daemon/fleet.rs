@@ -117,11 +117,10 @@ pub fn start(cfg: &Config, api: &Rc<Api>, host: Option<Rc<dyn AccountHost>>) -> 
                     }
                 }
             };
-            *api.fleet.borrow_mut() = Some(Admin::new(
-                client.clone(),
-                &settings.prefix,
-                timing.call_timeout,
-            ));
+            // The methods wait for etcd up to the lease TTL: an election or a busy
+            // cluster is not an error for an operator's call.
+            *api.fleet.borrow_mut() =
+                Some(Admin::new(client.clone(), &settings.prefix, timing.ttl));
             match host {
                 Some(host) => {
                     *member.borrow_mut() = Some(Member::new(settings, client, host).spawn());
