@@ -47,6 +47,8 @@ const HEARTBEAT_INTERVAL_MS: u64 = 250;
 const HEARTBEAT_TIMEOUT_MS: u64 = 750;
 const RECONNECT_INITIAL_MS: u64 = 200;
 const STABLE_MS: u64 = 500;
+/// The heartbeat of the many-accounts rows.
+const ACCOUNTS_HEARTBEAT_MS: u64 = 5_000;
 /// The request every RPC client sends, byte for byte (the echo floor gets the same).
 const RPC_REQ: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getLoginStatus\"}\n";
 const SEQ_MARK: &[u8] = b"Tag_Profile_Custom_Seq\":\"";
@@ -69,6 +71,9 @@ struct Scale {
     sdk_logins: usize,
     mem_subs: usize,
     dev_conns: usize,
+    /// Accounts in one daemon (`accounts.multi`), and their login rate.
+    accounts: usize,
+    login_rate: u64,
     starts: usize,
     deadline: Duration,
 }
@@ -87,6 +92,8 @@ impl Scale {
                 sdk_logins: 2,
                 mem_subs: 20,
                 dev_conns: 100,
+                accounts: 50,
+                login_rate: 200,
                 starts: 2,
                 deadline: Duration::from_secs(15),
             }
@@ -102,6 +109,8 @@ impl Scale {
                 sdk_logins: 20,
                 mem_subs: 1_000,
                 dev_conns: 10_000,
+                accounts: 10_000,
+                login_rate: 200,
                 starts: 10,
                 deadline: Duration::from_secs(60),
             }
@@ -1673,6 +1682,270 @@ fn open_subscribers(kind: Kind, path: &Path, n: usize) -> Vec<UnixStream> {
     v
 }
 
+// ------------------------------------------------------------------ many accounts
+
+/// p50 of `getLoginStatus` round trips (one connection, `n` in a row) with `params`.
+fn status_p50(sock: &Path, params: &str, n: usize) -> Option<Duration> {
+    let mut s = UnixStream::connect(sock).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let req = format!("{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getLoginStatus\"{params}}}\n");
+    let mut buf = vec![0u8; 4096];
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        round_trip(&mut s, req.as_bytes(), 1, &mut buf);
+        v.push(t.elapsed());
+    }
+    v.sort();
+    pct(&v, 0.5)
+}
+
+/// Sends `login` for `users` on `conns` connections at once (a reader per connection);
+/// returns how many were answered `{}`.
+fn login_all(sock: &Path, users: &[String], conns: usize) -> usize {
+    let chunks: Vec<Vec<String>> = users
+        .chunks(users.len().div_ceil(conns.max(1)).max(1))
+        .map(|c| c.to_vec())
+        .collect();
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            let sock = sock.to_owned();
+            std::thread::spawn(move || {
+                let s = UnixStream::connect(&sock).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+                let n = chunk.len();
+                let mut w = s.try_clone().unwrap();
+                let writer = std::thread::spawn(move || {
+                    let now = imlink::usersig::now_unix();
+                    for (i, u) in chunk.iter().enumerate() {
+                        let sig = imlink::usersig::generate(APP, KEY, u, 86_400, now);
+                        let req = json!({"jsonrpc":"2.0","id":i,"method":"login","params":{"userID":u,"userSig":sig}});
+                        if w.write_all(format!("{req}\n").as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut r = BufReader::new(s);
+                let mut ok = 0;
+                for _ in 0..n {
+                    let mut l = String::new();
+                    if r.read_line(&mut l).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    ok += usize::from(l.contains("\"result\":{}"));
+                }
+                let _ = writer.join();
+                ok
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+}
+
+fn bench_accounts(tb: &mut Table, sc: &Scale, bin_dir: &Path, tmp: &Path, single: &Daemon) {
+    let n = sc.accounts;
+    let rate = sc.login_rate;
+    println!("== many accounts: {n} accounts through one daemon, accounts.login_rate = {rate}");
+    let dir = tmp.join("accounts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut dev = DevServer::start(bin_dir, &dir);
+    let ddir = dir.join("daemon");
+    std::fs::create_dir_all(&ddir).unwrap();
+    let config = daemon_config(&ddir, &dev.url(), 4096);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    // The accounts wait their turn to connect: the login waits as long as the pace needs.
+    text = text.replace("login_timeout_ms = 5000", "login_timeout_ms = 600000");
+    // Heartbeats at a service's pace, not the fault rows' 250 ms (40,000/s for 10,000).
+    text = text.replace(
+        &format!("heartbeat_interval_ms = {HEARTBEAT_INTERVAL_MS}"),
+        &format!("heartbeat_interval_ms = {ACCOUNTS_HEARTBEAT_MS}"),
+    );
+    text = text.replace(
+        &format!("heartbeat_timeout_ms = {HEARTBEAT_TIMEOUT_MS}"),
+        &format!("heartbeat_timeout_ms = {}", ACCOUNTS_HEARTBEAT_MS * 3),
+    );
+    text.push_str(&format!(
+        "\n[accounts]\nmulti = true\nlogin_rate = {rate}\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let proc = spawn_daemon(bin_dir, &config, &ddir, None);
+    let sock = ddir.join("imlinkd.sock");
+    if poll(Duration::from_secs(30), Duration::from_millis(5), || {
+        UnixStream::connect(&sock).ok()
+    })
+    .is_none()
+    {
+        tb.note("many accounts: imlinkd did not start — rows skipped");
+        return;
+    }
+    let pid = proc.pid();
+    let base = settle_rss(pid);
+    let mut ctl = Rpc::connect(&sock).unwrap();
+    let online = |ctl: &mut Rpc| {
+        ctl.result("metrics", json!({}))["online"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let users: Vec<String> = (0..n).map(|i| format!("acct{i:05}")).collect();
+    let budget = Duration::from_secs_f64(n as f64 / rate as f64 + 5.0);
+    let deadline = budget + Duration::from_secs(120);
+
+    let t0 = Instant::now();
+    let answered = login_all(&sock, &users, 8);
+    let all_in = poll(deadline, Duration::from_millis(20), || {
+        (online(&mut ctl) == n as u64).then(Instant::now)
+    });
+    let login_time = all_in.map(|t| t - t0);
+    tb.row(
+        &format!("{n} accounts logged in through one daemon (login_rate {rate}/s)"),
+        match login_time {
+            Some(d) => format!("{:.1} s ({answered} answered {{}})", d.as_secs_f64()),
+            None => format!(
+                "not all within {:.0} s ({answered} answered {{}})",
+                deadline.as_secs_f64()
+            ),
+        },
+        "1 account: see the login rows".into(),
+        "n/a".into(),
+        &format!("≤ {:.0} s (n / login_rate + 5 s)", budget.as_secs_f64()),
+    );
+    let rss = settle_rss(pid);
+    let per = match (rss, base) {
+        (Some(a), Some(b)) if n > 0 => Some(a.saturating_sub(b) as f64 / n as f64),
+        _ => None,
+    };
+    tb.pair(
+        "imlinkd RSS per logged-in idle account (native link)",
+        per,
+        None,
+        "KiB",
+        "",
+        "≤ 48 KiB",
+    );
+    tb.pair(
+        "imlinkd RSS with all accounts",
+        rss.map(mib),
+        base.map(mib),
+        "MiB",
+        "no account",
+        "",
+    );
+
+    // Idle: heartbeats only.
+    let idle_for = if sc.smoke {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    };
+    let c0 = counters(pid);
+    std::thread::sleep(idle_for);
+    let c1 = counters(pid);
+    let cpu = match (c0, c1) {
+        (Some(a), Some(b)) => Some(
+            ((b.utime + b.stime) - (a.utime + a.stime)) as f64 * 10_000.0
+                / idle_for.as_secs_f64()
+                / n.max(1) as f64,
+        ),
+        _ => None,
+    };
+    tb.pair(
+        &format!("CPU while idle, per account (heartbeat every {ACCOUNTS_HEARTBEAT_MS} ms)"),
+        cpu,
+        None,
+        "µs/s",
+        "",
+        "reported",
+    );
+
+    // getLoginStatus of one account with 100 subscribers attached.
+    let subs = open_subscribers(Kind::Imlink, &sock, 100);
+    let reqs = sc.lat_requests.min(20_000);
+    let one = format!(",\"params\":{{\"account\":\"{}\"}}", users[n / 2]);
+    let multi_p50 = status_p50(&sock, &one, reqs);
+    let single_p50 = status_p50(&single.socket, "", reqs);
+    tb.pair(
+        &format!("getLoginStatus of one account, p50 ({n} accounts, 100 subscribers)"),
+        multi_p50.map(us),
+        single_p50.map(us),
+        "µs",
+        "one account",
+        "≤ 1.5×",
+    );
+    drop(subs);
+
+    // The server killed and restarted: every account back, paced.
+    let before = ctl.result("metrics", json!({}));
+    dev.kill();
+    let gone = poll(Duration::from_secs(30), Duration::from_millis(20), || {
+        (online(&mut ctl) == 0).then_some(())
+    });
+    let t1 = dev.restart();
+    let mut peak = 0u64;
+    let mut window: std::collections::VecDeque<(Instant, u64)> = Default::default();
+    let back_budget = Duration::from_secs_f64(1.0 + n as f64 / rate as f64 + 5.0);
+    let back = poll(
+        back_budget + Duration::from_secs(120),
+        Duration::from_millis(50),
+        || {
+            let m = ctl.result("metrics", json!({}));
+            let now = Instant::now();
+            let connects = m["connects"].as_u64().unwrap_or(0);
+            window.push_back((now, connects));
+            while window
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(1))
+            {
+                window.pop_front();
+            }
+            if let (Some((ta, a)), Some((tb_, b))) = (window.front(), window.back()) {
+                let span = tb_.duration_since(*ta).as_secs_f64();
+                if span >= 0.9 {
+                    peak = peak.max(((b - a) as f64 / span) as u64);
+                }
+            }
+            (m["online"].as_u64() == Some(n as u64)).then(Instant::now)
+        },
+    );
+    let after = ctl.result("metrics", json!({}));
+    let diff = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
+    tb.row(
+        &format!("devserver killed and restarted: all {n} back online"),
+        match (gone, back) {
+            (Some(()), Some(t)) => format!("{:.1} s after the restart", (t - t1).as_secs_f64()),
+            _ => "not within the deadline".into(),
+        },
+        "n/a".into(),
+        "n/a".into(),
+        &format!(
+            "≤ {:.0} s (backoff cap + n / login_rate + 5 s)",
+            back_budget.as_secs_f64()
+        ),
+    );
+    tb.row(
+        "… peak connect rate (successful connects, 1 s window)",
+        format!("{peak}/s"),
+        format!("{rate}/s (login_rate)"),
+        format!("{:.2}×", peak as f64 / rate as f64),
+        "≤ 1.2×",
+    );
+    tb.row(
+        "… kicks, refused re-logins, re-logins",
+        format!(
+            "{} kicks, {} refused, {} re-logins",
+            diff("kicks"),
+            diff("reloginFailures"),
+            diff("relogins")
+        ),
+        "n/a".into(),
+        "n/a".into(),
+        "0 kicks, no login loop (one re-login per account)",
+    );
+    drop(ctl);
+    drop(proc);
+    drop(dev);
+}
+
 fn settle_rss(pid: u32) -> Option<u64> {
     std::thread::sleep(Duration::from_millis(300));
     rss_kib(pid)
@@ -2277,13 +2550,13 @@ fn args() -> Args {
             "--only" => {
                 a.only = it
                     .next()
-                    .expect("--only memory,rpc,fanout,reconnect,startup,tencent,devmem")
+                    .expect("--only memory,rpc,fanout,reconnect,accounts,startup,tencent,devmem")
                     .split(',')
                     .map(str::to_owned)
                     .collect()
             }
             "-h" | "--help" => {
-                println!("bench --bin-dir DIR [--smoke] [--out FILE] [--only memory,rpc,fanout,reconnect,startup,tencent,devmem]");
+                println!("bench --bin-dir DIR [--smoke] [--out FILE] [--only memory,rpc,fanout,reconnect,accounts,startup,tencent,devmem]");
                 std::process::exit(0);
             }
             // `cargo bench` passes --bench; ignore it and anything unknown loudly.
@@ -2373,6 +2646,9 @@ fn main() {
     }
     if a.runs("reconnect") {
         bench_reconnect(&mut tb, &sc, &mut dev, &daemon);
+    }
+    if a.runs("accounts") {
+        bench_accounts(&mut tb, &sc, &a.bin_dir, tmp.path(), &daemon);
     }
     if a.runs("startup") {
         bench_startup(&mut tb, &sc, &a.bin_dir, &dev, redis_bin.as_deref());

@@ -38,7 +38,15 @@ fn status_of(c: &mut Rpc, user: &str) -> i64 {
 #[test]
 fn logins_add_accounts_and_the_account_param_chooses_one() {
     let server = DevServer::start(&[]);
-    let d = Daemon::start(&server, MULTI);
+    let metrics_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let listen = format!("{:?}", metrics_addr.to_string());
+    let d = Daemon::start(
+        &server,
+        &[("accounts.multi", "true"), ("metrics.listen", &listen)],
+    );
     let mut c = d.client();
     let mut bob_only = d.client();
     bob_only.ok("subscribe", json!({"accounts": ["bob"]}));
@@ -100,6 +108,27 @@ fn logins_add_accounts_and_the_account_param_chooses_one() {
         assert!(a.get("connection").is_some());
     }
 
+    // imlinkctl lists them.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imlinkctl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("accounts")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].starts_with("alice ") && lines[0].contains("LOGINED"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("bob ") && lines[1].contains("connected"),
+        "{text}"
+    );
+    assert_eq!(lines[2], "2 of 2 accounts online");
+
     // Repeating a login of an account: repeatLogin, as with one account.
     let r = c.ok(
         "login",
@@ -151,6 +180,21 @@ fn logins_add_accounts_and_the_account_param_chooses_one() {
         (Some(1), Some(1))
     );
     assert!(m["logins"].as_u64().unwrap() >= 2, "{m}");
+    // The same figures in the Prometheus exposition.
+    let (code, body) = http(metrics_addr, "GET", "/metrics", "");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\nimlink_accounts 1\n"), "{body}");
+    assert!(
+        body.contains("imlink_accounts_by_status{status=\"logined\"} 1\n"),
+        "{body}"
+    );
+    assert!(body.contains("imlink_subscribers 2\n"), "{body}");
+    assert!(
+        body.contains(&format!("imlink_logins_total {}\n", m["logins"])),
+        "{body}"
+    );
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert_eq!(http(metrics_addr, "GET", "/other", "").0, 404);
 }
 
 #[test]
@@ -180,4 +224,44 @@ fn accounts_come_back_after_sigkill_each_in_its_state() {
     // Only the logged-in accounts logged in again.
     assert_eq!(server.user_stats("u2")["loginAttempts"], 1);
     assert_eq!(server.user_stats("u1")["loginAttempts"], 2);
+}
+
+#[test]
+fn logins_are_paced_by_the_login_rate() {
+    let server = DevServer::start(&[]);
+    let d = Daemon::start(
+        &server,
+        &[
+            ("accounts.multi", "true"),
+            ("accounts.login_rate", "20"),
+            ("server.login_timeout_ms", "30000"),
+        ],
+    );
+    let mut watch = d.client();
+    watch.subscribe();
+    let mut c = d.client();
+    // 21 logins at once: at 20 per second, the last is accepted at least a second after
+    // the first.
+    let users: Vec<String> = (0..21).map(|i| format!("p{i:02}")).collect();
+    for (i, u) in users.iter().enumerate() {
+        c.send(
+            json!(i),
+            "login",
+            json!({"userID": u, "userSig": ticket(u, 3600)}),
+        );
+    }
+    for _ in &users {
+        let r = c.next_reply(std::time::Duration::from_secs(60)).unwrap();
+        assert_eq!(r["result"], json!({}), "{r}");
+    }
+    let mut times = Vec::new();
+    while times.len() < users.len() {
+        let (e, _) = watch.wait_event("onLoginStatusChanged", T);
+        if e["data"]["status"] == 1 {
+            times.push(e["time"].as_i64().unwrap());
+        }
+    }
+    let span = times.iter().max().unwrap() - times.iter().min().unwrap();
+    // 20 gaps of 50 ms between the sends; less a little for the answers' own delays.
+    assert!(span >= 900, "21 logins at 20/s took only {span} ms");
 }

@@ -279,3 +279,35 @@ fn without_notify_socket_nothing_is_sent_and_the_daemon_runs_as_usual() {
     assert!(d.stop().success());
     assert!(!d.log().contains("cannot notify"), "{}", d.log());
 }
+
+#[test]
+fn with_many_accounts_the_status_line_counts_them() {
+    let server = DevServer::start(&[]);
+    let api_dir = tempfile::tempdir().unwrap();
+    let api = api_path(api_dir.path());
+    let manager = Manager::start(api.clone());
+    let api_setting = format!("{:?}", api.display().to_string());
+    let d = Daemon::start_with(
+        &server,
+        &[("api.socket", &api_setting), ("accounts.multi", "true")],
+        Launch {
+            socket: Some(api.clone()),
+            ..launch(&manager, None)
+        },
+    );
+    manager.wait_for(0, "STATUS= with no account", |n| {
+        n.value("STATUS") == Some("0 of 0 accounts online")
+    });
+    let mut c = d.client();
+    for u in ["alice", "bob"] {
+        c.ok("login", json!({"userID": u, "userSig": ticket(u, 3600)}));
+    }
+    manager.wait_for(0, "STATUS= with both online", |n| {
+        n.value("STATUS") == Some("2 of 2 accounts online")
+    });
+    let before = manager.notes().len();
+    c.ok("logout", json!({"account": "bob"}));
+    manager.wait_for(before, "STATUS= after bob's logout", |n| {
+        n.value("STATUS") == Some("1 of 2 accounts online")
+    });
+}

@@ -287,6 +287,44 @@ pub fn login(
     }
 }
 
+/// `imlinkctl accounts`: `listAccounts`, one line per account (with `--json`, one JSON
+/// object per account), then a summary line.
+pub fn accounts(socket: &Path, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    let r = Client::connect(socket)?.call(&api::ListAccounts {})?;
+    if json {
+        for a in &r.accounts {
+            write_line(out, &serde_json::to_string(a).unwrap_or_default())?;
+        }
+        return Ok(());
+    }
+    let mut online = 0usize;
+    for a in &r.accounts {
+        online += usize::from(a.online);
+        let status = match a.status {
+            LoginStatus::Logined => "LOGINED",
+            LoginStatus::Logining => "LOGINING",
+            LoginStatus::Logout => "LOGOUT",
+        };
+        let expires = a
+            .user_sig_expires_at
+            .map(|e| format!("  expires {}", utc(e.saturating_mul(1000))))
+            .unwrap_or_default();
+        write_line(
+            out,
+            &format!(
+                "{:<32}  {status:<8}  {:<10}  {}{expires}",
+                crate::text::clean(&a.user_id),
+                conn_name(a.connection),
+                if a.online { "online" } else { "offline" },
+            ),
+        )?;
+    }
+    write_line(
+        out,
+        &format!("{online} of {} accounts online", r.accounts.len()),
+    )
+}
+
 /// `imlinkctl renew`: `renewUserSig`.
 pub fn renew(socket: &Path, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
     let r = Client::connect(socket)?.call(&api::RenewUserSig {})?;

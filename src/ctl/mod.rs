@@ -61,6 +61,9 @@ pub enum Command {
     Reconnect,
     /// Renew the UserSig from the daemon's provider now, without going offline.
     Renew,
+    /// List the daemon's accounts: user, login status, connection, ticket expiry
+    /// (many accounts, accounts.multi; one line for a single logged-in account).
+    Accounts,
     /// Call any JSON-RPC method and print its result.
     Call(commands::CallArgs),
     /// The fleet (fleet mode, docs/fleet.md): its members and accounts; add or remove an
@@ -110,6 +113,7 @@ pub fn run(cli: &Cli, io: &mut Io<'_>) -> u8 {
             io.out,
         ),
         Command::Renew => commands::renew(&socket, json, io.out),
+        Command::Accounts => commands::accounts(&socket, json, io.out),
         Command::Call(a) => commands::call(&socket, a, json, io.out),
         Command::Fleet(c) => fleet::run(&socket, c, json, io.out),
         Command::Events(a) => commands::events(&socket, a, json, io.out, io.err),

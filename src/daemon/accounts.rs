@@ -11,8 +11,8 @@
 //! manages accounts): [`Accounts::login`] (adds the account when it is new),
 //! [`Accounts::logout`], [`Accounts::remove`], [`Accounts::list`].
 //!
-//! Logins and connect attempts of all accounts go through one [`Pacer`]
-//! (`accounts.login_rate` per second), so that the daemon never storms the server at
+//! Logins of all accounts go through one [`Pacer`], and connect attempts through
+//! another (each `accounts.login_rate` per second), so that the daemon never storms the server at
 //! start or after the server restarted; one account waiting for its turn, or failing,
 //! never holds another back (each has its own machine, backoff and timers).
 
@@ -117,7 +117,10 @@ pub struct Accounts {
     removing: RefCell<std::collections::HashSet<String>>,
     app_id: Cell<Option<u64>>,
     dialer: Rc<dyn Dialer>,
+    /// Logins of all accounts.
     pacer: Rc<Pacer>,
+    /// Connect attempts of all accounts.
+    connects: Rc<Pacer>,
     provider: RefCell<Provider>,
     log: LogControl,
     store_options: store::Options,
@@ -157,6 +160,7 @@ impl Accounts {
             app_id: Cell::new(cfg.sdk.app_id),
             dialer,
             pacer: Rc::new(Pacer::new(cfg.accounts.login_rate)),
+            connects: Rc::new(Pacer::new(cfg.accounts.login_rate)),
             provider: RefCell::new(provider),
             log,
             store_options,
@@ -266,6 +270,7 @@ impl Accounts {
         let hub = Hub::for_account(&self.root, user, cfg.server.url.clone());
         let instance_id = store.instance_id().to_owned();
         let (dialer, log, pacer) = (self.dialer.clone(), self.log.clone(), self.pacer.clone());
+        let connects = self.connects.clone();
         let provider = self.provider.borrow().clone();
         let session = {
             let hub = hub.clone();
@@ -276,7 +281,7 @@ impl Accounts {
                     hub.clone(),
                     ctx.address().recipient(),
                     dialer,
-                    pacer.clone(),
+                    connects,
                 );
                 Session::new(&cfg, link, hub, store, log, restore, provider).paced(pacer)
             })
@@ -395,6 +400,7 @@ impl Accounts {
     pub fn reconfigure(&self, cfg: &Config) {
         *self.cfg.borrow_mut() = cfg.clone();
         self.pacer.set_rate(cfg.accounts.login_rate);
+        self.connects.set_rate(cfg.accounts.login_rate);
         match Provider::from_config(&cfg.auth) {
             Ok(p) => *self.provider.borrow_mut() = p,
             Err(e) => tracing::warn!("keeping the UserSig provider as it was: {e}"),

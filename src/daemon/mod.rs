@@ -24,6 +24,7 @@ pub mod fleet;
 pub mod hub;
 pub mod link;
 pub mod messages;
+pub mod metrics;
 pub mod session;
 pub mod socket;
 pub mod store;
@@ -159,6 +160,14 @@ pub async fn run(
         session.clone().recipient(),
         cfg.api.clone(),
     );
+    let exposition = match cfg.metrics.listen {
+        Some(addr) => {
+            let l = metrics::bind(addr).await?;
+            tracing::info!(listen = %addr, "serving the metrics at /metrics");
+            Some(tokio::task::spawn_local(metrics::serve(l, api.clone())))
+        }
+        None => None,
+    };
     let notifier = systemd::start_notifier(hub.clone(), session.clone().recipient());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -211,6 +220,9 @@ pub async fn run(
     api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;
     if let Some(n) = notifier {
         n.abort();
+    }
+    if let Some(x) = exposition {
+        x.abort();
     }
     tracing::info!("stopped");
     Ok(())
@@ -268,6 +280,14 @@ async fn run_multi(
     // In a fleet, an account is logged in only once this member owns it: saved logins
     // are not resumed (the accounts are listed, logged out, until the fleet says).
     registry.restore_all(cfg.state.restore_session && !cfg.fleet.enabled());
+    let exposition = match cfg.metrics.listen {
+        Some(addr) => {
+            let l = metrics::bind(addr).await?;
+            tracing::info!(listen = %addr, "serving the metrics at /metrics");
+            Some(tokio::task::spawn_local(metrics::serve(l, api.clone())))
+        }
+        None => None,
+    };
     let notifier = systemd::start_notifier(hub.clone(), manager.clone().recipient());
     let fleet = fleet::start(
         &cfg,
@@ -326,6 +346,9 @@ async fn run_multi(
     api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;
     if let Some(n) = notifier {
         n.abort();
+    }
+    if let Some(x) = exposition {
+        x.abort();
     }
     tracing::info!("stopped");
     Ok(())

@@ -254,7 +254,8 @@ fn run_pooled(slot: Arc<Mutex<Pooled>>, mut writer: Writer) {
             for m in p.queue.drain(..) {
                 writer.take(m);
             }
-            if !fresh && !(writer.pending.is_some() && writer.failed) {
+            let retrying = writer.pending.is_some() && writer.failed;
+            if !fresh && !retrying {
                 if writer.closing {
                     p.closed = true;
                 } else {

@@ -238,8 +238,29 @@ impl MethodCall {
         method: Method,
         raw: Option<&RawValue>,
     ) -> Result<(Option<String>, Option<Vec<String>>), RpcError> {
+        let p = Params::read(method.name(), method.param_names(), raw)?;
+        MethodCall::account_of(method, &p)
+    }
+
+    /// [`MethodCall::read`] and [`MethodCall::read_account`] with one reading of the
+    /// params (many accounts).
+    #[allow(clippy::type_complexity)]
+    pub fn read_multi(
+        method: Method,
+        raw: Option<&RawValue>,
+    ) -> Result<(MethodCall, Option<String>, Option<Vec<String>>), RpcError> {
+        let p = Params::read(method.name(), method.param_names(), raw)?;
+        let call = MethodCall::from_params(method, &p)?;
+        let (account, accounts) = MethodCall::account_of(method, &p)?;
+        Ok((call, account, accounts))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn account_of(
+        method: Method,
+        p: &Params<'_>,
+    ) -> Result<(Option<String>, Option<Vec<String>>), RpcError> {
         let m = method.name();
-        let p = Params::read(m, method.param_names(), raw)?;
         let one = |name: &str| -> Result<Option<String>, RpcError> {
             match p.opt::<String>(name) {
                 Ok(None) => Ok(None),
@@ -290,8 +311,12 @@ impl MethodCall {
     /// Reads the params of `method`: -32600 / -32602 for their shape, 6017 (naming the
     /// field) or 7003 for their values.
     pub fn read(method: Method, raw: Option<&RawValue>) -> Result<MethodCall, RpcError> {
+        let p = Params::read(method.name(), method.param_names(), raw)?;
+        MethodCall::from_params(method, &p)
+    }
+
+    fn from_params(method: Method, p: &Params<'_>) -> Result<MethodCall, RpcError> {
         let m = method.name();
-        let p = Params::read(m, method.param_names(), raw)?;
         Ok(match method {
             Method::InitSdk => {
                 let sdk_app_id = match p.opt::<u64>("sdkAppID") {
@@ -445,6 +470,10 @@ no_params! {
     Reconnect => Reconnect, Empty;
     /// `renewUserSig`.
     RenewUserSig => RenewUserSig, Renewed;
+    /// `listAccounts`.
+    ListAccounts => ListAccounts, AccountList;
+    /// `metrics`.
+    GetMetrics => Metrics, MetricsResult;
 }
 
 /// `initSDK` params.
@@ -657,109 +686,6 @@ pub struct MetricsResult {
     pub events: u64,
     /// Connections with at least one subscription.
     pub subscribers: u64,
-}
-
-impl MetricsResult {
-    /// The Prometheus text exposition (format 0.0.4) of these figures.
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::with_capacity(2048);
-        let mut one = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {
-            out.push_str(&format!(
-                "# HELP imlink_{name} {help}\n# TYPE imlink_{name} {kind}\n"
-            ));
-            for (labels, v) in rows {
-                out.push_str(&format!("imlink_{name}{labels} {v}\n"));
-            }
-        };
-        one(
-            "accounts",
-            "gauge",
-            "Accounts of the daemon.",
-            &[("", self.accounts)],
-        );
-        one(
-            "accounts_by_status",
-            "gauge",
-            "Accounts by login status.",
-            &[
-                ("{status=\"logined\"}", self.logined),
-                ("{status=\"logining\"}", self.logining),
-                ("{status=\"logout\"}", self.logout),
-            ],
-        );
-        one(
-            "accounts_online",
-            "gauge",
-            "Accounts online.",
-            &[("", self.online)],
-        );
-        one(
-            "links",
-            "gauge",
-            "Links to the server by state.",
-            &[
-                ("{state=\"idle\"}", self.links_idle),
-                ("{state=\"connecting\"}", self.links_connecting),
-                ("{state=\"connected\"}", self.links_connected),
-                ("{state=\"waiting\"}", self.links_waiting),
-            ],
-        );
-        one(
-            "logins_total",
-            "counter",
-            "Logins accepted.",
-            &[("", self.logins)],
-        );
-        one(
-            "relogins_total",
-            "counter",
-            "Silent re-logins accepted.",
-            &[("", self.relogins)],
-        );
-        one(
-            "relogin_failures_total",
-            "counter",
-            "Silent re-logins refused.",
-            &[("", self.relogin_failures)],
-        );
-        one(
-            "kicks_total",
-            "counter",
-            "Accounts kicked offline.",
-            &[("", self.kicks)],
-        );
-        one(
-            "expiries_total",
-            "counter",
-            "Tickets expired.",
-            &[("", self.expiries)],
-        );
-        one(
-            "connects_total",
-            "counter",
-            "Connections that came up.",
-            &[("", self.connects)],
-        );
-        one(
-            "connect_failures_total",
-            "counter",
-            "Failed connect attempts and lost connections.",
-            &[("", self.connect_failures)],
-        );
-        one(
-            "events_total",
-            "counter",
-            "Events emitted.",
-            &[("", self.events)],
-        );
-        one(
-            "subscribers",
-            "gauge",
-            "API connections with a subscription.",
-            &[("", self.subscribers)],
-        );
-        out
-    }
 }
 
 // ------------------------------------------------------------------------- events

@@ -96,23 +96,28 @@ pub fn call(api: &Rc<Api>, out: &Rc<Out>, peer: Option<(u32, u32)>, inc: Incomin
     if !permits(access, method) {
         return Outcome::Now(reply::<()>(&id, Err(denied(access, method))));
     }
-    let call = match MethodCall::read(method, inc.params) {
-        Ok(c) => c,
-        Err(e) => return Outcome::Now(reply::<()>(&id, Err(e))),
-    };
-    if let c @ (MethodCall::FleetStatus | MethodCall::FleetAdd(_) | MethodCall::FleetRemove(_)) =
-        call
-    {
-        return fleet_call(api, id, c);
+    // The fleet's methods concern etcd, not an account of this daemon.
+    if matches!(
+        method,
+        Method::FleetStatus | Method::FleetAdd | Method::FleetRemove
+    ) {
+        return match MethodCall::read(method, inc.params) {
+            Ok(c) => fleet_call(api, id, c),
+            Err(e) => Outcome::Now(reply::<()>(&id, Err(e))),
+        };
     }
     if let Some(accounts) = api.accounts.get() {
-        return match MethodCall::read_account(method, inc.params) {
-            Ok((account, filter)) => {
+        return match MethodCall::read_multi(method, inc.params) {
+            Ok((call, account, filter)) => {
                 super::multi::call(api, accounts, out, id, method.name(), call, account, filter)
             }
             Err(e) => Outcome::Now(reply::<()>(&id, Err(e))),
         };
     }
+    let call = match MethodCall::read(method, inc.params) {
+        Ok(c) => c,
+        Err(e) => return Outcome::Now(reply::<()>(&id, Err(e))),
+    };
     let hub = &api.hub;
     let now = |r| Outcome::Now(r);
     match call {

@@ -26,7 +26,7 @@ fn later<T: serde::Serialize + 'static>(
     ok: impl FnOnce(Reply) -> T + 'static,
 ) -> Outcome {
     Outcome::Later(Box::pin(async move {
-        let r = fut.await.map(ok).map_err(RpcError::from);
+        let r = fut.await.map(ok);
         reply(&id, r)
     }))
 }
@@ -44,11 +44,8 @@ pub fn call(
     filter_accounts: Option<Vec<String>>,
 ) -> Outcome {
     let now = Outcome::Now;
-    let one = |name: &str| -> Result<Account, RpcError> {
-        accounts
-            .resolve(name, account.as_deref())
-            .map_err(RpcError::from)
-    };
+    let one =
+        |name: &str| -> Result<Account, RpcError> { accounts.resolve(name, account.as_deref()) };
     match call {
         MethodCall::GetVersion => now(reply(
             &id,

@@ -205,8 +205,8 @@ pub fn build_client(server: &ServerConfig) -> Result<awc::Client, String> {
         None => {}
     }
     let connect_timeout = Duration::from_millis(server.connect_timeout_ms);
-    // No cap on connections at once: each WebSocket holds one for its whole life, and with
-    // many accounts (`accounts.multi`) one client dials them all (awc's default is 100).
+    // No cap on simultaneous connections (awc's default is 100): with many accounts the
+    // client is shared by every account's link.
     let mut connector = awc::Connector::new().timeout(connect_timeout).limit(0);
     if secure {
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
