@@ -5,6 +5,7 @@
 #                            /etc/imlink/imlinkd.toml (kept if it exists)
 #   make install DESTDIR=/tmp/pkg PREFIX=/usr   staged install for packaging
 #                            (also the Tencent bridge, with `npm ci` when npm is present)
+#   make bench-fleet         fleet mode's failover and moves on a real etcd cluster
 #   make demo                the guided demo (DEMO_NONINTERACTIVE=1: unattended, checked)
 CARGO   ?= cargo
 PREFIX  ?= /usr/local
@@ -31,7 +32,7 @@ DOCDIR  := $(OUT)/docs
 BINS    := imlinkd imlinkctl imlink-devserver
 UNITS   := imlinkd.service imlinkd.socket imlinkd@.service
 
-.PHONY: all build test lint bench bench-smoke docs install install-files install-bridge uninstall clean demo
+.PHONY: all build test lint bench bench-smoke bench-fleet docs install install-files install-bridge uninstall clean demo
 
 all: build
 
@@ -59,6 +60,12 @@ bench:
 bench-smoke:
 	$(CARGO) build --bins --example bench
 	$(TARGET_DIR)/debug/examples/bench --smoke --bin-dir $(TARGET_DIR)/debug --out bench/results/smoke.md
+
+# Fleet mode on a real three-member etcd cluster (etcd, etcdctl in PATH): failover time
+# (median, p99) and accounts moved per second. BUILD=debug skips the release build.
+bench-fleet:
+	$(CARGO) build $(PROFILE_FLAG) --example bench_fleet
+	$(OUT)/examples/bench_fleet --out bench/results/fleet.md
 
 # Man pages and completions, generated from the clap definitions (examples/gen-docs.rs).
 docs:

@@ -68,6 +68,10 @@ pub mod code {
     /// program exited with an error, timed out or printed nothing usable; the URL did not
     /// answer with a ticket.
     pub const AUTH_PROVIDER_FAILED: i32 = -32004;
+    /// A `fleet*` method on a daemon not in fleet mode (`fleet.etcd` is empty).
+    pub const FLEET_OFF: i32 = -32005;
+    /// A `fleet*` method could not reach etcd (no quorum, no answer in time).
+    pub const FLEET_UNAVAILABLE: i32 = -32006;
 }
 
 /// A one-line meaning for a code, for messages and `--help` texts.
@@ -101,6 +105,8 @@ pub fn describe(code: i32) -> &'static str {
         STATE_NOT_SAVED => "state not saved",
         LINK_UNAVAILABLE => "the link cannot run",
         AUTH_PROVIDER_FAILED => "the UserSig provider failed",
+        FLEET_OFF => "fleet mode is off",
+        FLEET_UNAVAILABLE => "etcd is unavailable",
         _ => "error",
     }
 }

@@ -25,6 +25,7 @@ pub mod core;
 pub mod ctl;
 pub mod daemon;
 pub mod devserver;
+pub mod fleet;
 pub mod fsck;
 pub mod logging;
 pub mod proto;

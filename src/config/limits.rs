@@ -66,3 +66,18 @@ pub const MAX_INTERFACES: usize = 256;
 
 /// Longest interface name, in bytes (the kernel's IFNAMSIZ less the NUL).
 pub const MAX_INTERFACE_NAME_BYTES: usize = 15;
+
+/// Most endpoints in `fleet.etcd`.
+pub const MAX_ETCD_ENDPOINTS: usize = 16;
+
+/// Longest endpoint of `fleet.etcd`, in bytes.
+pub const MAX_ETCD_ENDPOINT_BYTES: usize = 256;
+
+/// Longest `fleet.prefix`, in bytes.
+pub const MAX_ETCD_PREFIX_BYTES: usize = 128;
+
+/// Allowed `fleet.lease_ttl_secs`: 2 s to 1 h.
+pub const MIN_LEASE_TTL_SECS: u64 = 2;
+
+/// Largest `fleet.lease_ttl_secs`.
+pub const MAX_LEASE_TTL_SECS: u64 = 3600;

@@ -51,8 +51,8 @@ pub use paths::{
 };
 pub use schema::{
     AccountsConfig, ApiConfig, AuthConfig, AuthProvider, Backend, Config, EventsConfig,
-    MetricsConfig, NetworkConfig, ReconnectConfig, SdkConfig, ServerConfig, StateConfig,
-    TencentConfig,
+    FleetConfig, MetricsConfig, NetworkConfig, ReconnectConfig, SdkConfig, ServerConfig,
+    StateConfig, TencentConfig,
 };
 
 use std::collections::BTreeMap;

@@ -34,7 +34,44 @@ pub(super) fn check(l: &Loaded) -> Result<(), ConfigError> {
         "at most",
         ("reconnect.max_ms", c.reconnect.max_ms),
     )?;
-    auth(l)
+    auth(l)?;
+    fleet(l)
+}
+
+/// What fleet mode needs: many accounts, a provider (members log accounts in with no client), the app,
+/// and no `auth.user_id` (the fleet decides which accounts this daemon logs in).
+fn fleet(l: &Loaded) -> Result<(), ConfigError> {
+    let c = &l.config;
+    if !c.fleet.enabled() {
+        return Ok(());
+    }
+    let origin = l.origin("fleet.etcd");
+    let fail = |needs: String| {
+        Err(ConfigError::Inconsistent {
+            message: format!("fleet.etcd ({origin}) turns fleet mode on, which {needs}"),
+        })
+    };
+    if !c.accounts.multi {
+        return fail(format!(
+            "needs accounts.multi = true ({}): a member holds many accounts",
+            l.origin("accounts.multi")
+        ));
+    }
+    if c.auth.provider == AuthProvider::None {
+        return fail(
+            "needs auth.provider (members log the fleet's accounts in with no client to give a UserSig)".into(),
+        );
+    }
+    if c.sdk.app_id.is_none() {
+        return fail("needs sdk.app_id (the application the fleet's accounts belong to)".into());
+    }
+    if c.auth.user_id.is_some() {
+        return fail(format!(
+            "excludes auth.user_id ({}): the fleet decides which accounts each member logs in",
+            l.origin("auth.user_id")
+        ));
+    }
+    Ok(())
 }
 
 /// The keys `auth.provider` needs, and what `auth.user_id` needs.

@@ -40,6 +40,52 @@ pub struct Config {
     pub accounts: AccountsConfig,
     /// `[metrics]`: the Prometheus text exposition.
     pub metrics: MetricsConfig,
+    /// `[fleet]`: several daemons share the accounts through etcd (docs/fleet.md).
+    pub fleet: FleetConfig,
+}
+
+/// `[fleet]`: off unless `etcd` lists at least one endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// The etcd endpoints, `http://host:port` (at most 16); empty = fleet mode off.
+    #[serde(deserialize_with = "valid::etcd_endpoints")]
+    pub etcd: Vec<String>,
+    /// This member's name, unique in the fleet (1 to 64 bytes of letters, digits, `-`,
+    /// `_`, `.`); unset = the host name.
+    #[serde(deserialize_with = "valid::member_name")]
+    pub name: Option<String>,
+    /// The prefix of the fleet's keys in etcd: starts and ends with `/`.
+    #[serde(deserialize_with = "valid::etcd_prefix")]
+    pub prefix: String,
+    /// The member's lease TTL in seconds (2 to 3600).
+    #[serde(deserialize_with = "valid::lease_ttl_secs")]
+    pub lease_ttl_secs: u64,
+}
+
+impl FleetConfig {
+    /// Is fleet mode on?
+    pub fn enabled(&self) -> bool {
+        !self.etcd.is_empty()
+    }
+
+    /// This member's name: `name`, or the host name.
+    pub fn member_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(crate::fleet::default_member_name)
+    }
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            etcd: Vec::new(),
+            name: None,
+            prefix: "/imlink/".into(),
+            lease_ttl_secs: 10,
+        }
+    }
 }
 
 /// `[accounts]`.

@@ -73,7 +73,7 @@ fn nothing_configured_gives_the_design_defaults() {
     assert_eq!(l.file, None);
     assert!(l.origins.values().all(|o| *o == Origin::Default));
     assert_eq!(l.origins.len(), keys().count());
-    assert_eq!(keys().count(), 47);
+    assert_eq!(keys().count(), 51);
 }
 
 #[test]
@@ -720,6 +720,7 @@ fn the_rendered_configuration_loads_back_to_the_same_values() {
         ("IMLINK_TENCENT__BRIDGE_DIR", "/srv/bridge"),
         ("IMLINK_TENCENT__PROXY_SERVER", "ws://127.0.0.1:8600"),
         ("IMLINK_METRICS__LISTEN", "127.0.0.1:9464"),
+        ("IMLINK_FLEET__NAME", "im-1"),
     ]);
     let l = load_ok(&Overrides::default(), &env);
     let text = l.to_toml();
@@ -1249,7 +1250,7 @@ fn values_in_messages_have_control_characters_escaped() {
 fn the_keys_are_read_off_the_struct() {
     let all: Vec<_> = keys().collect();
     assert_eq!(all.first(), Some(&"sdk.app_id"));
-    assert_eq!(all.last(), Some(&"metrics.listen"));
+    assert_eq!(all.last(), Some(&"fleet.lease_ttl_secs"));
     // Every key is set by its environment variable, and each is accepted as a key.
     let text = load_ok(&Overrides::default(), &user_env(&[])).to_toml();
     for key in &all {
@@ -1275,7 +1276,8 @@ fn the_keys_are_read_off_the_struct() {
             "state",
             "auth",
             "accounts",
-            "metrics"
+            "metrics",
+            "fleet"
         ]
     );
 }
@@ -1575,4 +1577,81 @@ fn network_interfaces_are_names_the_kernel_takes() {
             .interfaces,
         [fifteen]
     );
+}
+
+#[test]
+fn fleet_keys_are_range_checked_and_need_many_accounts_and_a_provider() {
+    let cmd = [
+        ("IMLINK_AUTH__PROVIDER", "command"),
+        ("IMLINK_AUTH__COMMAND", "x"),
+    ];
+    let on = [
+        (
+            "IMLINK_FLEET__ETCD",
+            "http://127.0.0.1:2379,http://[::1]:2379/",
+        ),
+        ("IMLINK_ACCOUNTS__MULTI", "true"),
+        ("IMLINK_SDK__APP_ID", "1400000001"),
+    ];
+    let l = load_ok(
+        &Overrides::default(),
+        &user_env(&[&on[..], &cmd[..]].concat()),
+    );
+    let f = &l.config.fleet;
+    assert!(f.enabled());
+    assert_eq!(f.etcd, vec!["http://127.0.0.1:2379", "http://[::1]:2379"]);
+    assert_eq!(
+        (f.prefix.as_str(), f.lease_ttl_secs, f.name.as_deref()),
+        ("/imlink/", 10, None)
+    );
+    assert!(crate::fleet::valid_member_name(&f.member_name()));
+    assert!(!Config::default().fleet.enabled());
+
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![("IMLINK_FLEET__ETCD", "https://e:2379")], "must be a list of etcd endpoints"),
+        (vec![("IMLINK_FLEET__ETCD", "http://e")], "must be a list of etcd endpoints"),
+        (vec![("IMLINK_FLEET__ETCD", "http://u:p@e:1")], "must be a list of etcd endpoints"),
+        (vec![("IMLINK_FLEET__ETCD", "http://e:1/v3")], "must be a list of etcd endpoints"),
+        (vec![("IMLINK_FLEET__NAME", "a/b")], "must be 1 to 64 bytes"),
+        (vec![("IMLINK_FLEET__PREFIX", "imlink")], "must start and end with '/'"),
+        (vec![("IMLINK_FLEET__PREFIX", "/a b/")], "must start and end with '/'"),
+        (vec![("IMLINK_FLEET__LEASE_TTL_SECS", "1")], "must be an integer from 2 to 3600"),
+        (vec![("IMLINK_FLEET__LEASE_TTL_SECS", "3601")], "must be an integer from 2 to 3600"),
+        (
+            vec![("IMLINK_FLEET__ETCD", "http://127.0.0.1:2379")],
+            "fleet.etcd (environment IMLINK_FLEET__ETCD) turns fleet mode on, which needs accounts.multi = true",
+        ),
+        (
+            vec![
+                ("IMLINK_FLEET__ETCD", "http://127.0.0.1:2379"),
+                ("IMLINK_ACCOUNTS__MULTI", "true"),
+            ],
+            "needs auth.provider",
+        ),
+        (
+            vec![
+                ("IMLINK_FLEET__ETCD", "http://127.0.0.1:2379"),
+                ("IMLINK_ACCOUNTS__MULTI", "true"),
+                cmd[0],
+                cmd[1],
+            ],
+            "needs sdk.app_id",
+        ),
+        (
+            [&on[..], &cmd[..], &[("IMLINK_AUTH__USER_ID", "alice")][..]].concat(),
+            "excludes auth.user_id",
+        ),
+    ];
+    for (env, want) in cases {
+        let e = load_err(&Overrides::default(), &user_env(&env));
+        assert!(e.contains(want), "{env:?}: {e}");
+    }
+    let many: Vec<String> = (0..17)
+        .map(|i| format!("http://127.0.0.1:{}", 2000 + i))
+        .collect();
+    let e = load_err(
+        &Overrides::default(),
+        &user_env(&[("IMLINK_FLEET__ETCD", many.join(",").as_str())]),
+    );
+    assert!(e.contains("at most 16"), "{e}");
 }

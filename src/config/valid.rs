@@ -520,3 +520,68 @@ pub(super) fn ticket_lifetime_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u6
         " (100 years)",
     )
 }
+
+/// `fleet.etcd`: `http://host:port` URLs (no path, user name, query or fragment), at most
+/// [`MAX_ETCD_ENDPOINTS`] of [`MAX_ETCD_ENDPOINT_BYTES`] bytes; empty = fleet mode off.
+/// Kept as written, less a trailing `/`.
+pub(super) fn etcd_endpoints<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let problem = format!(
+        "must be a list of etcd endpoints, http://host:port (a TOML array of strings, or a comma-separated list in the environment): at most {MAX_ETCD_ENDPOINTS} of at most {MAX_ETCD_ENDPOINT_BYTES} bytes, without path, user name, query or fragment"
+    );
+    let list: Vec<String> = checked(d, |l: &Vec<String>| l.len() <= MAX_ETCD_ENDPOINTS, &problem)?;
+    list.into_iter()
+        .map(|text| {
+            let text = text.trim().trim_end_matches('/').to_owned();
+            let ok = text.len() <= MAX_ETCD_ENDPOINT_BYTES
+                && url::Url::parse(&text).is_ok_and(|u| {
+                    u.scheme() == "http"
+                        && u.host().is_some()
+                        && u.port().is_some_and(|p| p != 0)
+                        && u.username().is_empty()
+                        && u.password().is_none()
+                        && u.path() == "/"
+                        && u.query().is_none()
+                        && u.fragment().is_none()
+                });
+            if ok {
+                Ok(text)
+            } else {
+                Err(D::Error::custom(&problem))
+            }
+        })
+        .collect()
+}
+
+/// `fleet.name`: unset (or empty) = the host name, or 1 to 64 bytes of letters, digits,
+/// `-`, `_` and `.`.
+pub(super) fn member_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    const PROBLEM: &str =
+        "must be 1 to 64 bytes of letters, digits, '-', '_' and '.' (or empty for the host name)";
+    let text: Option<String> = checked(d, |_| true, PROBLEM)?;
+    match text.filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(n) if crate::fleet::valid_member_name(&n) => Ok(Some(n)),
+        Some(_) => Err(D::Error::custom(PROBLEM)),
+    }
+}
+
+/// `fleet.prefix`: starts and ends with `/`, printable ASCII without spaces, at most
+/// [`MAX_ETCD_PREFIX_BYTES`] bytes.
+pub(super) fn etcd_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(
+        d,
+        |p: &String| {
+            p.len() >= 2
+                && p.len() <= MAX_ETCD_PREFIX_BYTES
+                && p.starts_with('/')
+                && p.ends_with('/')
+                && p.bytes().all(|b| b.is_ascii_graphic())
+        },
+        &format!("must start and end with '/' (like \"/imlink/\"): printable ASCII without spaces, 2 to {MAX_ETCD_PREFIX_BYTES} bytes"),
+    )
+}
+
+/// `fleet.lease_ttl_secs`.
+pub(super) fn lease_ttl_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    uint(d, MIN_LEASE_TTL_SECS, MAX_LEASE_TTL_SECS, " (1 h)")
+}

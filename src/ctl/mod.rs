@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 
 pub mod client;
 pub mod commands;
+pub mod fleet;
 pub mod usersig;
 
 use client::Failure;
@@ -65,6 +66,10 @@ pub enum Command {
     Accounts,
     /// Call any JSON-RPC method and print its result.
     Call(commands::CallArgs),
+    /// The fleet (fleet mode, docs/fleet.md): its members and accounts; add or remove an
+    /// account.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Generate, decode or verify a UserSig ticket (works without the daemon).
     #[command(subcommand)]
     Usersig(usersig::UsersigCommand),
@@ -110,6 +115,7 @@ pub fn run(cli: &Cli, io: &mut Io<'_>) -> u8 {
         Command::Renew => commands::renew(&socket, json, io.out),
         Command::Accounts => commands::accounts(&socket, json, io.out),
         Command::Call(a) => commands::call(&socket, a, json, io.out),
+        Command::Fleet(c) => fleet::run(&socket, c, json, io.out),
         Command::Events(a) => commands::events(&socket, a, json, io.out, io.err),
     };
     // Nothing sensible is left to do if stderr itself is gone.

@@ -21,6 +21,7 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod fleet;
 pub mod hub;
 pub mod link;
 pub mod messages;
@@ -303,7 +304,9 @@ async fn run_multi(
         Vec::new(),
     ));
     registry.set_watcher(watcher.clone());
-    registry.restore_all(cfg.state.restore_session);
+    // In a fleet, an account is logged in only once this member owns it: saved logins
+    // are not resumed (the accounts are listed, logged out, until the fleet says).
+    registry.restore_all(cfg.state.restore_session && !cfg.fleet.enabled());
     let exposition = match cfg.metrics.listen {
         Some(addr) => {
             let l = metrics::bind(addr).await?;
@@ -313,6 +316,11 @@ async fn run_multi(
         None => None,
     };
     let notifier = systemd::start_notifier(hub.clone(), manager.clone().recipient());
+    let fleet = fleet::start(
+        &cfg,
+        &api,
+        Some(Rc::new(fleet::RegistryHost::new(registry.clone()))),
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = {
@@ -359,6 +367,9 @@ async fn run_multi(
     let _ = stop_tx.send(());
     let _ = (&mut serving).await;
     api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;
+    if let Some(f) = fleet {
+        f.stop().await;
+    }
     let _ = manager.send(Shutdown).await;
     api.wind_down(tokio::time::Instant::now() + WIND_DOWN).await;
     if let Some(n) = notifier {

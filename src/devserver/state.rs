@@ -137,6 +137,9 @@ struct State {
     accounts: HashMap<(u64, String), UserFullInfo>,
     /// (app, user) → the second of the last REST kick.
     kicked_at: HashMap<(u64, String), i64>,
+    /// `kickedOffline` pushes of the login policy to a connection that was online (a
+    /// newer login elsewhere took the account from a live client).
+    multi_device_kicks_pushed: u64,
     logins: Vec<Login>,
     conns: HashMap<ConnId, Conn>,
     next_id: u64,
@@ -457,6 +460,7 @@ impl Hub {
                     &mut None,
                 );
                 s.stats(user).kicked_multi_device += 1;
+                s.multi_device_kicks_pushed = s.multi_device_kicks_pushed.saturating_add(1);
                 tracing::info!(conn = c, user, platform = %old.platform, by = %platform, "kicked offline (multi_device)");
             } else if let Some(j) = s.login_index(old.id) {
                 s.logins[j].displaced = true;
@@ -751,6 +755,7 @@ impl Hub {
                 "web": by_protocol(Protocol::Web),
             },
             "webTelemetryDropped": s.web_telemetry_dropped,
+            "multiDeviceKicksPushed": s.multi_device_kicks_pushed,
             "requests": {
                 "login": s.requests.get("login").copied().unwrap_or(0),
                 "logout": s.requests.get("logout").copied().unwrap_or(0),

@@ -72,11 +72,17 @@ pub enum Method {
     RemoveAccount,
     /// `metrics`.
     Metrics,
+    /// `fleetStatus`.
+    FleetStatus,
+    /// `fleetAdd`.
+    FleetAdd,
+    /// `fleetRemove`.
+    FleetRemove,
 }
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 17] = [
+    pub const ALL: [Method; 20] = [
         Method::InitSdk,
         Method::UnInitSdk,
         Method::Login,
@@ -94,6 +100,9 @@ impl Method {
         Method::ListAccounts,
         Method::RemoveAccount,
         Method::Metrics,
+        Method::FleetStatus,
+        Method::FleetAdd,
+        Method::FleetRemove,
     ];
 
     /// The wire name.
@@ -116,6 +125,9 @@ impl Method {
             Method::ListAccounts => "listAccounts",
             Method::RemoveAccount => "removeAccount",
             Method::Metrics => "metrics",
+            Method::FleetStatus => "fleetStatus",
+            Method::FleetAdd => "fleetAdd",
+            Method::FleetRemove => "fleetRemove",
         }
     }
 
@@ -132,6 +144,7 @@ impl Method {
             Method::Subscribe => &["events", "since"],
             Method::Unsubscribe => &["subscription"],
             Method::RemoveAccount => &["account"],
+            Method::FleetAdd | Method::FleetRemove => &["userID"],
             _ => &[],
         }
     }
@@ -147,6 +160,8 @@ impl Method {
                 | Method::Reconnect
                 | Method::RenewUserSig
                 | Method::RemoveAccount
+                | Method::FleetAdd
+                | Method::FleetRemove
         )
     }
 }
@@ -188,6 +203,27 @@ pub enum MethodCall {
     RemoveAccount,
     /// `metrics`.
     Metrics,
+    /// `fleetStatus`.
+    FleetStatus,
+    /// `fleetAdd`.
+    FleetAdd(FleetAccount),
+    /// `fleetRemove`.
+    FleetRemove(FleetAccount),
+}
+
+/// `fleetAdd` and `fleetRemove` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetAccount {
+    /// The account.
+    #[serde(rename = "userID")]
+    pub user_id: String,
+}
+
+/// `fleetAdd` and `fleetRemove` result: whether the set of accounts changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetChanged {
+    /// `false` when the account was already there (add) or not there (remove).
+    pub changed: bool,
 }
 
 /// The param naming the account a call concerns (many accounts).
@@ -339,6 +375,22 @@ impl MethodCall {
             Method::ListAccounts => MethodCall::ListAccounts,
             Method::RemoveAccount => MethodCall::RemoveAccount,
             Method::Metrics => MethodCall::Metrics,
+            Method::FleetStatus => MethodCall::FleetStatus,
+            Method::FleetAdd | Method::FleetRemove => {
+                let user_id = match p.opt::<String>("userID") {
+                    Ok(Some(u)) => u,
+                    _ => return Err(RpcError::bad_param(m, "userID", "a string")),
+                };
+                if !valid_user_id(&user_id) {
+                    return Err(RpcError::new(code::INVALID_USERID, INVALID_USER_ID_MESSAGE));
+                }
+                let a = FleetAccount { user_id };
+                if method == Method::FleetAdd {
+                    MethodCall::FleetAdd(a)
+                } else {
+                    MethodCall::FleetRemove(a)
+                }
+            }
             Method::Subscribe => {
                 let events = match p.opt::<Vec<String>>("events") {
                     Ok(e) => e,

@@ -14,8 +14,8 @@ use crate::core::ring::Filter;
 use crate::core::session::{Fail, Reply};
 use crate::daemon::messages::{ReconnectNow, SessionCall};
 use crate::proto::api::{
-    AccountInfo, AccountList, Empty, LoginResult, LoginStatusResult, LoginUserResult, Method,
-    MethodCall, MetricsResult, Renewed, SelfInfoResult, ServerTimeResult, VersionResult,
+    AccountInfo, AccountList, Empty, FleetChanged, LoginResult, LoginStatusResult, LoginUserResult,
+    Method, MethodCall, MetricsResult, Renewed, SelfInfoResult, ServerTimeResult, VersionResult,
 };
 use crate::proto::rpc::{self, Id, Incoming, RpcError};
 
@@ -95,6 +95,16 @@ pub fn call(api: &Rc<Api>, out: &Rc<Out>, peer: Option<(u32, u32)>, inc: Incomin
     let access = access_of(&api.settings.borrow(), peer);
     if !permits(access, method) {
         return Outcome::Now(reply::<()>(&id, Err(denied(access, method))));
+    }
+    // The fleet's methods concern etcd, not an account of this daemon.
+    if matches!(
+        method,
+        Method::FleetStatus | Method::FleetAdd | Method::FleetRemove
+    ) {
+        return match MethodCall::read(method, inc.params) {
+            Ok(c) => fleet_call(api, id, c),
+            Err(e) => Outcome::Now(reply::<()>(&id, Err(e))),
+        };
     }
     if let Some(accounts) = api.accounts.get() {
         return match MethodCall::read_multi(method, inc.params) {
@@ -211,6 +221,9 @@ pub fn call(api: &Rc<Api>, out: &Rc<Out>, peer: Option<(u32, u32)>, inc: Incomin
             },
         ),
         MethodCall::Logout => session_call(api, id, SessionCall::Logout, |_| Empty {}),
+        c @ (MethodCall::FleetStatus | MethodCall::FleetAdd(_) | MethodCall::FleetRemove(_)) => {
+            fleet_call(api, id, c)
+        }
         MethodCall::ListAccounts => now(reply(
             &id,
             Ok(AccountList {
@@ -242,6 +255,42 @@ pub fn call(api: &Rc<Api>, out: &Rc<Out>, peer: Option<(u32, u32)>, inc: Incomin
             },
         }),
     }
+}
+
+/// `fleetStatus`, `fleetAdd`, `fleetRemove`: straight to etcd, whichever member is asked.
+fn fleet_call(api: &Api, id: Option<Id>, call: MethodCall) -> Outcome {
+    let Some(admin) = api.fleet.borrow().clone() else {
+        return Outcome::Now(reply::<()>(
+            &id,
+            Err(RpcError::new(
+                code::FLEET_OFF,
+                "fleet mode is off: fleet.etcd is empty",
+            )),
+        ));
+    };
+    let unavailable =
+        |e: crate::fleet::admin::FleetError| RpcError::new(code::FLEET_UNAVAILABLE, e.0);
+    Outcome::Later(Box::pin(async move {
+        match call {
+            MethodCall::FleetAdd(a) => reply(
+                &id,
+                admin
+                    .add(&a.user_id)
+                    .await
+                    .map(|changed| FleetChanged { changed })
+                    .map_err(unavailable),
+            ),
+            MethodCall::FleetRemove(a) => reply(
+                &id,
+                admin
+                    .remove(&a.user_id)
+                    .await
+                    .map(|changed| FleetChanged { changed })
+                    .map_err(unavailable),
+            ),
+            _ => reply(&id, admin.status().await.map_err(unavailable)),
+        }
+    }))
 }
 
 /// The figures of `metrics` (and of the Prometheus exposition).

@@ -76,6 +76,8 @@ pub struct Api {
     pub reconnect: Recipient<ReconnectNow>,
     /// `[api]`, replaced on SIGHUP.
     pub settings: RefCell<ApiConfig>,
+    /// The fleet's keys in etcd (`fleet*` methods), in fleet mode.
+    pub fleet: RefCell<Option<crate::fleet::Admin>>,
     /// Many accounts (`accounts.multi`): the registry the calls go to.
     pub accounts: std::cell::OnceCell<Rc<crate::daemon::accounts::Accounts>>,
     clients: Cell<usize>,
@@ -100,6 +102,7 @@ impl Api {
             session,
             reconnect,
             settings: RefCell::new(settings),
+            fleet: RefCell::new(None),
             accounts: std::cell::OnceCell::new(),
             clients: Cell::new(0),
             limited: Cell::new(0),
