@@ -1571,10 +1571,29 @@ fn bench_reconnect(tb: &mut Table, sc: &Scale, dev: &mut DevServer, daemon: &Dae
     tb.pair(
         "devserver restart + `reconnect` RPC → re-logged in (median)",
         median(rpc_times),
-        median(floor),
+        median(floor.clone()),
         "ms",
         "WS connect+login by the harness",
         "",
+    );
+
+    // (b') an explicit login on the live connection: `login` → reply `{}`.
+    let sig = imlink::usersig::generate(APP, KEY, USER, 86_400, imlink::usersig::now_unix());
+    let mut logins = Vec::new();
+    for _ in 0..sc.rounds.max(3) * 3 {
+        ctl.result("logout", json!({}));
+        let a = Instant::now();
+        let r = ctl.result("login", json!({"userID": USER, "userSig": sig}));
+        logins.push(ms(a.elapsed()));
+        assert_eq!(r, json!({}), "login: {r}");
+    }
+    tb.pair(
+        "a `login` request → reply `{}`, connected to the devserver on loopback (median)",
+        median(logins),
+        median(floor),
+        "ms",
+        "WS connect+login by the harness",
+        "≤ 2× the harness",
     );
 
     tb.note("re-logged in = the devserver holds the daemon's login online again (polled on /debug/sessions about every 0.3 ms: the daemon's silent re-login keeps LOGINED and emits no event); the pending wait is `nextRetryMs` of `status` read right after the restarted server accepts.");

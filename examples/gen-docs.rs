@@ -152,8 +152,16 @@ imlinkd.toml \- configuration file of imlinkd
 .SH DESCRIPTION
 \fBimlinkd\fR(8) reads its configuration as TOML from \fB/etc/imlink/imlinkd.toml\fR, or
 from the file named with \fB\-\-config\fR. Sections \fB[sdk]\fR, \fB[server]\fR,
-\fB[reconnect]\fR, \fB[api]\fR, \fB[events]\fR and \fB[state]\fR hold the keys listed
-below. Unknown keys and bad values are errors that name the key and the file.
+\fB[tencent]\fR, \fB[reconnect]\fR, \fB[api]\fR, \fB[events]\fR, \fB[state]\fR and
+\fB[auth]\fR hold the keys listed below. Unknown keys and bad values are errors that name
+the key and the file.
+.PP
+\fB[auth]\fR names a UserSig provider: a program (\fBcommand\fR), an HTTPS endpoint
+(\fBurl\fR) or the app's secret key (\fBkey_file\fR). With it the daemon logs in at start
+as \fBauth.user_id\fR and renews the ticket before it expires without going offline.
+\fBauth.key_file\fR and \fBauth.bearer_token_file\fR must be private to the daemon's user
+(mode 0600): a file readable by group or others is refused and the daemon does not start.
+Tickets, keys and tokens are never logged or printed.
 .PP
 Precedence, lowest to highest: built\-in defaults, the file, environment variables
 \fBIMLINK_\fISECTION\fB__\fIKEY\fR (for example \fBIMLINK_SERVER__URL\fR), then
@@ -161,8 +169,9 @@ command\-line flags. \fBimlinkd \-\-check\-config\fR prints the effective config
 and where each value came from.
 .PP
 On SIGHUP (\fBsystemctl reload imlinkd\fR) the daemon re\-reads the same sources and
-applies \fBsdk.log_level\fR, the server timeouts, \fB[reconnect]\fR and the access lists
-and limits of \fB[api]\fR; the other keys need a restart.
+applies \fBsdk.log_level\fR, the server timeouts, \fB[reconnect]\fR, the access lists
+and limits of \fB[api]\fR and \fB[auth]\fR (but \fBauth.user_id\fR); the other keys need a
+restart.
 "#;
 
 const CONFIG_TAIL: &str = r#".SH "UNDER SYSTEMD"

@@ -64,6 +64,10 @@ pub mod code {
     /// The link cannot run: with `server.backend = "tencent"`, Node.js is missing, the
     /// bridge is not installed, or it loads another SDK version than it pins.
     pub const LINK_UNAVAILABLE: i32 = -32003;
+    /// The UserSig provider (`auth.provider`) is not configured, or it failed: the
+    /// program exited with an error, timed out or printed nothing usable; the URL did not
+    /// answer with a ticket.
+    pub const AUTH_PROVIDER_FAILED: i32 = -32004;
 }
 
 /// A one-line meaning for a code, for messages and `--help` texts.
@@ -96,6 +100,7 @@ pub fn describe(code: i32) -> &'static str {
         TOO_MANY_CLIENTS => "too many clients",
         STATE_NOT_SAVED => "state not saved",
         LINK_UNAVAILABLE => "the link cannot run",
+        AUTH_PROVIDER_FAILED => "the UserSig provider failed",
         _ => "error",
     }
 }

@@ -437,7 +437,7 @@ fn check_config_renders_every_key_with_its_origin() {
                 && !l.starts_with("# file:")
         })
         .collect();
-    assert_eq!(settings.len(), 33, "{stdout}");
+    assert_eq!(settings.len(), 42, "{stdout}");
     for line in &settings {
         let origin = line.rsplit_once("  # ").map(|(_, o)| o).unwrap_or("");
         assert!(

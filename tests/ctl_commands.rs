@@ -114,9 +114,15 @@ fn login_from_each_sig_source_and_logout() {
     let o = run(&d.socket, &["--json", "logout"]);
     assert_eq!((o.status.code(), text(&o.stdout).trim()), (Some(0), "{}"));
 
-    // Exactly one source is required (a usage error: 2).
+    // No source: the daemon's provider, and this daemon has none (6017, exit 1).
     let o = run(&d.socket, &["login", "alice"]);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).starts_with("error 6017: ") && text(&o.stderr).contains("auth.provider"),
+        "{}",
+        text(&o.stderr)
+    );
+    // Two sources are a usage error (2).
     let o = run(&d.socket, &["login", "alice", "--sig", &sig, "--sig-stdin"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(!text(&o.stdout).contains(&sig) && !text(&o.stderr).contains(&sig));

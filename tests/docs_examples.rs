@@ -387,7 +387,52 @@ fn real_events(server: &DevServer) -> (Daemon, Vec<String>, String) {
         2,
     );
     lines.extend(got);
+    lines.extend(renewal_events(server));
     (d, lines, status)
+}
+
+/// `onUserSigRenewFailed` then `onUserSigRenewed`, from a daemon whose provider script
+/// fails once, then succeeds.
+fn renewal_events(server: &DevServer) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key"), KEY).unwrap();
+    let script = dir.path().join("provider.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nD=\"$(dirname \"$0\")\"\nif [ ! -e \"$D/failed\" ]; then touch \"$D/failed\"; echo 'the vault is sealed' >&2; exit 1; fi\nexec {:?} usersig gen --sdk-app-id \"$IMLINK_SDK_APP_ID\" --key-file \"$D/key\" --user \"$IMLINK_USER_ID\" --expire 600\n",
+            env!("CARGO_BIN_EXE_imlinkctl")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let command = format!("[{:?}]", script.display().to_string());
+    let d = Daemon::start(
+        server,
+        &[
+            ("sdk.usersig_expiring_lead_secs", "4"),
+            ("auth.provider", "\"command\""),
+            ("auth.command", &command),
+        ],
+    );
+    let sub = UnixStream::connect(&d.socket).unwrap();
+    sub.set_read_timeout(Some(T)).unwrap();
+    (&sub)
+        .write_all(
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\",\"params\":{\"since\":0}}\n",
+        )
+        .unwrap();
+    let mut rd = BufReader::new(sub);
+    let mut lines = Vec::new();
+    read_until(&mut rd, "onConnectSuccess", &mut lines);
+    d.client().ok(
+        "login",
+        json!({"userID": "bob", "userSig": ticket("bob", 6)}),
+    );
+    read_until(&mut rd, "onUserSigRenewFailed", &mut lines);
+    read_until(&mut rd, "onUserSigRenewed", &mut lines);
+    lines
 }
 
 fn event_line<'a>(lines: &'a [String], name: &str) -> &'a str {

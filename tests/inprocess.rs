@@ -258,7 +258,7 @@ fn ticket(user: &str, expire: i64) -> String {
 fn login(user: &str, expire: i64) -> SessionCall {
     SessionCall::Login {
         user: user.into(),
-        sig: ticket(user, expire),
+        sig: Some(ticket(user, expire)),
     }
 }
 

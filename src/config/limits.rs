@@ -43,3 +43,20 @@ pub const MAX_CA_FILE_BYTES: u64 = 1 << 20;
 
 /// Longest `tencent.proxy_server` in bytes (the bridge takes at most about 2 KiB).
 pub const MAX_PROXY_SERVER_BYTES: usize = 2000;
+
+/// Largest `auth.key_file` or `auth.bearer_token_file` read: 4 KiB.
+pub const MAX_SECRET_FILE_BYTES: u64 = 4096;
+
+/// Most words in `auth.command` (the program and its arguments).
+pub const MAX_COMMAND_WORDS: usize = 64;
+
+/// Longest word of `auth.command`, in bytes.
+pub const MAX_COMMAND_WORD_BYTES: usize = 4096;
+
+/// Longest `auth.url`, in bytes.
+pub const MAX_AUTH_URL_BYTES: usize = 2000;
+
+/// Allowed `auth.ticket_lifetime_secs`: 60 s to 100 years.
+pub const MIN_TICKET_LIFETIME_SECS: u64 = 60;
+/// See [`MIN_TICKET_LIFETIME_SECS`].
+pub const MAX_TICKET_LIFETIME_SECS: u64 = 100 * 365 * 24 * 3600;

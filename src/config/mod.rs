@@ -42,7 +42,7 @@ mod tests;
 pub use args::{DaemonArgs, Overrides};
 pub use env::Env;
 pub use error::{printable, ConfigError, Origin};
-pub use file::read_regular_file;
+pub use file::{read_regular_file, read_secret_file};
 pub use keys::{env_var_for, keys};
 pub use paths::{
     bridge_dir_for_exe, default_bridge_dir, default_socket_path, default_socket_path_in,
@@ -50,8 +50,8 @@ pub use paths::{
     MAX_SOCKET_PATH_BYTES,
 };
 pub use schema::{
-    ApiConfig, Backend, Config, EventsConfig, ReconnectConfig, SdkConfig, ServerConfig,
-    StateConfig, TencentConfig,
+    ApiConfig, AuthConfig, AuthProvider, Backend, Config, EventsConfig, ReconnectConfig, SdkConfig,
+    ServerConfig, StateConfig, TencentConfig,
 };
 
 use std::collections::BTreeMap;

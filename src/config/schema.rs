@@ -32,6 +32,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// `[state]`: persistence.
     pub state: StateConfig,
+    /// `[auth]`: where the daemon gets UserSigs by itself (login at start, renewal).
+    pub auth: AuthConfig,
 }
 
 /// `[sdk]`.
@@ -209,6 +211,86 @@ pub struct StateConfig {
     /// Resume a saved login at start.
     #[serde(deserialize_with = "valid::boolean")]
     pub restore_session: bool,
+}
+
+/// Where the daemon gets a UserSig by itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthProvider {
+    /// Nowhere: tickets come only with `login` (and expire unless a client renews them).
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// A program prints the ticket (`auth.command`).
+    #[serde(rename = "command")]
+    Command,
+    /// An HTTPS endpoint answers with the ticket (`auth.url`).
+    #[serde(rename = "url")]
+    Url,
+    /// The daemon signs its own tickets with the app's secret key (`auth.key_file`).
+    #[serde(rename = "key_file")]
+    KeyFile,
+}
+
+impl AuthProvider {
+    /// The name as written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthProvider::None => "none",
+            AuthProvider::Command => "command",
+            AuthProvider::Url => "url",
+            AuthProvider::KeyFile => "key_file",
+        }
+    }
+}
+
+/// `[auth]`: the UserSig provider (docs/configuration.md, docs/api.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `"none"`, `"command"`, `"url"` or `"key_file"`.
+    #[serde(deserialize_with = "valid::auth_provider")]
+    pub provider: AuthProvider,
+    /// The account to log in at start when no session is stored (a restored one wins).
+    #[serde(deserialize_with = "valid::optional_user_id")]
+    pub user_id: Option<String>,
+    /// `"command"`: the program and its arguments (no shell).
+    #[serde(deserialize_with = "valid::command")]
+    pub command: Vec<String>,
+    /// `"command"` and `"url"`: how long one call may take (1 ms to 24 h).
+    #[serde(deserialize_with = "valid::timeout_ms")]
+    pub timeout_ms: u64,
+    /// `"url"`: an `https://` URL, or `http://` on a loopback address.
+    #[serde(deserialize_with = "valid::auth_url")]
+    pub url: Option<String>,
+    /// `"url"`: a file holding the bearer token (private to the daemon's user).
+    #[serde(deserialize_with = "valid::secret_file")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// `"url"`: PEM CA certificates for a private CA; unset = the built-in web roots.
+    #[serde(deserialize_with = "valid::ca_file")]
+    pub ca_file: Option<PathBuf>,
+    /// `"key_file"`: a file holding the app's secret key (private to the daemon's user).
+    #[serde(deserialize_with = "valid::secret_file")]
+    pub key_file: Option<PathBuf>,
+    /// `"key_file"`: the lifetime of the tickets the daemon signs, seconds (60 s to
+    /// 100 years).
+    #[serde(deserialize_with = "valid::ticket_lifetime_secs")]
+    pub ticket_lifetime_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            provider: AuthProvider::None,
+            user_id: None,
+            command: Vec::new(),
+            timeout_ms: 10_000,
+            url: None,
+            bearer_token_file: None,
+            ca_file: None,
+            key_file: None,
+            ticket_lifetime_secs: 604_800,
+        }
+    }
 }
 
 impl Default for SdkConfig {

@@ -32,6 +32,14 @@ fn ca_pem() -> tempfile::NamedTempFile {
     f
 }
 
+/// A private file holding one line (`auth.key_file`, `auth.bearer_token_file`).
+fn secret(text: &str) -> tempfile::NamedTempFile {
+    let f = toml_file(text);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    f
+}
+
 fn path_str(f: &tempfile::NamedTempFile) -> &str {
     f.path().to_str().unwrap()
 }
@@ -65,7 +73,7 @@ fn nothing_configured_gives_the_design_defaults() {
     assert_eq!(l.file, None);
     assert!(l.origins.values().all(|o| *o == Origin::Default));
     assert_eq!(l.origins.len(), keys().count());
-    assert_eq!(keys().count(), 33);
+    assert_eq!(keys().count(), 42);
 }
 
 #[test]
@@ -675,7 +683,13 @@ fn the_shipped_default_file_documents_every_key_with_its_default() {
 #[test]
 fn the_rendered_configuration_loads_back_to_the_same_values() {
     let ca = ca_pem();
+    let key = secret("the-app-key\n");
+    let token = secret("the-token");
     let env = user_env(&[
+        ("IMLINK_AUTH__PROVIDER", "key_file"),
+        ("IMLINK_AUTH__USER_ID", "alice"),
+        ("IMLINK_AUTH__KEY_FILE", path_str(&key)),
+        ("IMLINK_AUTH__BEARER_TOKEN_FILE", path_str(&token)),
         ("IMLINK_SDK__APP_ID", "1400000000"),
         ("IMLINK_API__ALLOW_UIDS", "0,1000"),
         ("IMLINK_API__SOCKET_MODE", "0600"),
@@ -710,6 +724,10 @@ fn the_rendered_configuration_loads_back_to_the_same_values() {
             "{key} missing in\n{text}"
         );
     }
+    assert!(
+        !text.contains("the-app-key") && !text.contains("the-token"),
+        "{text}"
+    );
     let f = toml_file(&text);
     let again = load_ok(&with_file(&f), &user_env(&[]));
     assert_eq!(again.config, l.config);
@@ -1209,7 +1227,7 @@ fn values_in_messages_have_control_characters_escaped() {
 fn the_keys_are_read_off_the_struct() {
     let all: Vec<_> = keys().collect();
     assert_eq!(all.first(), Some(&"sdk.app_id"));
-    assert_eq!(all.last(), Some(&"state.restore_session"));
+    assert_eq!(all.last(), Some(&"auth.ticket_lifetime_secs"));
     // Every key is set by its environment variable, and each is accepted as a key.
     let text = load_ok(&Overrides::default(), &user_env(&[])).to_toml();
     for key in &all {
@@ -1231,7 +1249,8 @@ fn the_keys_are_read_off_the_struct() {
             "reconnect",
             "api",
             "events",
-            "state"
+            "state",
+            "auth"
         ]
     );
 }
@@ -1337,4 +1356,132 @@ fn the_tencent_keys_are_checked() {
     assert!(e.contains("tencent.node must be a program name"), "{e}");
     let f = toml_file("[tencent]\nnode = \"a\\u0000b\"\n");
     assert!(load_err(&with_file(&f), &user_env(&[])).contains("NUL"));
+}
+
+#[test]
+fn the_auth_keys_are_checked_and_need_each_other() {
+    let key = secret("k\n");
+    let loose = toml_file("k\n");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(loose.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let ok = load_ok(
+        &Overrides::default(),
+        &user_env(&[
+            ("IMLINK_AUTH__PROVIDER", "command"),
+            ("IMLINK_AUTH__COMMAND", "/usr/bin/get-sig,--app,prod"),
+        ]),
+    );
+    assert_eq!(ok.config.auth.provider, AuthProvider::Command);
+    assert_eq!(
+        ok.config.auth.command,
+        ["/usr/bin/get-sig", "--app", "prod"]
+    );
+    let f = toml_file(&format!(
+        "[auth]\nprovider = \"key_file\"\nkey_file = {:?}\n",
+        path_str(&key)
+    ));
+    assert_eq!(
+        load_ok(&with_file(&f), &user_env(&[]))
+            .config
+            .auth
+            .key_file
+            .as_deref(),
+        Some(key.path())
+    );
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![("IMLINK_AUTH__PROVIDER", "ldap")],
+            "must be \"none\", \"command\", \"url\" or \"key_file\"",
+        ),
+        (
+            vec![("IMLINK_AUTH__PROVIDER", "command")],
+            "auth.provider = \"command\" (environment IMLINK_AUTH__PROVIDER) needs auth.command",
+        ),
+        (vec![("IMLINK_AUTH__PROVIDER", "url")], "needs auth.url"),
+        (
+            vec![("IMLINK_AUTH__PROVIDER", "key_file")],
+            "needs auth.key_file",
+        ),
+        (
+            vec![("IMLINK_AUTH__KEY_FILE", path_str(&loose))],
+            "its mode is 0644",
+        ),
+        (
+            vec![("IMLINK_AUTH__BEARER_TOKEN_FILE", path_str(&loose))],
+            "must not be readable or writable by group or others",
+        ),
+        (
+            vec![("IMLINK_AUTH__URL", "http://example.net/sig")],
+            "http:// only on a loopback address",
+        ),
+        (
+            vec![("IMLINK_AUTH__URL", "https://u:p@example.net/sig")],
+            "without user name, password",
+        ),
+        (
+            vec![("IMLINK_AUTH__URL", "ftp://example.net/")],
+            "must be an https:// URL",
+        ),
+        (vec![("IMLINK_AUTH__USER_ID", "a b")], "must be a UserID"),
+        (
+            vec![("IMLINK_AUTH__USER_ID", "alice")],
+            "auth.user_id (environment IMLINK_AUTH__USER_ID) needs auth.provider",
+        ),
+        (
+            vec![
+                ("IMLINK_AUTH__USER_ID", "alice"),
+                ("IMLINK_AUTH__PROVIDER", "command"),
+                ("IMLINK_AUTH__COMMAND", "x"),
+            ],
+            "needs sdk.app_id",
+        ),
+        (
+            vec![("IMLINK_AUTH__TICKET_LIFETIME_SECS", "59")],
+            "must be an integer from 60 to 3153600000",
+        ),
+        (
+            vec![("IMLINK_AUTH__TIMEOUT_MS", "0")],
+            "must be a positive integer",
+        ),
+        (vec![("IMLINK_AUTH__COMMAND", ",")], ""),
+    ];
+    for (env, want) in cases {
+        let r = load_with_default_path(
+            &Overrides::default(),
+            &user_env(&env),
+            Path::new("/nonexistent/imlinkd.toml"),
+        );
+        match r {
+            Err(e) => assert!(e.to_string().contains(want), "{env:?}: {e}"),
+            // A comma alone is an empty list: no command, which is fine without the provider.
+            Ok(l) => assert!(
+                want.is_empty() && l.config.auth.command.is_empty(),
+                "{env:?} loaded"
+            ),
+        }
+    }
+    // The lifetime must exceed the lead, or every ticket would be renewed at once.
+    let f = toml_file(&format!(
+        "[sdk]\nusersig_expiring_lead_secs = 600\n[auth]\nprovider = \"key_file\"\nkey_file = {:?}\nticket_lifetime_secs = 600\n",
+        path_str(&key)
+    ));
+    let e = load_err(&with_file(&f), &user_env(&[]));
+    assert!(e.contains("auth.ticket_lifetime_secs = 600"), "{e}");
+    // http:// on loopback is fine; the URL is kept normalised.
+    let l = load_ok(
+        &Overrides::default(),
+        &user_env(&[
+            ("IMLINK_AUTH__URL", "http://127.0.0.1:9/sig"),
+            ("IMLINK_AUTH__PROVIDER", "url"),
+        ]),
+    );
+    assert_eq!(l.config.auth.url.as_deref(), Some("http://127.0.0.1:9/sig"));
+    // A secret's content never appears in a message.
+    let e = load_err(
+        &Overrides::default(),
+        &user_env(&[("IMLINK_AUTH__KEY_FILE", path_str(&loose))]),
+    );
+    assert!(!e.contains("k\n") && !e.ends_with(": k"), "{e}");
 }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::limits::*;
-use super::schema::Backend;
+use super::schema::{AuthProvider, Backend};
 use super::MAX_SOCKET_PATH_BYTES;
 use crate::codes::LogLevel;
 use crate::proto::ws::Platform;
@@ -359,5 +359,118 @@ pub(super) fn id_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Er
             "must be a list of numeric ids (uids or gids below {}, at most {MAX_IDS} of them): a TOML array, or a comma-separated list in the environment",
             u32::MAX
         ),
+    )
+}
+
+/// `auth.provider`, case-insensitive.
+pub(super) fn auth_provider<'de, D: Deserializer<'de>>(d: D) -> Result<AuthProvider, D::Error> {
+    const PROBLEM: &str = "must be \"none\", \"command\", \"url\" or \"key_file\"";
+    let name: String = checked(d, |_| true, PROBLEM)?;
+    match name.trim().to_ascii_lowercase().as_str() {
+        "none" => Ok(AuthProvider::None),
+        "command" => Ok(AuthProvider::Command),
+        "url" => Ok(AuthProvider::Url),
+        "key_file" => Ok(AuthProvider::KeyFile),
+        _ => Err(D::Error::custom(PROBLEM)),
+    }
+}
+
+/// `auth.user_id`: a valid UserID, or unset (an empty value unsets it).
+pub(super) fn optional_user_id<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    const PROBLEM: &str =
+        "must be a UserID: 1 to 32 bytes of printable ASCII, no spaces (or empty for none)";
+    let text: Option<String> = checked(d, |_| true, PROBLEM)?;
+    match text.filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(u) if crate::proto::api::valid_user_id(&u) => Ok(Some(u)),
+        Some(_) => Err(D::Error::custom(PROBLEM)),
+    }
+}
+
+/// `auth.command`: the program and its arguments, each a non-empty word without NUL bytes
+/// (at most [`MAX_COMMAND_WORDS`] words of [`MAX_COMMAND_WORD_BYTES`] bytes); empty = none.
+pub(super) fn command<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let problem = format!(
+        "must be a list of words, the program first (a TOML array of strings, or a comma-separated list in the environment): at most {MAX_COMMAND_WORDS} words of at most {MAX_COMMAND_WORD_BYTES} bytes, none empty or holding a NUL byte"
+    );
+    checked(
+        d,
+        |words: &Vec<String>| {
+            words.len() <= MAX_COMMAND_WORDS
+                && words.iter().all(|w| {
+                    !w.is_empty() && w.len() <= MAX_COMMAND_WORD_BYTES && !w.contains('\0')
+                })
+        },
+        &problem,
+    )
+}
+
+/// Is `host` (as the URL parser gives it) a loopback address or `localhost`?
+fn loopback(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(a) => a.is_loopback(),
+        url::Host::Ipv6(a) => a.is_loopback(),
+    }
+}
+
+/// `auth.url`: unset (or empty), or an `https://` URL — `http://` only on a loopback
+/// address — with a host, no user name or password and no fragment, at most
+/// [`MAX_AUTH_URL_BYTES`] bytes. Kept in the form the URL parser normalises it to.
+pub(super) fn auth_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let problem = format!(
+        "must be an https:// URL (http:// only on a loopback address) with a host, without user name, password or fragment, at most {MAX_AUTH_URL_BYTES} bytes (or empty for none)"
+    );
+    let text: Option<String> = checked(d, |_| true, &problem)?;
+    let Some(text) = text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let parsed = url::Url::parse(&text).ok().filter(|u| {
+        let host_ok = match u.host() {
+            Some(h) => u.scheme() == "https" || (u.scheme() == "http" && loopback(&h)),
+            None => false,
+        };
+        text.len() <= MAX_AUTH_URL_BYTES
+            && host_ok
+            && u.port() != Some(0)
+            && u.username().is_empty()
+            && u.password().is_none()
+            && u.fragment().is_none()
+    });
+    match parsed {
+        Some(u) => Ok(Some(u.into())),
+        None => Err(D::Error::custom(problem)),
+    }
+}
+
+/// `auth.key_file`, `auth.bearer_token_file`: unset (or empty), or a file that
+/// [`super::read_secret_file`] accepts — checked at every load, so `--check-config` and a
+/// reload refuse a file others can read. The content is read to check it, then dropped.
+pub(super) fn secret_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let text: Option<String> = checked(d, |_| true, "must be a path (or empty for none)")?;
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if text.contains('\0') {
+        return Err(D::Error::custom("must not contain a NUL byte"));
+    }
+    let path = PathBuf::from(text);
+    match super::file::read_secret_file(&path, MAX_SECRET_FILE_BYTES) {
+        Ok(_) => Ok(Some(path)),
+        Err(e) => Err(D::Error::custom(format!(
+            "must be a regular file of at most {MAX_SECRET_FILE_BYTES} bytes holding one line, owned by the daemon's user (or root) and private to it (mode 0600 or 0400): {e}"
+        ))),
+    }
+}
+
+/// `auth.ticket_lifetime_secs`.
+pub(super) fn ticket_lifetime_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    uint(
+        d,
+        MIN_TICKET_LIFETIME_SECS,
+        MAX_TICKET_LIFETIME_SECS,
+        " (100 years)",
     )
 }

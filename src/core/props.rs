@@ -55,7 +55,8 @@ fn timer() -> impl Strategy<Value = Timer> {
         Just(Timer::LoginDeadline),
         Just(Timer::Relogin),
         Just(Timer::Expiring),
-        Just(Timer::Expiry)
+        Just(Timer::Expiry),
+        Just(Timer::Renew)
     ]
 }
 
@@ -71,9 +72,37 @@ fn input() -> impl Strategy<Value = SessionInput> {
             .prop_map(|(user, expires_at)| SessionInput::Login {
                 caller: 0,
                 user,
-                sig: "sig".into(),
+                sig: Some("sig".into()),
                 expires_at,
             }),
+        prop_oneof![Just("alice".to_owned()), Just("bob".to_owned())].prop_map(|user| {
+            SessionInput::Login {
+                caller: 0,
+                user,
+                sig: None,
+                expires_at: None,
+            }
+        }),
+        Just(SessionInput::Renew { caller: 0 }),
+        Just(SessionInput::StartLogin {
+            user: "alice".into()
+        }),
+        (
+            0u64..8,
+            prop_oneof![
+                (
+                    prop_oneof![
+                        Just("sig".to_owned()),
+                        Just("s".to_owned()),
+                        Just("t".to_owned())
+                    ],
+                    any_i64()
+                )
+                    .prop_map(|(sig, expires_at)| Ok(Fetched { sig, expires_at })),
+                fail().prop_map(Err)
+            ]
+        )
+            .prop_map(|(fetch, result)| SessionInput::TicketFetched { fetch, result }),
         Just(SessionInput::Logout { caller: 0 }),
         proptest::option::of(any_i64()).prop_map(|expires_at| SessionInput::Restore {
             saved: Saved {
@@ -116,6 +145,7 @@ fn with_caller(i: SessionInput, c: CallerId) -> SessionInput {
             expires_at,
         },
         SessionInput::Logout { .. } => SessionInput::Logout { caller: c },
+        SessionInput::Renew { .. } => SessionInput::Renew { caller: c },
         other => other,
     }
 }
@@ -125,20 +155,64 @@ proptest! {
 
     #[test]
     fn the_session_machine_survives_anything_and_answers_each_caller_once(
-        steps in proptest::collection::vec((input(), any_i64(), any_rand()), 1..60)
+        steps in proptest::collection::vec((input(), any_i64(), any_rand()), 1..60),
+        provider in any::<bool>(),
+        lead in prop_oneof![Just(0u64), Just(4), Just(u64::MAX), any::<u64>()],
     ) {
         let mut m = SessionMachine::new(SessionSettings {
             backoff: backoff(),
             login_timeout_ms: 30_000,
-            expiring_lead_secs: u64::MAX,
+            expiring_lead_secs: lead,
+            provider,
         });
         let mut answered = std::collections::HashSet::new();
+        // Set when the session ended by a kick or a dead ticket; cleared by what a person
+        // or the configuration asks for (login, restore, start login).
+        let mut ended = false;
+        // Refreshes since the last login asked for, or accepted.
+        let mut refreshes = 0u32;
         for (n, (i, now, rand)) in steps.into_iter().enumerate() {
             let caller = n as CallerId + 1;
-            for a in m.handle(with_caller(i, caller), now, rand) {
+            if matches!(
+                i,
+                SessionInput::Login { .. } | SessionInput::Restore { .. } | SessionInput::StartLogin { .. }
+            ) {
+                ended = false;
+                refreshes = 0;
+            }
+            let actions = m.handle(with_caller(i, caller), now, rand);
+            let fetches = actions.iter().filter(|a| matches!(a, SessionAction::FetchTicket { .. })).count();
+            prop_assert!(fetches <= 1, "{fetches} provider calls at once");
+            prop_assert!(provider || fetches == 0, "a provider call without a provider");
+            for a in actions {
                 match a {
                     SessionAction::Reply { caller, .. } => {
                         prop_assert!(answered.insert(caller), "caller {caller} answered twice");
+                    }
+                    SessionAction::FetchTicket { purpose, .. } => {
+                        prop_assert!(!ended, "a provider call after the session ended");
+                        if purpose == Purpose::Refresh {
+                            refreshes += 1;
+                            prop_assert!(refreshes <= 1, "a second refresh for one login");
+                        }
+                    }
+                    SessionAction::SendLogin { .. } => {
+                        prop_assert!(!ended, "a login after the session ended");
+                    }
+                    SessionAction::Emit(crate::proto::api::Event::KickedOffline {})
+                    | SessionAction::Emit(crate::proto::api::Event::UserSigExpired {}) => {
+                        ended = true;
+                    }
+                    SessionAction::Emit(crate::proto::api::Event::LoginStatusChanged {
+                        status: LoginStatus::Logined,
+                        ..
+                    })
+                    | SessionAction::Emit(crate::proto::api::Event::Relogin { success: true, .. }) => {
+                        refreshes = 0;
+                    }
+                    SessionAction::SetTimer(Timer::Renew, ms) => {
+                        prop_assert!(provider, "a renewal timer without a provider");
+                        prop_assert!(ms <= MAX_TIMER_MS, "renewal in {ms} ms");
                     }
                     SessionAction::SetTimer(Timer::Relogin, ms) => {
                         prop_assert!(ms <= 36_001, "re-login in {ms} ms");

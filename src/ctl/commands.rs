@@ -15,9 +15,10 @@ use crate::codes::{code, LoginStatus};
 use crate::proto::api::{self, ConnState, Status};
 use crate::proto::rpc::RpcError;
 
-/// Where the UserSig of `login` comes from (exactly one).
+/// Where the UserSig of `login` comes from (at most one; none: the daemon's provider,
+/// `auth.provider`).
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(required = false, multiple = false)]
 pub struct SigSource {
     /// The UserSig itself (visible to other users in the process list: prefer the others).
     #[arg(long, value_name = "SIG")]
@@ -193,6 +194,23 @@ pub fn format_status(s: &Status) -> String {
                 .to_owned(),
         );
     }
+    if s.auth.provider != "none" {
+        let mut a = format!(
+            "auth:        {} provider, {} call(s), {} renewal(s)",
+            s.auth.provider, s.auth.calls, s.auth.renewals
+        );
+        if let Some(at) = s.auth.next_renew_at {
+            a.push_str(&format!(
+                ", next renewal {} (in {})",
+                utc(at.saturating_mul(1000)),
+                span(at.saturating_sub(now / 1000))
+            ));
+        }
+        if let Some(e) = &s.auth.last_error {
+            a.push_str(&format!("; last error {}: {}", e.code, e.desc));
+        }
+        lines.push(a);
+    }
     lines.push(format!(
         "daemon:      bootID {}, last event seq {}",
         s.boot_id, s.last_seq
@@ -221,12 +239,14 @@ pub fn status(socket: &Path, json: bool, out: &mut dyn Write) -> Result<(), Fail
     }
 }
 
-fn read_sig(src: &SigSource) -> Result<String, Failure> {
+fn read_sig(src: &SigSource) -> Result<Option<String>, Failure> {
     let raw = if let Some(s) = &src.sig {
         s.clone()
     } else if let Some(f) = &src.sig_file {
         std::fs::read_to_string(f)
             .map_err(|e| usage(format!("cannot read the UserSig from {}: {e}", f.display())))?
+    } else if !src.sig_stdin {
+        return Ok(None);
     } else {
         let mut s = String::new();
         std::io::stdin()
@@ -238,7 +258,7 @@ fn read_sig(src: &SigSource) -> Result<String, Failure> {
     if sig.is_empty() {
         return Err(usage("the UserSig is empty".to_owned()));
     }
-    Ok(sig)
+    Ok(Some(sig))
 }
 
 /// `imlinkctl login`.
@@ -264,6 +284,22 @@ pub fn login(
         )
     } else {
         write_line(out, &format!("logged in as {}", args.user))
+    }
+}
+
+/// `imlinkctl renew`: `renewUserSig`.
+pub fn renew(socket: &Path, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    let r = Client::connect(socket)?.call(&api::RenewUserSig {})?;
+    if json {
+        write_line(out, &serde_json::to_string(&r).unwrap_or_default())
+    } else {
+        write_line(
+            out,
+            &format!(
+                "UserSig renewed: expires {}",
+                utc(r.expires_at.saturating_mul(1000))
+            ),
+        )
     }
 }
 

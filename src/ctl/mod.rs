@@ -49,7 +49,8 @@ pub struct Cli {
 pub enum Command {
     /// Show the daemon's status: login, user, connection, ticket expiry, boot and seq.
     Status,
-    /// Log a user in (the UserSig is read from --sig, --sig-file or --sig-stdin).
+    /// Log a user in (the UserSig is read from --sig, --sig-file or --sig-stdin; without
+    /// them the daemon gets one from its provider, auth.provider).
     Login(commands::LoginArgs),
     /// Log out (also succeeds when nobody is logged in).
     Logout,
@@ -57,6 +58,8 @@ pub enum Command {
     Events(commands::EventsArgs),
     /// Drop the reconnect backoff wait and connect now (for network-up hooks).
     Reconnect,
+    /// Renew the UserSig from the daemon's provider now, without going offline.
+    Renew,
     /// Call any JSON-RPC method and print its result.
     Call(commands::CallArgs),
     /// Generate, decode or verify a UserSig ticket (works without the daemon).
@@ -101,6 +104,7 @@ pub fn run(cli: &Cli, io: &mut Io<'_>) -> u8 {
             json,
             io.out,
         ),
+        Command::Renew => commands::renew(&socket, json, io.out),
         Command::Call(a) => commands::call(&socket, a, json, io.out),
         Command::Events(a) => commands::events(&socket, a, json, io.out, io.err),
     };

@@ -18,7 +18,7 @@ use super::api::out::Out;
 use crate::clock::Clock;
 use crate::codes::LoginStatus;
 use crate::core::ring::{Cursor, Filter, Ring};
-use crate::proto::api::{ConnState, Event, Status, Subscribed};
+use crate::proto::api::{AuthStatus, ConnState, Event, Status, Subscribed};
 use crate::proto::UserFullInfo;
 
 /// The link's part of the status.
@@ -51,6 +51,8 @@ pub struct SessionPart {
     pub online: bool,
     /// The state file reflects the last change.
     pub state_saved: bool,
+    /// The UserSig provider's part.
+    pub auth: AuthStatus,
 }
 
 impl Default for SessionPart {
@@ -62,6 +64,7 @@ impl Default for SessionPart {
             expires_at: None,
             online: false,
             state_saved: true,
+            auth: AuthStatus::default(),
         }
     }
 }
@@ -236,6 +239,7 @@ impl Hub {
             state_saved: s.state_saved,
             boot_id: self.boot_id.clone(),
             last_seq: self.ring.borrow().last_seq(),
+            auth: s.auth.clone(),
         }
     }
 
@@ -274,11 +278,15 @@ impl Hub {
         self.render(to, &Event::EventsLost { from, to })
     }
 
-    /// Numbers an event, keeps it, and has it delivered to the subscribers.
+    /// Numbers an event, keeps it, and has it delivered to the subscribers. The profile
+    /// of an `onSelfInfoUpdated` becomes the one `getSelfInfo` answers.
     pub fn emit(self: &Rc<Self>, event: Event) {
         let name = event.name();
         let seq = self.ring.borrow().next_seq();
         let body = self.render(seq, &event);
+        if let Event::SelfInfoUpdated { info } = event {
+            *self.info.borrow_mut() = Some(info);
+        }
         self.ring.borrow_mut().push(name, body);
         tracing::debug!(seq, event = name, "event");
         self.changed.notify_waiters();
@@ -295,9 +303,15 @@ impl Hub {
         let hub = self.clone();
         tokio::task::spawn_local(async move {
             hub.pump_scheduled.set(false);
-            let outs: Vec<Rc<Out>> = hub.subscribed.borrow().clone();
-            for out in outs {
+            // A pump never changes the list (a dead connection leaves it when its task
+            // ends), so it is walked in place.
+            let mut i = 0;
+            loop {
+                let Some(out) = hub.subscribed.borrow().get(i).cloned() else {
+                    break;
+                };
                 out.pump(&hub);
+                i += 1;
             }
         });
     }

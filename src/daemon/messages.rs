@@ -29,11 +29,13 @@ pub enum SessionCall {
     Login {
         /// UserID (validated).
         user: String,
-        /// UserSig (non-empty, bounded).
-        sig: String,
+        /// UserSig (non-empty, bounded); `None`: from the provider.
+        sig: Option<String>,
     },
     /// `logout`.
     Logout,
+    /// `renewUserSig`.
+    Renew,
 }
 
 /// Drop the backoff wait and connect now (`reconnect`).

@@ -18,6 +18,7 @@
 //! - [`messages`] — the messages between the actors.
 
 pub mod api;
+pub mod auth;
 pub mod hub;
 pub mod link;
 pub mod messages;
@@ -124,6 +125,7 @@ pub async fn run(
             Backend::Tencent => link::tencent::server_label(&cfg.tencent),
         },
     );
+    let provider = auth::Provider::from_config(&cfg.auth).map_err(|e| format!("[auth]: {e}"))?;
     let dialer = embed
         .dialer
         .clone()
@@ -143,7 +145,7 @@ pub async fn run(
                     TencentLink::start_link(&cfg, hub.clone(), ctx.address().recipient())
                 }
             };
-            session::Session::new(&cfg, link, hub, store, log, restore)
+            session::Session::new(&cfg, link, hub, store, log, restore, provider)
         })
     };
     let api = api::Api::new(

@@ -18,12 +18,13 @@ use crate::codes::code;
 use crate::config::Config;
 use crate::core::backoff::Backoff;
 use crate::core::session::*;
+use crate::daemon::auth::Provider;
 use crate::daemon::hub::{Hub, SessionPart};
 use crate::daemon::link::{Link, LinkControl, LinkEvent, LinkReconfigure, LinkReply, LinkRequest};
 use crate::daemon::messages::*;
 use crate::daemon::store::{Health, Store};
 use crate::logging::LogControl;
-use crate::proto::api::Event;
+use crate::proto::api::{AuthError, AuthStatus, Event};
 
 /// The Session actor.
 pub struct Session {
@@ -56,6 +57,11 @@ pub struct Session {
     queued: std::collections::VecDeque<(u64, Event)>,
     restore: Option<Saved>,
     start_app: Option<u64>,
+    /// `auth.user_id`: logged in with the provider at start when nothing was restored.
+    start_user: Option<String>,
+    /// The UserSig provider (`[auth]`).
+    provider: Provider,
+    provider_name: &'static str,
 }
 
 /// The machine's settings from the configuration.
@@ -64,6 +70,7 @@ pub fn settings(cfg: &Config) -> SessionSettings {
         backoff: Backoff::from_config(&cfg.reconnect),
         login_timeout_ms: cfg.server.login_timeout_ms,
         expiring_lead_secs: cfg.sdk.usersig_expiring_lead_secs,
+        provider: cfg.auth.provider != crate::config::AuthProvider::None,
     }
 }
 
@@ -81,7 +88,7 @@ fn not_saved(e: &str) -> Fail {
 impl Session {
     /// A session actor. `restore` is the saved session to resume at start (already
     /// filtered by `state.restore_session` and the configured app id); the configured
-    /// SDKAppID, if any, initialises it.
+    /// SDKAppID, if any, initialises it; `provider` is the one `[auth]` describes.
     pub fn new(
         cfg: &Config,
         link: Link,
@@ -89,6 +96,7 @@ impl Session {
         store: Store,
         log: LogControl,
         restore: Option<Saved>,
+        provider: Provider,
     ) -> Session {
         Session {
             machine: SessionMachine::new(settings(cfg)),
@@ -111,6 +119,9 @@ impl Session {
             queued: std::collections::VecDeque::new(),
             restore,
             start_app: cfg.sdk.app_id,
+            start_user: cfg.auth.user_id.clone(),
+            provider,
+            provider_name: cfg.auth.provider.name(),
         }
     }
 
@@ -237,6 +248,19 @@ impl Session {
             expires_at: self.machine.expires_at(),
             online: self.machine.online(),
             state_saved: self.saved_ok,
+            auth: {
+                let a = self.machine.auth();
+                AuthStatus {
+                    provider: self.provider_name.to_owned(),
+                    calls: a.calls,
+                    renewals: a.renewals,
+                    last_error: a.last_error.as_ref().map(|f| AuthError {
+                        code: f.code,
+                        desc: f.message.clone(),
+                    }),
+                    next_renew_at: a.next_renew_at,
+                }
+            },
         });
     }
 
@@ -294,6 +318,35 @@ impl Session {
                     .map(move |_, act, ctx| act.input(SessionInput::LogoutDone { req }, ctx))
                     .spawn(ctx);
             }
+            SessionAction::FetchTicket {
+                fetch,
+                user,
+                purpose,
+            } => {
+                let Some(app) = self.machine.app_id() else {
+                    return;
+                };
+                tracing::info!(user = %user, purpose = ?purpose, "asking the UserSig provider for a ticket");
+                let clock = self.clock;
+                self.provider
+                    .fetch(app, user, move || clock.unix_s())
+                    .into_actor(self)
+                    .map(move |result, act, ctx| {
+                        match &result {
+                            Ok(t) => tracing::info!(
+                                expires_at = t.expires_at,
+                                "the UserSig provider gave a ticket"
+                            ),
+                            Err(f) => tracing::warn!(
+                                code = f.code,
+                                "the UserSig provider gave no usable ticket: {}",
+                                f.message
+                            ),
+                        }
+                        act.input(SessionInput::TicketFetched { fetch, result }, ctx);
+                    })
+                    .spawn(ctx);
+            }
             SessionAction::StartConnection => {
                 if let Some(app) = self.machine.app_id() {
                     tracing::info!(sdk_app_id = app, "SDK initialised");
@@ -343,6 +396,18 @@ impl Session {
                         "re-login refused: {}",
                         desc.as_deref().unwrap_or("")
                     ),
+                    Event::UserSigRenewFailed {
+                        code,
+                        desc,
+                        retry_in_ms,
+                    } => tracing::warn!(
+                        code,
+                        retry_in_ms = ?retry_in_ms,
+                        "UserSig renewal failed: {desc}"
+                    ),
+                    Event::UserSigRenewed { expires_at } => {
+                        tracing::info!(expires_at, "UserSig renewed")
+                    }
                     other => tracing::info!(event = other.name(), "event"),
                 }
                 self.emit(e);
@@ -375,6 +440,10 @@ impl Actor for Session {
         } else if let Some(app_id) = self.start_app {
             let (caller, _rx) = self.caller();
             self.input(SessionInput::Init { caller, app_id }, ctx);
+            if let Some(user) = self.start_user.take() {
+                tracing::info!(user = %user, "logging in with the UserSig provider (auth.user_id)");
+                self.input(SessionInput::StartLogin { user }, ctx);
+            }
         }
     }
 }
@@ -395,7 +464,10 @@ impl Handler<SessionCall> for Session {
             }
             SessionCall::UnInit => SessionInput::UnInit { caller },
             SessionCall::Login { user, sig } => {
-                let expires_at = crate::usersig::decode(&sig).ok().map(|t| t.expires_at());
+                let expires_at = sig
+                    .as_deref()
+                    .and_then(|s| crate::usersig::decode(s).ok())
+                    .map(|t| t.expires_at());
                 SessionInput::Login {
                     caller,
                     user,
@@ -404,6 +476,7 @@ impl Handler<SessionCall> for Session {
                 }
             }
             SessionCall::Logout => SessionInput::Logout { caller },
+            SessionCall::Renew => SessionInput::Renew { caller },
         };
         self.input(input, ctx);
         Box::pin(async move {
@@ -426,7 +499,7 @@ impl Handler<LinkEvent> for Session {
             LinkEvent::SigExpired => self.input(SessionInput::SigExpired, ctx),
             LinkEvent::SelfInfo(info) => {
                 if self.machine.online() && info.user_id == self.machine.user() {
-                    self.hub.set_info(Some(info.clone()));
+                    // The hub keeps the profile of the event it publishes (getSelfInfo).
                     self.emit(Event::SelfInfoUpdated { info });
                 }
             }
@@ -444,7 +517,15 @@ impl Handler<ReconnectNow> for Session {
 impl Handler<Reconfigure> for Session {
     type Result = ();
     fn handle(&mut self, msg: Reconfigure, _: &mut Context<Self>) {
+        match Provider::from_config(&msg.0.auth) {
+            Ok(p) => {
+                self.provider = p;
+                self.provider_name = msg.0.auth.provider.name();
+            }
+            Err(e) => tracing::warn!("keeping the UserSig provider as it was: {e}"),
+        }
         self.machine.reconfigure(settings(&msg.0));
+        self.publish();
         self.link.reconfigure.do_send(LinkReconfigure(msg.0));
     }
 }

@@ -245,6 +245,7 @@ mod tests {
             state_saved: true,
             boot_id: "b".into(),
             last_seq: 0,
+            auth: Default::default(),
         }
     }
 

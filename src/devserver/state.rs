@@ -115,6 +115,9 @@ pub struct UserStats {
     pub login_attempts: u64,
     /// Of those, successful (including re-authentications).
     pub logins: u64,
+    /// Of the successful ones, re-authentications: the same user again on a connection
+    /// that holds its login (a renewed ticket; the login and the connection stay).
+    pub reauthentications: u64,
     /// Of the attempts, those with `auto: true`.
     pub auto_logins: u64,
     /// Failed attempts by error code.
@@ -182,6 +185,11 @@ pub struct SessionRow {
     pub displaced: bool,
     /// Ticket expiry, unix seconds.
     pub user_sig_expire_at: i64,
+    /// The login's id (a re-authentication keeps it).
+    #[serde(rename = "loginID")]
+    pub login_id: u64,
+    /// The connection holding it, or null while offline.
+    pub connection: Option<ConnId>,
 }
 
 /// One `Detail` entry of `query_online_status`: an online platform.
@@ -380,6 +388,7 @@ impl Hub {
             if let Some(i) = s.login_index(lid) {
                 if s.logins[i].user == user {
                     s.logins[i].expires_at = expires_at;
+                    s.stats(user).reauthentications += 1;
                     tracing::info!(conn, user, %platform, expires_at, "re-authenticated");
                     let info = s
                         .accounts
@@ -779,6 +788,8 @@ impl Hub {
                 },
                 displaced: l.displaced,
                 user_sig_expire_at: l.expires_at,
+                login_id: l.id,
+                connection: l.conn,
             })
             .collect()
     }

@@ -64,11 +64,13 @@ pub enum Method {
     Subscribe,
     /// `unsubscribe`.
     Unsubscribe,
+    /// `renewUserSig`.
+    RenewUserSig,
 }
 
 impl Method {
     /// Every method.
-    pub const ALL: [Method; 13] = [
+    pub const ALL: [Method; 14] = [
         Method::InitSdk,
         Method::UnInitSdk,
         Method::Login,
@@ -82,6 +84,7 @@ impl Method {
         Method::Reconnect,
         Method::Subscribe,
         Method::Unsubscribe,
+        Method::RenewUserSig,
     ];
 
     /// The wire name.
@@ -100,6 +103,7 @@ impl Method {
             Method::Reconnect => "reconnect",
             Method::Subscribe => "subscribe",
             Method::Unsubscribe => "unsubscribe",
+            Method::RenewUserSig => "renewUserSig",
         }
     }
 
@@ -128,6 +132,7 @@ impl Method {
                 | Method::Login
                 | Method::Logout
                 | Method::Reconnect
+                | Method::RenewUserSig
         )
     }
 }
@@ -161,6 +166,8 @@ pub enum MethodCall {
     Subscribe(Subscribe),
     /// `unsubscribe`.
     Unsubscribe(Unsubscribe),
+    /// `renewUserSig`.
+    RenewUserSig,
 }
 
 impl MethodCall {
@@ -196,11 +203,16 @@ impl MethodCall {
                 if !valid_user_id(&user_id) {
                     return Err(RpcError::new(code::INVALID_USERID, INVALID_USER_ID_MESSAGE));
                 }
+                // Absent: the daemon gets one from its provider (`auth.provider`).
                 let user_sig = match p.opt::<String>("userSig") {
-                    Ok(Some(s)) if !s.trim().is_empty() => s,
+                    Ok(Some(s)) if !s.trim().is_empty() => Some(s),
+                    Ok(None) => None,
                     _ => return Err(RpcError::bad_param(m, "userSig", "a non-empty string")),
                 };
-                if user_sig.len() > MAX_USERSIG_BYTES {
+                if user_sig
+                    .as_ref()
+                    .is_some_and(|s| s.len() > MAX_USERSIG_BYTES)
+                {
                     return Err(RpcError::new(
                         code::INVALID_PARAMETERS,
                         format!(
@@ -218,6 +230,7 @@ impl MethodCall {
             Method::GetSelfInfo => MethodCall::GetSelfInfo,
             Method::Status => MethodCall::Status,
             Method::Reconnect => MethodCall::Reconnect,
+            Method::RenewUserSig => MethodCall::RenewUserSig,
             Method::Subscribe => {
                 let events = match p.opt::<Vec<String>>("events") {
                     Ok(e) => e,
@@ -295,6 +308,8 @@ no_params! {
     GetStatus => Status, Status;
     /// `reconnect`.
     Reconnect => Reconnect, Empty;
+    /// `renewUserSig`.
+    RenewUserSig => RenewUserSig, Renewed;
 }
 
 /// `initSDK` params.
@@ -319,9 +334,9 @@ pub struct Login {
     /// The user.
     #[serde(rename = "userID")]
     pub user_id: String,
-    /// The ticket.
-    #[serde(rename = "userSig")]
-    pub user_sig: String,
+    /// The ticket; `None`: the daemon gets one from its provider (`auth.provider`).
+    #[serde(rename = "userSig", default, skip_serializing_if = "Option::is_none")]
+    pub user_sig: Option<String>,
 }
 
 impl std::fmt::Debug for Login {
@@ -382,6 +397,14 @@ pub struct LoginResult {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub repeat_login: bool,
+}
+
+/// The result of `renewUserSig`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renewed {
+    /// When the new ticket expires, unix seconds.
+    #[serde(rename = "expiresAt")]
+    pub expires_at: i64,
 }
 
 /// `getLoginStatus`.
@@ -448,6 +471,8 @@ pub const EVENT_NAMES: &[&str] = &[
     "onLoginStatusChanged",
     "onUserSigExpiring",
     "onRelogin",
+    "onUserSigRenewed",
+    "onUserSigRenewFailed",
     "eventsLost",
 ];
 
@@ -520,6 +545,28 @@ pub enum Event {
         #[serde(rename = "retryInMs", default, skip_serializing_if = "Option::is_none")]
         retry_in_ms: Option<u64>,
     },
+    /// The daemon renewed the ticket from its provider and the server accepted it on the
+    /// live connection (imlink's addition; no status change).
+    #[serde(rename = "onUserSigRenewed")]
+    UserSigRenewed {
+        /// When the new ticket expires, unix seconds.
+        #[serde(rename = "expiresAt")]
+        expires_at: i64,
+    },
+    /// A renewal from the provider failed (imlink's addition): the provider failed, its
+    /// ticket was unusable, or the server refused it. Retried after `retryInMs` while the
+    /// ticket in use is valid; absent when no retry will come before it expires.
+    #[serde(rename = "onUserSigRenewFailed")]
+    UserSigRenewFailed {
+        /// Why: -32004 (the provider failed), 70003/70013/70014/6206 (its ticket is not
+        /// usable), or the server's refusal.
+        code: i32,
+        /// What happened (never the ticket).
+        desc: String,
+        /// When the next attempt is due, ms.
+        #[serde(rename = "retryInMs", default, skip_serializing_if = "Option::is_none")]
+        retry_in_ms: Option<u64>,
+    },
     /// Events `from`..=`to` were not delivered to this subscriber.
     #[serde(rename = "eventsLost")]
     EventsLost {
@@ -543,6 +590,8 @@ impl Event {
             Event::LoginStatusChanged { .. } => "onLoginStatusChanged",
             Event::UserSigExpiring { .. } => "onUserSigExpiring",
             Event::Relogin { .. } => "onRelogin",
+            Event::UserSigRenewed { .. } => "onUserSigRenewed",
+            Event::UserSigRenewFailed { .. } => "onUserSigRenewFailed",
             Event::EventsLost { .. } => "eventsLost",
         }
     }
@@ -616,6 +665,45 @@ pub struct Status {
     pub boot_id: String,
     /// The seq of the newest event.
     pub last_seq: u64,
+    /// The UserSig provider (`auth.provider`).
+    pub auth: AuthStatus,
+}
+
+/// The provider's part of `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthStatus {
+    /// `none`, `command`, `url` or `key_file`.
+    pub provider: String,
+    /// Provider calls since the daemon started.
+    pub calls: u64,
+    /// Tickets renewed from the provider on the live login since the daemon started.
+    pub renewals: u64,
+    /// The last failure of the provider or of a renewal, until the next success.
+    pub last_error: Option<AuthError>,
+    /// When the next renewal (or retry) is due, unix seconds, or null.
+    pub next_renew_at: Option<i64>,
+}
+
+impl Default for AuthStatus {
+    fn default() -> Self {
+        AuthStatus {
+            provider: "none".to_owned(),
+            calls: 0,
+            renewals: 0,
+            last_error: None,
+            next_renew_at: None,
+        }
+    }
+}
+
+/// A failure shown in `status.auth.lastError`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthError {
+    /// The code, as in `onUserSigRenewFailed`.
+    pub code: i32,
+    /// What happened (never the ticket).
+    pub desc: String,
 }
 
 #[cfg(test)]
@@ -658,9 +746,18 @@ mod tests {
             call(Method::Login, r#"{"userID":"alice","userSig":"s"}"#).unwrap(),
             MethodCall::Login(Login {
                 user_id: "alice".into(),
-                user_sig: "s".into()
+                user_sig: Some("s".into())
             })
         );
+        assert_eq!(
+            call(Method::Login, r#"{"userID":"alice"}"#).unwrap(),
+            MethodCall::Login(Login {
+                user_id: "alice".into(),
+                user_sig: None
+            })
+        );
+        let e = call(Method::Login, r#"{"userID":"alice","userSig":""}"#).unwrap_err();
+        assert_eq!(e.code, code::INVALID_PARAMETERS);
         let e = call(Method::Login, r#"{"userID":"a b","userSig":"s"}"#).unwrap_err();
         assert_eq!(e.code, code::INVALID_USERID);
         let big = format!(

@@ -14,8 +14,8 @@ use crate::core::ring::Filter;
 use crate::core::session::{Fail, Reply};
 use crate::daemon::messages::{ReconnectNow, SessionCall};
 use crate::proto::api::{
-    Empty, LoginResult, LoginStatusResult, LoginUserResult, Method, MethodCall, SelfInfoResult,
-    ServerTimeResult, VersionResult,
+    Empty, LoginResult, LoginStatusResult, LoginUserResult, Method, MethodCall, Renewed,
+    SelfInfoResult, ServerTimeResult, VersionResult,
 };
 use crate::proto::rpc::{self, Id, Incoming, RpcError};
 
@@ -199,6 +199,12 @@ pub fn call(api: &Rc<Api>, out: &Rc<Out>, peer: Option<(u32, u32)>, inc: Incomin
             },
         ),
         MethodCall::Logout => session_call(api, id, SessionCall::Logout, |_| Empty {}),
+        MethodCall::RenewUserSig => session_call(api, id, SessionCall::Renew, |r| Renewed {
+            expires_at: match r {
+                Reply::Renewed(e) => e,
+                _ => 0,
+            },
+        }),
     }
 }
 

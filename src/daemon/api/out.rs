@@ -97,6 +97,18 @@ impl Queue {
         self.offset = 0;
         self.len = 0;
     }
+
+    /// Empties it, keeping its memory (the shared scratch queue).
+    fn clear_keep(&mut self) {
+        self.segs.clear();
+        self.offset = 0;
+        self.len = 0;
+    }
+}
+
+thread_local! {
+    /// Where a direct write's buffers are gathered (one per thread, reused).
+    static PUMP: RefCell<Queue> = RefCell::new(Queue::default());
 }
 
 /// The writing side of a connection.
@@ -224,25 +236,36 @@ impl Out {
         if self.dead.get() || self.flushing.get() || !self.has_subs() {
             return;
         }
-        let mut q = Queue::default();
-        let more = self.render_events(hub, &mut q);
-        if q.is_empty() {
-            return;
-        }
-        let written = {
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let n = q.slices(&mut iov);
-            self.try_write_now(&iov[..n])
-        };
-        let Some(n) = written else {
-            return self.die();
-        };
-        q.advance(n);
-        if !q.is_empty() || more {
-            self.start_queue();
-            *self.queue.borrow_mut() = q;
-            self.start_flusher(hub);
-        }
+        PUMP.with(|q| {
+            let mut q = q.borrow_mut();
+            let more = self.render_events(hub, &mut q);
+            if q.is_empty() {
+                return;
+            }
+            let written = {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let n = q.slices(&mut iov);
+                self.try_write_now(&iov[..n])
+            };
+            let Some(n) = written else {
+                q.clear_keep();
+                return self.die();
+            };
+            q.advance(n);
+            if !q.is_empty() || more {
+                // What the socket did not take waits here (only its buffer handles).
+                self.start_queue();
+                let rest = Queue {
+                    segs: q.segs.drain(..).collect(),
+                    offset: q.offset,
+                    len: q.len,
+                };
+                q.clear_keep();
+                *self.queue.borrow_mut() = rest;
+                drop(q);
+                self.start_flusher(hub);
+            }
+        })
     }
 
     /// Puts the next events of this connection's subscriptions into `q`, in seq order,
