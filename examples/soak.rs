@@ -8,7 +8,7 @@
 //!   drop after it), devserver SIGKILL and restart on the same port, link flaps (the
 //!   daemon's end of a veth pair down and up, when network namespaces can be made),
 //!   SIGHUP with a valid new configuration and with a broken one, daemon SIGKILL and
-//!   restart;
+//!   restart; every kind at least once, however short the run;
 //! - a load thread makes events (`push-burst` of profile updates at the daemon's user);
 //! - three followers subscribe with `since: 0` and follow the daemon across restarts
 //!   (one of them reads slowly), a stalled subscriber stops reading for seconds at a
@@ -1571,6 +1571,34 @@ impl Run {
         self.undo = keep;
     }
 
+    /// A kind of fault the schedule has not drawn yet, when its window is closing: every
+    /// kind is injected at least once however short the run (faults come every 0.2–1.5 s).
+    fn forced(&self, now: Duration, kills_until: Duration, fault_end: Duration) -> Option<Fault> {
+        let never = |f: &Fault| !self.counts.contains_key(f);
+        if now < kills_until && never(&Fault::DaemonKill) {
+            return (kills_until - now <= Duration::from_secs(3)).then_some(Fault::DaemonKill);
+        }
+        let mut kinds = vec![
+            Fault::Drop,
+            Fault::Silence,
+            Fault::Refuse,
+            Fault::Delay,
+            Fault::FailLogins,
+            Fault::DevserverKill,
+            Fault::HupValid,
+            Fault::HupBroken,
+        ];
+        if self.net.is_some() {
+            kinds.push(Fault::LinkFlap);
+        }
+        kinds.retain(never);
+        let room = Duration::from_millis(1600) * (kinds.len() as u32 + 1);
+        kinds
+            .first()
+            .copied()
+            .filter(|_| fault_end.saturating_sub(now) <= room)
+    }
+
     fn pick(&mut self, daemon_kills: bool) -> Fault {
         let mut table = vec![
             (Fault::Drop, 3),
@@ -1981,7 +2009,9 @@ fn main() {
             continue;
         }
         if now >= next_fault {
-            let f = run.pick(now < kills_until);
+            let f = run
+                .forced(now, kills_until, fault_end)
+                .unwrap_or_else(|| run.pick(now < kills_until));
             run.inject(f);
             next_fault = started.elapsed() + Duration::from_millis(run.rng.u64(200..1500));
         }

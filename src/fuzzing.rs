@@ -1,4 +1,4 @@
-//! Entry points for the fuzzing targets in `fuzz/` (`make fuzz`, docs/testing.md): the
+//! Entry points for the fuzzing targets in `fuzz/` (`make fuzz`, docs/reliability.md): the
 //! decoders of hostile input that are private to their modules, each as one function of
 //! bytes that runs exactly the code the daemon or the devserver runs. Not part of the
 //! library's interface; the public decoders (`proto::rpc::read_line`,
@@ -133,4 +133,54 @@ pub fn seal_a2(key: &str, app: u64, instance: &str, user: &str, time: i64, expir
 /// file is set aside.
 pub fn session_file(bytes: &[u8]) -> Result<Vec<u8>, String> {
     crate::daemon::store::check_content(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The close reasons of a delivery, and whether anything but the close came out.
+    fn closes(v: &[Inbound]) -> Vec<String> {
+        v.iter()
+            .map(|i| match i {
+                Inbound::Closed(why) => why.clone(),
+                other => format!("not a close: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Found by `ws_stream`: a header wrong in two ways (a reserved bit set, a 64-bit
+    /// length over the limit) is refused by whichever check has its bytes first — the
+    /// length check when the header arrives whole, awc's reserved-bit check when it
+    /// arrives a byte at a time. Either way nothing but one protocol-error close comes out.
+    #[test]
+    fn a_header_wrong_twice_closes_once_however_it_arrives() {
+        let mut stream = vec![0xC1, 127];
+        stream.extend_from_slice(&(MAX_FRAME_BYTES as u64 + 1).to_be_bytes());
+        stream.extend_from_slice(b"payload");
+        let whole = read_server_bytes(&[&stream]);
+        let bytewise: Vec<&[u8]> = stream.chunks(1).collect();
+        let bytewise = read_server_bytes(&bytewise);
+        for got in [&whole, &bytewise] {
+            let why = closes(got);
+            assert_eq!(why.len(), 1, "{got:?}");
+            assert!(why[0].starts_with("protocol error: "), "{got:?}");
+        }
+        assert!(closes(&whole)[0].contains("larger than"), "{whole:?}");
+    }
+
+    /// A text frame, whole or a byte at a time, is the same message, then the close at
+    /// the end of input.
+    #[test]
+    fn a_text_frame_reads_the_same_in_any_chunks() {
+        let stream = [0x81, 5, b'h', b'e', b'l', b'l', b'o'];
+        let whole = read_server_bytes(&[&stream]);
+        let bytewise: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(whole, read_server_bytes(&bytewise));
+        assert!(
+            matches!(&whole[..], [Inbound::Text(t), Inbound::Closed(why)]
+            if &t[..] == b"hello" && why == "closed by the server"),
+            "{whole:?}"
+        );
+    }
 }
