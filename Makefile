@@ -79,7 +79,7 @@ fuzz:
 	      > logs/$$t.log 2>&1; then \
 	    tail -40 logs/$$t.log; echo "fuzz: $$t FAILED (log: fuzz/logs/$$t.log)"; exit 1; \
 	  fi; \
-	  echo "  $$(grep -E '^#[0-9]+ *DONE' logs/$$t.log | tail -1)"; \
+	  echo "  $$(grep -E '^#[0-9]+[[:space:]]+DONE' logs/$$t.log | tail -1)"; \
 	  echo "  $$(grep -E '^stat::average_exec_per_sec' logs/$$t.log)"; \
 	done
 

@@ -99,6 +99,20 @@ fn fd_count(pid: u32) -> Option<u64> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
 }
 
+/// How many of `pid`'s connected Unix sockets have lost their peer (`ss -xp`: peer
+/// inode 0): API connections whose client closed and that the daemon has not closed yet.
+fn closed_peers(pid: u32) -> Option<usize> {
+    let o = Command::new("ss").args(["-xpH"]).output().ok()?;
+    let owner = format!("pid={pid},");
+    Some(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains(&owner) && l.starts_with("u_str") && l.contains("ESTAB"))
+            .filter(|l| l.split_whitespace().nth(7) == Some("0"))
+            .count(),
+    )
+}
+
 fn run(cmd: &[&str]) -> Result<(), String> {
     let out = Command::new(cmd[0])
         .args(&cmd[1..])
@@ -1779,6 +1793,17 @@ impl Run {
     /// (fds, RSS KiB) of the daemon, settled: the median of five readings.
     fn measure(&self, name: &str) -> (u64, u64) {
         let pid = self.daemon.pid();
+        // The workers' connections are closed; wait (bounded) until the daemon has seen
+        // every one of them end, so that a close still in flight is not counted.
+        let reaped = poll(Duration::from_secs(20), Duration::from_millis(50), || {
+            (closed_peers(pid)? == 0).then_some(())
+        });
+        if reaped.is_none() {
+            println!(
+                "soak: {name}: the daemon still holds {} connections its clients closed",
+                closed_peers(pid).unwrap_or(0)
+            );
+        }
         // What the fds are, for the record (in the run's directory).
         let mut listing = String::new();
         if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
