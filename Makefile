@@ -48,6 +48,7 @@ test:
 
 lint:
 	$(CARGO) fmt --check
+	cd fuzz && $(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
 # imlink beside its anchors (echo floor, Redis), one table: figure, imlink, anchor, ratio.

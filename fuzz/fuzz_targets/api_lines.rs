@@ -33,7 +33,11 @@ fn run(chunks: &[&[u8]], max: usize) -> Vec<P> {
     for c in chunks {
         l.feed(c, max, &mut each);
         // Capacity may round up; the bytes held are bounded by the limit.
-        assert!(l.held() <= max.next_power_of_two().max(8) * 2, "held {} > limit {max}", l.held());
+        assert!(
+            l.held() <= max.next_power_of_two().max(8) * 2,
+            "held {} > limit {max}",
+            l.held()
+        );
     }
     l.finish(&mut each);
     out

@@ -43,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
         .filter_map(|l| l.split_once('='))
         .filter(|(k, _)| !k.is_empty())
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
-    let env = Env::new(vars.chain([("HOME".to_owned(), "/home/fuzz".to_owned())]), 1000);
+    let env = Env::new(
+        vars.chain([("HOME".to_owned(), "/home/fuzz".to_owned())]),
+        1000,
+    );
     match load(file, &env) {
         Err(e) => {
             let shown = e.to_string();
@@ -54,8 +57,11 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(loaded) => {
             let rendered = loaded.to_toml();
-            let back = load(rendered.as_bytes(), &Env::new([("HOME", "/home/fuzz")], 1000))
-                .unwrap_or_else(|e| panic!("--check-config output does not load: {e}\n{rendered}"));
+            let back = load(
+                rendered.as_bytes(),
+                &Env::new([("HOME", "/home/fuzz")], 1000),
+            )
+            .unwrap_or_else(|e| panic!("--check-config output does not load: {e}\n{rendered}"));
             assert_eq!(back.config, loaded.config, "\n{rendered}");
         }
     }

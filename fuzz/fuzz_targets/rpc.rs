@@ -55,10 +55,18 @@ fn answer(id: &Id, e: &RpcError, one_line: bool) {
     let mut out = Vec::new();
     rpc::write_error(&mut out, id, e);
     if one_line {
-        assert!(!out.contains(&b'\n'), "a reply spans lines: {:?}", String::from_utf8_lossy(&out));
+        assert!(
+            !out.contains(&b'\n'),
+            "a reply spans lines: {:?}",
+            String::from_utf8_lossy(&out)
+        );
     }
-    let m: rpc::Message = serde_json::from_slice(&out)
-        .unwrap_or_else(|err| panic!("reply not readable ({err}): {}", String::from_utf8_lossy(&out)));
+    let m: rpc::Message = serde_json::from_slice(&out).unwrap_or_else(|err| {
+        panic!(
+            "reply not readable ({err}): {}",
+            String::from_utf8_lossy(&out)
+        )
+    });
     assert_eq!(m.id.as_ref(), Some(id), "the reply's id");
     assert_eq!(m.error.as_ref(), Some(e), "the reply's error");
 }

@@ -15,13 +15,18 @@ fuzz_target!(|data: &[u8]| {
     match session_file(data) {
         Ok(written) => {
             let again = session_file(&written).unwrap_or_else(|e| {
-                panic!("what the writer writes is refused ({e}): {}", String::from_utf8_lossy(&written))
+                panic!(
+                    "what the writer writes is refused ({e}): {}",
+                    String::from_utf8_lossy(&written)
+                )
             });
             assert_eq!(again, written);
         }
         Err(reason) => {
             assert!(!reason.chars().any(char::is_control), "{reason:?}");
-            let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(data) else {
+            let Ok(serde_json::Value::Object(obj)) =
+                serde_json::from_slice::<serde_json::Value>(data)
+            else {
                 return;
             };
             for v in obj.values() {

@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             assert_eq!(e.code(), 70003);
             if ticket.trim().len() >= 24 {
-                assert!(!e.to_string().contains(ticket.trim()), "the error shows the ticket");
+                assert!(
+                    !e.to_string().contains(ticket.trim()),
+                    "the error shows the ticket"
+                );
             }
             return;
         }
@@ -58,11 +61,24 @@ fuzz_target!(|data: &[u8]| {
             _ => return,
         },
     };
-    let again = usersig::generate_with_userbuf(t.sdkappid, KEY, &t.identifier, t.expire, t.time, userbuf.as_deref());
+    let again = usersig::generate_with_userbuf(
+        t.sdkappid,
+        KEY,
+        &t.identifier,
+        t.expire,
+        t.time,
+        userbuf.as_deref(),
+    );
     let back = usersig::verify(&again, t.sdkappid, KEY, &t.identifier, t.time)
         .unwrap_or_else(|e| panic!("a ticket made from decoded fields does not verify: {e}"));
     assert_eq!(
-        (&back.identifier, back.sdkappid, back.time, back.expire, &back.userbuf),
+        (
+            &back.identifier,
+            back.sdkappid,
+            back.time,
+            back.expire,
+            &back.userbuf
+        ),
         (&t.identifier, t.sdkappid, t.time, t.expire, &t.userbuf)
     );
 });

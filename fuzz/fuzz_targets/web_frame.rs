@@ -20,7 +20,9 @@ const APP: u64 = 1400000001;
 const INSTANCE: &str = "0123456789abcdef0123456789abcdef";
 
 fn valid_servcmd(s: &str) -> bool {
-    (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
 
 fn comp(data: &[u8], gzip: bool) -> Vec<u8> {
@@ -51,7 +53,11 @@ fuzz_target!(|data: &[u8]| {
                 let a2 = seal_a2(KEY, APP, INSTANCE, user, 1_700_000_000, 86_400);
                 assert_eq!(
                     open_a2(KEY, APP, INSTANCE, &a2),
-                    if a2.len() <= 1024 { Ok((user.to_owned(), 1_700_000_000, 86_400)) } else { Err("not an A2 key of this server".into()) }
+                    if a2.len() <= 1024 {
+                        Ok((user.to_owned(), 1_700_000_000, 86_400))
+                    } else {
+                        Err("not an A2 key of this server".into())
+                    }
                 );
                 assert!(open_a2(KEY, APP + 1, INSTANCE, &a2).is_err());
                 assert!(open_a2(KEY, APP, "other", &a2).is_err());
@@ -59,7 +65,11 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Err(bad) => {
-            assert!(bad.servcmd.is_empty() || valid_servcmd(&bad.servcmd), "{:?}", bad.servcmd);
+            assert!(
+                bad.servcmd.is_empty() || valid_servcmd(&bad.servcmd),
+                "{:?}",
+                bad.servcmd
+            );
             assert!(!bad.fatal || data.starts_with(b"COMP"));
         }
     }
@@ -68,7 +78,9 @@ fuzz_target!(|data: &[u8]| {
             let again = web_frame(&comp(data, gzip));
             match (&got, &again) {
                 (Ok(a), Ok(b)) => assert_eq!(a, b),
-                (Err(a), Err(b)) => assert_eq!((&a.servcmd, a.seq, a.fatal), (&b.servcmd, b.seq, b.fatal)),
+                (Err(a), Err(b)) => {
+                    assert_eq!((&a.servcmd, a.seq, a.fatal), (&b.servcmd, b.seq, b.fatal))
+                }
                 _ => panic!("compressed ({gzip}): {got:?} vs {again:?}"),
             }
         }

@@ -18,9 +18,8 @@ fuzz_target!(|data: &[u8]| {
         Err(FrameError::Unreadable(_)) => {}
         Ok(frame) => {
             let text = serde_json::to_vec(&frame).expect("a frame serialises");
-            let back = ServerFrame::parse(&text).unwrap_or_else(|e| {
-                panic!("{e:?}: {}", String::from_utf8_lossy(&text))
-            });
+            let back = ServerFrame::parse(&text)
+                .unwrap_or_else(|e| panic!("{e:?}: {}", String::from_utf8_lossy(&text)));
             match (&frame, &back) {
                 (ServerFrame::Push(a), ServerFrame::Push(b)) => assert_eq!(a, b),
                 (ServerFrame::Response(a), ServerFrame::Response(b)) => {

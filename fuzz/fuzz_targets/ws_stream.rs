@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let whole = read_server_bytes(&[stream]);
-    let closed = whole.iter().filter(|i| matches!(i, Inbound::Closed(_))).count();
+    let closed = whole
+        .iter()
+        .filter(|i| matches!(i, Inbound::Closed(_)))
+        .count();
     assert_eq!(closed, 1, "{whole:?}");
     assert!(matches!(whole.last(), Some(Inbound::Closed(_))));
     for i in &whole {
@@ -41,7 +44,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(messages(read_server_bytes(&[a, b])), whole, "cut at {cut}");
     if stream.len() <= 512 {
         let bytewise: Vec<&[u8]> = stream.chunks(1).collect();
-        assert_eq!(messages(read_server_bytes(&bytewise)), whole, "byte by byte");
+        assert_eq!(
+            messages(read_server_bytes(&bytewise)),
+            whole,
+            "byte by byte"
+        );
     }
 });
 
