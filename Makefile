@@ -32,7 +32,7 @@ DOCDIR  := $(OUT)/docs
 BINS    := imlinkd imlinkctl imlink-devserver
 UNITS   := imlinkd.service imlinkd.socket imlinkd@.service
 
-.PHONY: all build test lint bench bench-smoke bench-fleet docs install install-files install-bridge uninstall clean demo
+.PHONY: all build test lint bench bench-smoke bench-fleet fuzz soak soak-smoke docs install install-files install-bridge uninstall clean demo
 
 all: build
 
@@ -45,9 +45,11 @@ test:
 	$(CARGO) build --bins
 	$(CARGO) test --all-targets
 	$(MAKE) bench-smoke
+	$(MAKE) soak-smoke
 
 lint:
 	$(CARGO) fmt --check
+	cd fuzz && $(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
 # imlink beside its anchors (echo floor, Redis), one table: figure, imlink, anchor, ratio.
@@ -66,6 +68,41 @@ bench-smoke:
 bench-fleet:
 	$(CARGO) build $(PROFILE_FLAG) --example bench_fleet
 	$(OUT)/examples/bench_fleet --out bench/results/fleet.md
+
+# Every fuzzing target (fuzz/, cargo-fuzz on the nightly toolchain) for FUZZ_SECONDS each,
+# from its checked-in seeds (fuzz/seeds/<target>) and the corpus earlier runs grew
+# (fuzz/corpus/<target>, not checked in). Stops at the first crash (saved in
+# fuzz/artifacts/<target>); each target's log is in fuzz/logs/, its last line printed.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= rpc api_lines ws_frame ws_stream web_frame bridge_line config usersig session_file
+FUZZ_CARGO   ?= cargo +nightly
+fuzz:
+	cd fuzz && $(FUZZ_CARGO) fuzz build
+	mkdir -p fuzz/logs
+	@set -e; cd fuzz; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  if ! $(FUZZ_CARGO) fuzz run $$t corpus/$$t seeds/$$t -- \
+	      -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
+	      > logs/$$t.log 2>&1; then \
+	    tail -40 logs/$$t.log; echo "fuzz: $$t FAILED (log: fuzz/logs/$$t.log)"; exit 1; \
+	  fi; \
+	  echo "  $$(grep -E '^#[0-9]+[[:space:]]+DONE' logs/$$t.log | tail -1)"; \
+	  echo "  $$(grep -E '^stat::average_exec_per_sec' logs/$$t.log)"; \
+	done
+
+# The real binaries under a seeded schedule of faults, invariants checked
+# (docs/reliability.md): SOAK_SECONDS (default 1800) on the release build; SOAK_SEED
+# reproduces a run. The report is in bench/results/soak.md.
+SOAK_SECONDS ?= 1800
+soak:
+	$(CARGO) build --release --bins --example soak
+	SOAK_SECONDS=$(SOAK_SECONDS) $(TARGET_DIR)/release/examples/soak --bin-dir $(TARGET_DIR)/release --out bench/results/soak.md
+
+# The same harness for 60 s on the debug build (part of `make test`).
+soak-smoke:
+	$(CARGO) build --bins --example soak
+	SOAK_SECONDS=60 $(TARGET_DIR)/debug/examples/soak --bin-dir $(TARGET_DIR)/debug --out bench/results/soak-smoke.md
 
 # Man pages and completions, generated from the clap definitions (examples/gen-docs.rs).
 docs:

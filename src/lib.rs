@@ -17,6 +17,8 @@
 //! - [`fsck`] — ownership and mode checks of the socket and state directories.
 //! - [`devserver`] — `imlink-devserver`, the emulator of the IM access server.
 //! - [`ctl`] — `imlinkctl`, the command-line client and UserSig tool.
+//!
+//! `fuzzing` (hidden) holds the entry points of the fuzzing targets in `fuzz/`.
 
 pub mod clock;
 pub mod codes;
@@ -27,6 +29,8 @@ pub mod daemon;
 pub mod devserver;
 pub mod fleet;
 pub mod fsck;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod proto;
 pub mod text;

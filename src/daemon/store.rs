@@ -847,6 +847,19 @@ fn validate(bytes: &[u8]) -> Loaded {
     }
 }
 
+/// What [`Store::open`] makes of a session file's content once the file is opened and
+/// read: `Ok` with the content as the writer would write it back (`instanceID` empty when
+/// the file's is missing or not valid, as before a new one is made), or why the file is
+/// set aside. Reads nothing from disk; the fuzzing target `session_file` runs it.
+pub(crate) fn check_content(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    match validate(bytes) {
+        Loaded::Valid { file, .. } => serde_json::to_vec_pretty(&file)
+            .map_err(|e| format!("cannot encode the session: {}", e.classify_text())),
+        Loaded::Invalid { reason, .. } => Err(reason),
+        Loaded::Missing => Err("missing".into()),
+    }
+}
+
 fn fields(obj: &Map<String, Value>) -> Result<SessionFile, String> {
     let field = |name: &str| obj.get(name).filter(|v| !v.is_null());
     let sdk_app_id = match field("sdkAppID") {

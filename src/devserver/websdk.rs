@@ -401,21 +401,21 @@ fn fields(v: Value) -> Map<String, Value> {
 
 /// A request frame's parts.
 #[derive(Debug)]
-struct Request {
-    servcmd: String,
-    seq: u64,
-    head: Map<String, Value>,
-    body: Value,
+pub(crate) struct Request {
+    pub(crate) servcmd: String,
+    pub(crate) seq: u64,
+    pub(crate) head: Map<String, Value>,
+    pub(crate) body: Value,
 }
 
 /// Why a frame could not be read: the `servcmd`/`seq` to answer with, if they were
 /// readable, and the reason. `fatal` frames (too large once inflated) close the connection.
 #[derive(Debug)]
-struct Bad {
-    servcmd: String,
-    seq: u64,
-    why: String,
-    fatal: bool,
+pub(crate) struct Bad {
+    pub(crate) servcmd: String,
+    pub(crate) seq: u64,
+    pub(crate) why: String,
+    pub(crate) fatal: bool,
 }
 
 fn bad(why: impl Into<String>) -> Bad {
@@ -452,7 +452,7 @@ fn inflate(data: &[u8]) -> Result<Vec<u8>, Bad> {
     Ok(out)
 }
 
-fn parse(raw: &[u8]) -> Result<Request, Bad> {
+pub(crate) fn parse(raw: &[u8]) -> Result<Request, Bad> {
     let inflated;
     let bytes = match raw.strip_prefix(COMP) {
         Some(z) => {
@@ -534,7 +534,14 @@ fn a2_mac(key: &str, payload: &str) -> Vec<u8> {
 /// The A2 key of a login: the login ticket's app, instance, user, time and lifetime, with
 /// an HMAC under the app's key. The SDK re-logs in with it after a reconnect; it carries
 /// no secret of the client and survives a server restart.
-fn seal_a2(key: &str, app: u64, instance: &str, user: &str, time: i64, expire: i64) -> String {
+pub(crate) fn seal_a2(
+    key: &str,
+    app: u64,
+    instance: &str,
+    user: &str,
+    time: i64,
+    expire: i64,
+) -> String {
     let payload = format!("{app}\n{instance}\n{time}\n{expire}\n{user}");
     format!(
         "{A2_PREFIX}{}.{}",
@@ -544,7 +551,12 @@ fn seal_a2(key: &str, app: u64, instance: &str, user: &str, time: i64, expire: i
 }
 
 /// An A2 key's (user, time, expire), after checking its MAC, app and instance.
-fn open_a2(key: &str, app: u64, instance: &str, a2: &str) -> Result<(String, i64, i64), String> {
+pub(crate) fn open_a2(
+    key: &str,
+    app: u64,
+    instance: &str,
+    a2: &str,
+) -> Result<(String, i64, i64), String> {
     let rest = a2
         .strip_prefix(A2_PREFIX)
         .filter(|_| a2.len() <= MAX_A2)

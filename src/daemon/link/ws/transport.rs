@@ -118,14 +118,14 @@ impl Encoder<Message> for GuardedCodec {
 
 /// Joins fragmented messages, up to a limit.
 #[derive(Default)]
-struct Assembler {
+pub(crate) struct Assembler {
     text: bool,
     buf: Option<BytesMut>,
 }
 
 impl Assembler {
     /// The whole message a frame completes, if any; `Err` for a message over the limit.
-    fn push(&mut self, frame: Frame, max: usize) -> Result<Option<Inbound>, String> {
+    pub(crate) fn push(&mut self, frame: Frame, max: usize) -> Result<Option<Inbound>, String> {
         let mut add = |data: &Bytes, first: Option<bool>| -> Result<(), String> {
             if let Some(text) = first {
                 self.text = text;
