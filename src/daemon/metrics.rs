@@ -112,6 +112,18 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("metrics.listen {addr}: {e}"))
 }
 
+/// Serves the exposition at `listen` (when set) in a task of its own; the caller aborts
+/// it at shutdown.
+pub async fn expose(
+    listen: Option<SocketAddr>,
+    api: &Rc<Api>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+    let Some(addr) = listen else { return Ok(None) };
+    let l = bind(addr).await?;
+    tracing::info!(listen = %addr, "serving the metrics at /metrics");
+    Ok(Some(tokio::task::spawn_local(serve(l, api.clone()))))
+}
+
 /// Serves the exposition on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener, api: Rc<Api>) {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));

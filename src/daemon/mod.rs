@@ -166,14 +166,7 @@ pub async fn run(
         session.clone().recipient(),
         cfg.api.clone(),
     );
-    let exposition = match cfg.metrics.listen {
-        Some(addr) => {
-            let l = metrics::bind(addr).await?;
-            tracing::info!(listen = %addr, "serving the metrics at /metrics");
-            Some(tokio::task::spawn_local(metrics::serve(l, api.clone())))
-        }
-        None => None,
-    };
+    let exposition = metrics::expose(cfg.metrics.listen, &api).await?;
     let watcher = net::watch::start(
         cfg.network.clone(),
         match cfg.server.backend {
@@ -307,14 +300,7 @@ async fn run_multi(
     // In a fleet, an account is logged in only once this member owns it: saved logins
     // are not resumed (the accounts are listed, logged out, until the fleet says).
     registry.restore_all(cfg.state.restore_session && !cfg.fleet.enabled());
-    let exposition = match cfg.metrics.listen {
-        Some(addr) => {
-            let l = metrics::bind(addr).await?;
-            tracing::info!(listen = %addr, "serving the metrics at /metrics");
-            Some(tokio::task::spawn_local(metrics::serve(l, api.clone())))
-        }
-        None => None,
-    };
+    let exposition = metrics::expose(cfg.metrics.listen, &api).await?;
     let notifier = systemd::start_notifier(hub.clone(), manager.clone().recipient());
     let fleet = fleet::start(
         &cfg,
