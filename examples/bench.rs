@@ -74,6 +74,8 @@ struct Scale {
     /// Accounts in one daemon (`accounts.multi`), and their login rate.
     accounts: usize,
     login_rate: u64,
+    /// Accounts in one daemon on the Tencent link (a bridge process each).
+    tencent_accounts: usize,
     starts: usize,
     deadline: Duration,
 }
@@ -94,6 +96,7 @@ impl Scale {
                 dev_conns: 100,
                 accounts: 50,
                 login_rate: 200,
+                tencent_accounts: 2,
                 starts: 2,
                 deadline: Duration::from_secs(15),
             }
@@ -111,6 +114,7 @@ impl Scale {
                 dev_conns: 10_000,
                 accounts: 10_000,
                 login_rate: 200,
+                tencent_accounts: 10,
                 starts: 10,
                 deadline: Duration::from_secs(60),
             }
@@ -2311,16 +2315,109 @@ fn sdk_direct(
 
 /// The daemon's bridge: its child running index.js.
 fn bridge_pid(daemon_pid: u32) -> Option<u32> {
+    bridge_pids(daemon_pid).into_iter().next()
+}
+
+/// Every bridge process of the daemon (its children running `index.js`).
+fn bridge_pids(daemon_pid: u32) -> Vec<u32> {
     let children =
         std::fs::read_to_string(format!("/proc/{daemon_pid}/task/{daemon_pid}/children"))
             .unwrap_or_default();
     children
         .split_whitespace()
         .filter_map(|p| p.parse::<u32>().ok())
-        .find(|p| {
+        .filter(|p| {
             std::fs::read(format!("/proc/{p}/cmdline"))
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains("index.js"))
         })
+        .collect()
+}
+
+/// Many accounts on the Tencent link: one bridge process per account (the SDK holds one
+/// login per SDKAppID per process); what that costs against the native link.
+fn bench_tencent_accounts(tb: &mut Table, sc: &Scale, bin_dir: &Path, tmp: &Path) {
+    let n = sc.tencent_accounts;
+    println!("== many accounts on the Tencent link: {n} accounts, a bridge each");
+    let bridge = bridge_dir();
+    if let Some(why) = tencent_missing(&bridge) {
+        println!("{why} — rows skipped");
+        tb.note(format!(
+            "many accounts on the Tencent link: {why} — rows skipped"
+        ));
+        return;
+    }
+    let dir = tmp.join("tencent-accounts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dev = DevServer::start(bin_dir, &dir);
+    let config = daemon_config(&dir, &dev.url(), 4096);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[server]\n", "[server]\nbackend = \"tencent\"\n")
+        .replace("connect_timeout_ms = 2000", "connect_timeout_ms = 30000")
+        .replace("login_timeout_ms = 5000", "login_timeout_ms = 60000")
+        + &format!(
+            "\n[tencent]\nbridge_dir = {:?}\nproxy_server = {:?}\n\n[accounts]\nmulti = true\n",
+            bridge.display().to_string(),
+            format!("ws://{}", dev.addr)
+        );
+    std::fs::write(&config, text).unwrap();
+    let proc = spawn_daemon(bin_dir, &config, &dir, None);
+    let sock = dir.join("imlinkd.sock");
+    if poll(Duration::from_secs(60), Duration::from_millis(10), || {
+        UnixStream::connect(&sock).ok()
+    })
+    .is_none()
+    {
+        tb.note("many accounts on the Tencent link: imlinkd did not start — rows skipped");
+        return;
+    }
+    let pid = proc.pid();
+    let base = settle_rss(pid);
+    let users: Vec<String> = (0..n).map(|i| format!("tacct{i:03}")).collect();
+    let t0 = Instant::now();
+    let answered = login_all(&sock, &users, n);
+    let mut ctl = Rpc::connect(&sock).unwrap();
+    let all_in = poll(sc.deadline * 2, Duration::from_millis(20), || {
+        (ctl.result("metrics", json!({}))["online"].as_u64() == Some(n as u64)).then(Instant::now)
+    });
+    tb.row(
+        &format!("Tencent link: {n} accounts logged in at once through one daemon"),
+        match all_in {
+            Some(t) => format!("{:.1} s ({answered} answered {{}})", (t - t0).as_secs_f64()),
+            None => format!("not all online ({answered} answered {{}})"),
+        },
+        "n/a".into(),
+        "n/a".into(),
+        "",
+    );
+    let pids = bridge_pids(pid);
+    let bridges: Vec<u64> = pids.iter().filter_map(|p| settle_rss(*p)).collect();
+    let daemon_rss = settle_rss(pid);
+    tb.row(
+        "Tencent link: bridge processes for those accounts",
+        format!("{} for {n} accounts", pids.len()),
+        "n/a".into(),
+        "n/a".into(),
+        "one per account",
+    );
+    let per = (!bridges.is_empty()).then(|| {
+        let daemon = match (daemon_rss, base) {
+            (Some(a), Some(b)) => a.saturating_sub(b),
+            _ => 0,
+        };
+        (bridges.iter().sum::<u64>() + daemon) as f64 / n.max(1) as f64 / 1024.0
+    });
+    tb.pair(
+        "Tencent link: RSS per logged-in account (its bridge + its share of imlinkd)",
+        per,
+        None,
+        "MiB",
+        "",
+        "reported",
+    );
+    drop(ctl);
+    drop(proc);
+    drop(dev);
 }
 
 fn bench_tencent(tb: &mut Table, sc: &Scale, bin_dir: &Path, tmp: &Path) {
@@ -2657,6 +2754,7 @@ fn main() {
     }
     if a.runs("accounts") {
         bench_accounts(&mut tb, &sc, &a.bin_dir, tmp.path(), &daemon);
+        bench_tencent_accounts(&mut tb, &sc, &a.bin_dir, tmp.path());
     }
     if a.runs("startup") {
         bench_startup(&mut tb, &sc, &a.bin_dir, &dev, redis_bin.as_deref());

@@ -591,6 +591,116 @@ fn stop_and_uninit_end_the_bridge_cleanly() {
     assert_eq!(e["data"]["reason"], "unInit");
 }
 
+/// The status of `user` in `listAccounts`.
+fn account_status(c: &mut Rpc, user: &str) -> Option<i64> {
+    c.ok("listAccounts", json!({}))["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["userID"] == user)
+        .and_then(|a| a["status"].as_i64())
+}
+
+#[test]
+fn many_accounts_run_one_bridge_each_and_a_kick_touches_only_its_own() {
+    require_node!();
+    let server = DevServer::start(&[]);
+    let mut d = tencent_daemon(
+        &server,
+        &[
+            ("accounts.multi", "true"),
+            ("server.login_timeout_ms", "30000"),
+        ],
+    );
+    let mut c = d.client();
+    let users = ["alice", "bob", "carol"];
+    let sigs: Vec<String> = users.iter().map(|u| ticket(u, 3600)).collect();
+    for (u, sig) in users.iter().zip(&sigs) {
+        assert_eq!(
+            c.ok("login", json!({"userID": u, "userSig": sig})),
+            json!({}),
+            "{u}"
+        );
+    }
+    // One SDK per process (docs/tencent.md): a bridge per account, each logged in as its
+    // own user at the server.
+    let mut pids = Vec::new();
+    wait_until(T, "three bridge processes", || {
+        pids = bridge_pids(d.pid());
+        pids.len() == 3
+    });
+    for u in users {
+        assert_eq!(account_status(&mut c, u), Some(1), "{u}");
+        wait_until(T, "one Web login each", || {
+            web_sessions(&server, u).len() == 1
+        });
+    }
+    let all = c.ok("metrics", json!({}));
+    assert_eq!(all["online"], 3, "{all}");
+
+    // A REST kick of bob logs bob out for good and leaves the others online.
+    c.subscribe();
+    let r = server.rest("im_open_login_svc/kick", json!({"UserID": "bob"}));
+    assert_eq!(r["ActionStatus"], "OK");
+    let (k, _) = c.wait_event("onKickedOffline", T);
+    assert_eq!(k["account"], "bob", "{k}");
+    let mut st;
+    loop {
+        let (e, _) = c.wait_event("onLoginStatusChanged", T);
+        st = e;
+        if st["account"] == "bob" {
+            break;
+        }
+    }
+    assert_eq!(st["data"]["reason"], "kicked", "{st}");
+    assert_eq!(account_status(&mut c, "bob"), Some(3));
+    for u in ["alice", "carol"] {
+        assert_eq!(account_status(&mut c, u), Some(1), "{u}");
+        assert_eq!(web_sessions(&server, u).len(), 1, "{u}");
+        assert_eq!(
+            server.user_stats(u)["loginAttempts"],
+            1,
+            "{u}: no second login"
+        );
+    }
+
+    // removeAccount ends carol's bridge (the SDK logged out) and only hers.
+    assert_eq!(
+        c.ok("removeAccount", json!({"account": "carol"})),
+        json!({})
+    );
+    wait_until(T, "carol's bridge gone", || {
+        let now = bridge_pids(d.pid());
+        now.len() == 2 && now.iter().all(|p| pids.contains(p))
+    });
+    wait_until(T, "carol's login ended at the server", || {
+        web_sessions(&server, "carol").is_empty()
+    });
+    assert_eq!(account_status(&mut c, "alice"), Some(1));
+
+    // SIGKILL: the bridges see their stdin end; the restarted daemon resumes alice's
+    // login with a bridge of its own, and bob stays logged out.
+    drop(c);
+    d.kill();
+    wait_until(T, "the old bridges gone", || {
+        pids.iter().all(|p| !alive(*p))
+    });
+    d.start_again();
+    let mut c = d.client();
+    wait_until(SLOW, "alice online again", || {
+        c.ok("metrics", json!({}))["online"] == 1 && account_status(&mut c, "alice") == Some(1)
+    });
+    assert_ne!(account_status(&mut c, "bob"), Some(1));
+    assert_eq!(account_status(&mut c, "carol"), None);
+    wait_until(T, "alice's one Web login", || {
+        web_sessions(&server, "alice").len() == 1
+    });
+    let log = d.log();
+    for sig in &sigs {
+        assert!(!log.contains(sig.as_str()), "a ticket in the log");
+    }
+}
+
 // ---- supervision, with fake bridges -------------------------------------------------
 
 /// A bridge written for the test: `mode` decides how it behaves. `good` answers like the

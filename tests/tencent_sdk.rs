@@ -335,6 +335,33 @@ fn official_sdk_logs_in_becomes_ready_and_logs_out() {
     assert!(sdk.wait_exit(T).success());
 }
 
+/// Whether one Node process can hold several accounts: it cannot. A second `create` with
+/// the same SDKAppID returns the first instance, and a login through it does not add a
+/// second user (it answers success, `repeatLogin`). So the daemon runs one bridge process
+/// per account (docs/tencent.md).
+#[test]
+fn one_process_holds_one_login_per_sdkappid() {
+    require_node!();
+    let server = DevServer::start(&[]);
+    let mut sdk = NodeProc::sdk(&server);
+    sdk_login_ready(&mut sdk, "alice");
+    sdk.send(json!({"op": "createAgain", "sdkAppID": APP, "proxyServer": format!("ws://{}", server.addr)}));
+    let again = sdk.reply("createAgain");
+    assert_eq!(again["ok"]["same"], true, "{again}");
+    sdk.send(json!({"op": "loginAgain", "userID": "bob", "userSig": ticket("bob", 3600)}));
+    let r = sdk.reply("loginAgain");
+    // The SDK answers success, marked as a repeated login, and stays alice: a second
+    // account in one process would be silently not logged in.
+    assert_eq!(r["ok"]["repeatLogin"], true, "{r}");
+    sdk.send(json!({"op": "getLoginUser"}));
+    let who = sdk.reply("getLoginUser");
+    assert_eq!(who["ok"]["userID"], "alice", "{who}");
+    assert!(web_sessions(&server, "bob").is_empty());
+    // The server never heard of bob.
+    assert_eq!(server.user_stats("bob"), Value::Null);
+    assert_eq!(web_sessions(&server, "alice").len(), 1);
+}
+
 #[test]
 fn official_sdk_login_refusals_carry_the_native_codes() {
     require_node!();

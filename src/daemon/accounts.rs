@@ -1,6 +1,7 @@
 //! Many accounts in one daemon (`accounts.multi = true`).
 //!
-//! Every account is a light pair of actors — a [`Session`] and its native link — with a
+//! Every account is a light pair of actors — a [`Session`] and its link (native: a
+//! WebSocket; Tencent: a bridge process of its own) — with a
 //! hub of its own for its board ([`Hub::for_account`]) and a session file of its own,
 //! `state.dir/accounts/<userID>/session.json`, written on tokio's blocking pool (no
 //! thread per account). The events of every account go to the one ring of the root
@@ -25,10 +26,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::codes::{code, LogLevel, LoginStatus};
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::core::session::{Fail, Reply, Saved};
 use crate::daemon::auth::Provider;
 use crate::daemon::hub::Hub;
+use crate::daemon::link::tencent::TencentLink;
 use crate::daemon::link::ws::transport::Dialer;
 use crate::daemon::link::ws::WsLink;
 use crate::daemon::messages::{Retire, SessionCall, Shutdown};
@@ -275,7 +277,7 @@ impl Accounts {
         let mut cfg = self.cfg.borrow().clone();
         cfg.sdk.app_id = Some(app_id);
         cfg.auth.user_id = None;
-        let hub = Hub::for_account(&self.root, user, cfg.server.url.clone());
+        let hub = Hub::for_account(&self.root, user, crate::daemon::server_label(&cfg));
         let instance_id = store.instance_id().to_owned();
         let (dialer, log, pacer) = (self.dialer.clone(), self.log.clone(), self.pacer.clone());
         let connects = self.connects.clone();
@@ -284,14 +286,23 @@ impl Accounts {
         let session = {
             let hub = hub.clone();
             Session::create(move |ctx| {
-                let link = WsLink::start_paced(
-                    &cfg,
-                    instance_id,
-                    hub.clone(),
-                    ctx.address().recipient(),
-                    dialer,
-                    connects,
-                );
+                // The native link: one WebSocket per account, its connects paced. The
+                // Tencent link: one bridge process per account (the SDK holds one
+                // login per SDKAppID per process, docs/tencent.md); its logins are
+                // paced like the native ones.
+                let link = match cfg.server.backend {
+                    Backend::Imlink => WsLink::start_paced(
+                        &cfg,
+                        instance_id,
+                        hub.clone(),
+                        ctx.address().recipient(),
+                        dialer,
+                        connects,
+                    ),
+                    Backend::Tencent => {
+                        TencentLink::start_link(&cfg, hub.clone(), ctx.address().recipient())
+                    }
+                };
                 if let Some(w) = net {
                     w.subscribe(link.net.clone());
                 }

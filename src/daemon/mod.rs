@@ -128,10 +128,7 @@ pub async fn run(
         embed.clock,
         cfg.events.history,
         cfg.api.subscriber_queue,
-        match cfg.server.backend {
-            Backend::Imlink => cfg.server.url.clone(),
-            Backend::Tencent => link::tencent::server_label(&cfg.tencent),
-        },
+        server_label(&cfg),
     );
     let provider = auth::Provider::from_config(&cfg.auth).map_err(|e| format!("[auth]: {e}"))?;
     let dialer = embed
@@ -169,14 +166,7 @@ pub async fn run(
     let exposition = metrics::expose(cfg.metrics.listen, &api).await?;
     let watcher = net::watch::start(
         cfg.network.clone(),
-        match cfg.server.backend {
-            Backend::Imlink => net::watch::Target::of_url(&cfg.server.url),
-            Backend::Tencent => cfg
-                .tencent
-                .proxy_server
-                .as_deref()
-                .map_or(net::watch::Target::Internet, net::watch::Target::of_url),
-        },
+        net_target(&cfg),
         hub.clone(),
         net_links.take(),
     );
@@ -241,6 +231,27 @@ pub async fn run(
     Ok(())
 }
 
+/// What `status.server` shows: the URL of the native link, or the Tencent link's label.
+pub(crate) fn server_label(cfg: &Config) -> String {
+    match cfg.server.backend {
+        Backend::Imlink => cfg.server.url.clone(),
+        Backend::Tencent => link::tencent::server_label(&cfg.tencent),
+    }
+}
+
+/// Where the network watcher looks for a route: the native link's server, or the
+/// Tencent link's proxy (the default route without one).
+fn net_target(cfg: &Config) -> net::watch::Target {
+    match cfg.server.backend {
+        Backend::Imlink => net::watch::Target::of_url(&cfg.server.url),
+        Backend::Tencent => cfg
+            .tencent
+            .proxy_server
+            .as_deref()
+            .map_or(net::watch::Target::Internet, net::watch::Target::of_url),
+    }
+}
+
 /// [`run`] with many accounts (`accounts.multi = true`): no single Session; the
 /// accounts of `state.dir/accounts` are restored, paced, and the API's calls go to
 /// [`accounts::Accounts`].
@@ -251,12 +262,6 @@ async fn run_multi(
     embed: Embedding,
     started: impl FnOnce(&Running),
 ) -> Result<(), String> {
-    if cfg.server.backend != Backend::Imlink {
-        return Err(
-            "accounts.multi = true needs server.backend = \"imlink\" (the Tencent bridge holds one account per process)"
-                .to_owned(),
-        );
-    }
     let boot_id = embed.boot_id.clone().unwrap_or_else(hub::new_boot_id);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), boot_id = %boot_id, "imlinkd starting (many accounts)");
     let hub = hub::Hub::new(
@@ -264,7 +269,7 @@ async fn run_multi(
         embed.clock,
         cfg.events.history,
         cfg.api.subscriber_queue,
-        cfg.server.url.clone(),
+        server_label(&cfg),
     );
     let provider = auth::Provider::from_config(&cfg.auth).map_err(|e| format!("[auth]: {e}"))?;
     let dialer = embed
@@ -292,7 +297,7 @@ async fn run_multi(
     let _ = api.accounts.set(registry.clone());
     let watcher = Rc::new(net::watch::start(
         cfg.network.clone(),
-        net::watch::Target::of_url(&cfg.server.url),
+        net_target(&cfg),
         hub.clone(),
         Vec::new(),
     ));

@@ -9,6 +9,10 @@
 //                                            {"reply":"login","err":{"code","message"}}
 //   {"op":"logout"} / {"op":"getMyProfile"} / {"op":"getUserProfile","userIDList":[…]} /
 //   {"op":"destroy"} (destroy then exits 0)
+//   {"op":"createAgain","sdkAppID":N,"proxyServer":…} → {"reply":"createAgain","ok":{"same":B}}
+//     (a second create in this process: B says whether it returned the first instance)
+//   {"op":"loginAgain","userID":U,"userSig":S} → login through that second handle
+//   {"op":"getLoginUser"} → {"reply":"getLoginUser","ok":{"userID":…}}
 // and every SDK event as {"event":<EVENT key>,"data":…}; SDK_READY also carries
 // "ms": milliseconds since the last login() call. The SDK's log goes to stderr.
 'use strict';
@@ -26,6 +30,7 @@ if (typeof globalThis.WebSocket === 'undefined') globalThis.WebSocket = req('ws'
 const TencentCloudChat = req('@tencentcloud/chat');
 
 let chat = null;
+let again = null;
 let loginAt = 0;
 const ops = {
   create(r) {
@@ -47,6 +52,12 @@ const ops = {
   logout: () => chat.logout().then((x) => x.data),
   getMyProfile: () => chat.getMyProfile().then((x) => x.data),
   getUserProfile: (r) => chat.getUserProfile({ userIDList: r.userIDList }).then((x) => x.data),
+  createAgain(r) {
+    again = TencentCloudChat.create({ SDKAppID: r.sdkAppID, proxyServer: r.proxyServer });
+    return Promise.resolve({ same: again === chat });
+  },
+  loginAgain: (r) => again.login({ userID: r.userID, userSig: r.userSig }).then((x) => x.data),
+  getLoginUser: () => Promise.resolve({ userID: chat.getLoginUser() }),
   destroy: () => chat.destroy().catch(() => {}).then(() => process.exit(0)),
 };
 
