@@ -1,5 +1,5 @@
 //! imlinkd end to end, real devserver: start, login, getters, the 7501/7502 rules, account
-//! switch, repeat login, logout and unInitSDK (issue 4 scenarios 1, 2, 9, 12).
+//! switch, repeat login, logout and unInitSDK (issue 4 scenarios 1, 2, 9, 12); `metrics.listen` with one account.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -399,5 +399,51 @@ fn logout_is_answered_only_once_the_session_file_says_so() {
         d.session_file().unwrap()["loggedIn"],
         false,
         "the logout was answered before the session file said so"
+    );
+}
+
+#[test]
+fn metrics_listen_serves_the_exposition_with_one_account() {
+    let server = DevServer::start(&[]);
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let d = Daemon::start(
+        &server,
+        &[("metrics.listen", &format!("{:?}", addr.to_string()))],
+    );
+    let mut c = d.client();
+    c.ok(
+        "login",
+        json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
+    );
+    let m = c.ok("metrics", json!({}));
+    assert_eq!(
+        (
+            m["accounts"].as_u64(),
+            m["logined"].as_u64(),
+            m["online"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{m}"
+    );
+    let (code, body) = http(addr, "GET", "/metrics", "");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("imlink_accounts_by_status{status=\"logined\"} 1\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("imlink_logins_total {}\n", m["logins"])),
+        "{body}"
+    );
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    // A logout shows at once.
+    c.ok("logout", json!({}));
+    let (_, body) = http(addr, "GET", "/metrics", "");
+    assert!(
+        body.contains("imlink_accounts_by_status{status=\"logined\"} 0\n"),
+        "{body}"
     );
 }
