@@ -1,5 +1,6 @@
 //! imlinkd end to end, real devserver: start, login, getters, the 7501/7502 rules, account
-//! switch, repeat login, logout and unInitSDK (issue 4 scenarios 1, 2, 9, 12); `metrics.listen` with one account.
+//! switch, repeat login, logout and unInitSDK (issue 4 scenarios 1, 2, 9, 12);
+//! `metrics.listen` with one account.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
