@@ -26,13 +26,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::codes::{code, LogLevel, LoginStatus};
-use crate::config::{Backend, Config};
+use crate::config::Config;
 use crate::core::session::{Fail, Reply, Saved};
 use crate::daemon::auth::Provider;
 use crate::daemon::hub::Hub;
-use crate::daemon::link::tencent::TencentLink;
 use crate::daemon::link::ws::transport::Dialer;
-use crate::daemon::link::ws::WsLink;
 use crate::daemon::messages::{Retire, SessionCall, Shutdown};
 use crate::daemon::session::Session;
 use crate::daemon::store::{self, Store};
@@ -290,19 +288,14 @@ impl Accounts {
                 // Tencent link: one bridge process per account (the SDK holds one
                 // login per SDKAppID per process, docs/tencent.md); its logins are
                 // paced like the native ones.
-                let link = match cfg.server.backend {
-                    Backend::Imlink => WsLink::start_paced(
-                        &cfg,
-                        instance_id,
-                        hub.clone(),
-                        ctx.address().recipient(),
-                        dialer,
-                        connects,
-                    ),
-                    Backend::Tencent => {
-                        TencentLink::start_link(&cfg, hub.clone(), ctx.address().recipient())
-                    }
-                };
+                let link = crate::daemon::link::start(
+                    &cfg,
+                    instance_id,
+                    hub.clone(),
+                    ctx.address().recipient(),
+                    dialer,
+                    Some(connects),
+                );
                 if let Some(w) = net {
                     w.subscribe(link.net.clone());
                 }

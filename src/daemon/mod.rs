@@ -41,9 +41,7 @@ use tokio::sync::mpsc;
 use crate::clock::Clock;
 use crate::config::{Backend, Config};
 use crate::logging::LogControl;
-use link::tencent::TencentLink;
 use link::ws::transport::{AwcDialer, Dialer};
-use link::ws::WsLink;
 use messages::{Reconfigure, Shutdown};
 
 /// What the process tells the daemon.
@@ -141,18 +139,14 @@ pub async fn run(
         let (cfg, hub, log) = (cfg.clone(), hub.clone(), embed.log.clone());
         let net_links = net_links.clone();
         session::Session::create(move |ctx| {
-            let link = match cfg.server.backend {
-                Backend::Imlink => WsLink::start_link(
-                    &cfg,
-                    instance_id,
-                    hub.clone(),
-                    ctx.address().recipient(),
-                    dialer,
-                ),
-                Backend::Tencent => {
-                    TencentLink::start_link(&cfg, hub.clone(), ctx.address().recipient())
-                }
-            };
+            let link = link::start(
+                &cfg,
+                instance_id,
+                hub.clone(),
+                ctx.address().recipient(),
+                dialer,
+                None,
+            );
             net_links.borrow_mut().push(link.net.clone());
             session::Session::new(&cfg, link, hub, store, log, restore, provider)
         })

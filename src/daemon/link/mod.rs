@@ -23,9 +23,12 @@ pub mod tencent;
 pub mod ws;
 
 use actix::prelude::*;
+use std::rc::Rc;
 
+use super::accounts::Pacer;
+use super::hub::Hub;
 pub use super::net::NetNotice;
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::core::session::Fail;
 use crate::proto::UserFullInfo;
 
@@ -148,5 +151,24 @@ impl Link {
             close: addr.clone().recipient(),
             net: addr.clone().recipient(),
         }
+    }
+}
+
+/// Starts the link `cfg.server.backend` names, for the Session that `session` reaches:
+/// the native link (`instance_id`, `dialer`; its connect attempts spaced by `connects`
+/// when given) or the Tencent link (a bridge process of its own).
+pub fn start(
+    cfg: &Config,
+    instance_id: String,
+    hub: Rc<Hub>,
+    session: Recipient<LinkEvent>,
+    dialer: Rc<dyn ws::transport::Dialer>,
+    connects: Option<Rc<Pacer>>,
+) -> Link {
+    match cfg.server.backend {
+        Backend::Imlink => {
+            ws::WsLink::start_paced(cfg, instance_id, hub, session, dialer, connects)
+        }
+        Backend::Tencent => tencent::TencentLink::start_link(cfg, hub, session),
     }
 }

@@ -140,17 +140,18 @@ impl WsLink {
         }
     }
 
-    /// [`WsLink::start_link`] whose connect attempts wait for their slot of `pacer`.
+    /// [`WsLink::start_link`] whose connect attempts wait for their slot of `pacer`, when
+    /// one is given.
     pub fn start_paced(
         cfg: &Config,
         instance_id: String,
         hub: Rc<Hub>,
         session: Recipient<LinkEvent>,
         dialer: Rc<dyn Dialer>,
-        pacer: Rc<crate::daemon::accounts::Pacer>,
+        pacer: Option<Rc<crate::daemon::accounts::Pacer>>,
     ) -> Link {
         let mut link = WsLink::new(cfg, instance_id, hub, session, dialer);
-        link.pacer = Some(pacer);
+        link.pacer = pacer;
         Link::of(&link.start())
     }
 
