@@ -619,18 +619,23 @@ impl Rpc {
 impl Daemon {
     fn start(bin_dir: &Path, dir: &Path, server_url: &str, queue: u64) -> Daemon {
         let config = daemon_config(dir, server_url, queue);
-        let proc = spawn_daemon(bin_dir, &config, dir, None);
+        Daemon::launch(bin_dir, &config, dir).expect("imlinkd did not listen within 60 s")
+    }
+
+    /// Starts imlinkd with `config` in `dir` and waits (60 s at most) until its socket
+    /// takes connections.
+    fn launch(bin_dir: &Path, config: &Path, dir: &Path) -> Option<Daemon> {
+        let proc = spawn_daemon(bin_dir, config, dir, None);
         let socket = dir.join("imlinkd.sock");
-        poll(Duration::from_secs(30), Duration::from_millis(5), || {
+        poll(Duration::from_secs(60), Duration::from_millis(5), || {
             UnixStream::connect(&socket).ok()
-        })
-        .expect("imlinkd did not listen within 30 s");
+        })?;
         let pid = if std::env::var_os("BENCH_DAEMON_WRAPPER").is_some() {
             child_of(proc.pid())
         } else {
             proc.pid()
         };
-        Daemon { proc, socket, pid }
+        Some(Daemon { proc, socket, pid })
     }
 
     fn rpc(&self) -> Rpc {
@@ -1781,17 +1786,11 @@ fn bench_accounts(tb: &mut Table, sc: &Scale, bin_dir: &Path, tmp: &Path, single
         "\n[accounts]\nmulti = true\nlogin_rate = {rate}\n"
     ));
     std::fs::write(&config, text).unwrap();
-    let proc = spawn_daemon(bin_dir, &config, &ddir, None);
-    let sock = ddir.join("imlinkd.sock");
-    if poll(Duration::from_secs(30), Duration::from_millis(5), || {
-        UnixStream::connect(&sock).ok()
-    })
-    .is_none()
-    {
+    let Some(daemon) = Daemon::launch(bin_dir, &config, &ddir) else {
         tb.note("many accounts: imlinkd did not start — rows skipped");
         return;
-    }
-    let pid = proc.pid();
+    };
+    let (sock, pid) = (daemon.socket.clone(), daemon.pid);
     let base = settle_rss(pid);
     let mut ctl = Rpc::connect(&sock).unwrap();
     let online = |ctl: &mut Rpc| {
@@ -1954,7 +1953,7 @@ fn bench_accounts(tb: &mut Table, sc: &Scale, bin_dir: &Path, tmp: &Path, single
         "0 kicks, no login loop (one re-login per account)",
     );
     drop(ctl);
-    drop(proc);
+    drop(daemon);
     drop(dev);
 }
 
@@ -2361,17 +2360,11 @@ fn bench_tencent_accounts(tb: &mut Table, sc: &Scale, bin_dir: &Path, tmp: &Path
             format!("ws://{}", dev.addr)
         );
     std::fs::write(&config, text).unwrap();
-    let proc = spawn_daemon(bin_dir, &config, &dir, None);
-    let sock = dir.join("imlinkd.sock");
-    if poll(Duration::from_secs(60), Duration::from_millis(10), || {
-        UnixStream::connect(&sock).ok()
-    })
-    .is_none()
-    {
+    let Some(daemon) = Daemon::launch(bin_dir, &config, &dir) else {
         tb.note("many accounts on the Tencent link: imlinkd did not start — rows skipped");
         return;
-    }
-    let pid = proc.pid();
+    };
+    let (sock, pid) = (daemon.socket.clone(), daemon.pid);
     let base = settle_rss(pid);
     let users: Vec<String> = (0..n).map(|i| format!("tacct{i:03}")).collect();
     let t0 = Instant::now();
@@ -2416,7 +2409,7 @@ fn bench_tencent_accounts(tb: &mut Table, sc: &Scale, bin_dir: &Path, tmp: &Path
         "reported",
     );
     drop(ctl);
-    drop(proc);
+    drop(daemon);
     drop(dev);
 }
 
@@ -2446,17 +2439,7 @@ fn bench_tencent(tb: &mut Table, sc: &Scale, bin_dir: &Path, tmp: &Path) {
             format!("ws://{}", dev.addr)
         );
     std::fs::write(&config, text).unwrap();
-    let proc = spawn_daemon(bin_dir, &config, &dir, None);
-    let socket = dir.join("imlinkd.sock");
-    let daemon = poll(Duration::from_secs(60), Duration::from_millis(10), || {
-        UnixStream::connect(&socket).ok()
-    })
-    .map(|_| Daemon {
-        pid: proc.pid(),
-        proc,
-        socket: socket.clone(),
-    });
-    let Some(daemon) = daemon else {
+    let Some(daemon) = Daemon::launch(bin_dir, &config, &dir) else {
         tb.note("the Tencent link: imlinkd did not start (see its log) — rows skipped");
         return;
     };
