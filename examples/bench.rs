@@ -2317,6 +2317,26 @@ fn bridge_pid(daemon_pid: u32) -> Option<u32> {
     bridge_pids(daemon_pid).into_iter().next()
 }
 
+/// A daemon config in `dir` for the Tencent link: the SDK in `bridge`, pointed at `dev`;
+/// `connect_ms` for a bridge start (node takes longer than a WebSocket connect).
+fn tencent_config(dir: &Path, dev: &DevServer, bridge: &Path, connect_ms: u64) -> PathBuf {
+    let config = daemon_config(dir, &dev.url(), 4096);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[server]\n", "[server]\nbackend = \"tencent\"\n")
+        .replace(
+            "connect_timeout_ms = 2000",
+            &format!("connect_timeout_ms = {connect_ms}"),
+        )
+        + &format!(
+            "\n[tencent]\nbridge_dir = {:?}\nproxy_server = {:?}\n",
+            bridge.display().to_string(),
+            format!("ws://{}", dev.addr)
+        );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 /// Every bridge process of the daemon (its children running `index.js`).
 fn bridge_pids(daemon_pid: u32) -> Vec<u32> {
     let children =
@@ -2348,17 +2368,11 @@ fn bench_tencent_accounts(tb: &mut Table, sc: &Scale, bin_dir: &Path, tmp: &Path
     let dir = tmp.join("tencent-accounts");
     std::fs::create_dir_all(&dir).unwrap();
     let dev = DevServer::start(bin_dir, &dir);
-    let config = daemon_config(&dir, &dev.url(), 4096);
+    let config = tencent_config(&dir, &dev, &bridge, 30_000);
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("[server]\n", "[server]\nbackend = \"tencent\"\n")
-        .replace("connect_timeout_ms = 2000", "connect_timeout_ms = 30000")
         .replace("login_timeout_ms = 5000", "login_timeout_ms = 60000")
-        + &format!(
-            "\n[tencent]\nbridge_dir = {:?}\nproxy_server = {:?}\n\n[accounts]\nmulti = true\n",
-            bridge.display().to_string(),
-            format!("ws://{}", dev.addr)
-        );
+        + "\n[accounts]\nmulti = true\n";
     std::fs::write(&config, text).unwrap();
     let Some(daemon) = Daemon::launch(bin_dir, &config, &dir) else {
         tb.note("many accounts on the Tencent link: imlinkd did not start — rows skipped");
@@ -2428,17 +2442,7 @@ fn bench_tencent(tb: &mut Table, sc: &Scale, bin_dir: &Path, tmp: &Path) {
     std::fs::write(&script, SDK_DIRECT_JS).unwrap();
 
     // The daemon on the Tencent link.
-    let config = daemon_config(&dir, &dev.url(), 4096);
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[server]\n", "[server]\nbackend = \"tencent\"\n")
-        .replace("connect_timeout_ms = 2000", "connect_timeout_ms = 10000")
-        + &format!(
-            "\n[tencent]\nbridge_dir = {:?}\nproxy_server = {:?}\n",
-            bridge.display().to_string(),
-            format!("ws://{}", dev.addr)
-        );
-    std::fs::write(&config, text).unwrap();
+    let config = tencent_config(&dir, &dev, &bridge, 10_000);
     let Some(daemon) = Daemon::launch(bin_dir, &config, &dir) else {
         tb.note("the Tencent link: imlinkd did not start (see its log) — rows skipped");
         return;
