@@ -12,63 +12,19 @@ mod support;
 
 use serde_json::{json, Value};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use support::daemon::{Daemon, Launch, Rpc, T};
+use support::node::{bridge_dir, node_ready};
 use support::*;
 
 /// For what waits on the SDK's own timers or several restarts.
 const SLOW: Duration = Duration::from_secs(45);
 
-fn repo_bridge() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("bridge/tencent")
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-/// Whether node and the bridge's packages are here; panics when the packages are
-/// missing, or node is missing under CI.
-fn node_ready() -> bool {
-    let node = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !node {
-        assert!(
-            !in_ci(),
-            "node is not installed: CI must install Node.js >= 18 and npm, then run \
-             `npm ci --omit=dev --prefix bridge/tencent`"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n******** SKIPPED: node is not installed. Install Node.js >= 18 and run \
-             `npm ci --omit=dev --prefix bridge/tencent` to run the Tencent link tests. ********\n"
-        );
-        return false;
-    }
-    for pkg in ["@tencentcloud/chat", "ws"] {
-        let p = repo_bridge()
-            .join("node_modules")
-            .join(pkg)
-            .join("package.json");
-        assert!(
-            p.exists(),
-            "the bridge's packages are not installed ({} is missing): run \
-             `npm ci --omit=dev --prefix bridge/tencent`",
-            p.display()
-        );
-    }
-    true
-}
-
 macro_rules! require_node {
     () => {
-        if !node_ready() {
+        if !node_ready("the Tencent link tests") {
             return;
         }
     };
@@ -86,7 +42,7 @@ fn tencent_daemon(server: &DevServer, extra: &[(&str, &str)]) -> Daemon {
 }
 
 fn tencent_daemon_with(server: &DevServer, extra: &[(&str, &str)], launch: Launch) -> Daemon {
-    let bridge = toml_str(repo_bridge().to_str().unwrap());
+    let bridge = toml_str(bridge_dir().to_str().unwrap());
     let proxy = toml_str(&format!("ws://{}", server.addr));
     // Starting node takes longer than a WebSocket connect, the more so on a loaded machine.
     let mut o: Vec<(&str, &str)> = vec![
@@ -997,7 +953,7 @@ fn path_var() -> String {
 
 #[test]
 fn node_missing_is_one_clear_error_and_exit_78() {
-    let bridge = toml_str(repo_bridge().to_str().unwrap());
+    let bridge = toml_str(bridge_dir().to_str().unwrap());
     let cfg = format!(
         "[sdk]\napp_id = {APP}\n[server]\nbackend = \"tencent\"\n[tencent]\nbridge_dir = {bridge}\nnode = \"imlink-no-such-node\"\n"
     );
@@ -1092,7 +1048,7 @@ fn missing_packages_and_a_wrong_sdk_version_are_exit_78_with_what_to_run() {
     // The bridge's files without node_modules: it exits 69, the daemon says npm ci.
     let bare = tempfile::tempdir().unwrap();
     for f in ["index.js", "package.json"] {
-        std::fs::copy(repo_bridge().join(f), bare.path().join(f)).unwrap();
+        std::fs::copy(bridge_dir().join(f), bare.path().join(f)).unwrap();
     }
     let cfg = |dir: &Path| {
         format!(
@@ -1112,13 +1068,9 @@ fn missing_packages_and_a_wrong_sdk_version_are_exit_78_with_what_to_run() {
     );
     // The real packages, but package.json pins another version.
     let other = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        repo_bridge().join("index.js"),
-        other.path().join("index.js"),
-    )
-    .unwrap();
+    std::fs::copy(bridge_dir().join("index.js"), other.path().join("index.js")).unwrap();
     std::os::unix::fs::symlink(
-        repo_bridge().join("node_modules"),
+        bridge_dir().join("node_modules"),
         other.path().join("node_modules"),
     )
     .unwrap();
@@ -1136,7 +1088,7 @@ fn missing_packages_and_a_wrong_sdk_version_are_exit_78_with_what_to_run() {
         "{err}"
     );
     // And the real bridge passes, saying what it found.
-    let out = imlinkd(&cfg(&repo_bridge()), &["--check-config"], &path_var());
+    let out = imlinkd(&cfg(&bridge_dir()), &["--check-config"], &path_var());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
@@ -1179,7 +1131,7 @@ fn the_bridge_runs_under_memory_deny_write_execute() {
         Command::new(&wrapper[0])
             .args(&wrapper[1..])
             .args(args)
-            .current_dir(repo_bridge())
+            .current_dir(bridge_dir())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()

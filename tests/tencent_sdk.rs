@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::node::{bridge_dir, node_ready};
 use support::*;
 
 /// Deadline for anything that should happen promptly.
@@ -23,55 +24,9 @@ const T: Duration = Duration::from_secs(20);
 /// Deadline for what waits on the SDK's own timers (its idle ping comes after 10 s).
 const SLOW: Duration = Duration::from_secs(45);
 
-fn bridge_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("bridge/tencent")
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-/// Whether the tests can run: node present and the bridge's packages installed. Panics
-/// when the packages are missing, or node is missing under CI.
-fn node_ready() -> bool {
-    let node = Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !node {
-        assert!(
-            !in_ci(),
-            "node is not installed: CI must install Node.js >= 18 and npm, then run \
-             `npm ci --omit=dev --prefix bridge/tencent`"
-        );
-        // Written to the real stderr (not eprintln!, which the test harness captures).
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n******** SKIPPED: node is not installed. Install Node.js >= 18 and run \
-             `npm ci --omit=dev --prefix bridge/tencent` to run the Tencent SDK tests. ********\n"
-        );
-        return false;
-    }
-    for pkg in ["@tencentcloud/chat", "ws"] {
-        let p = bridge_dir()
-            .join("node_modules")
-            .join(pkg)
-            .join("package.json");
-        assert!(
-            p.exists(),
-            "the bridge's packages are not installed ({} is missing): run \
-             `npm ci --omit=dev --prefix bridge/tencent`",
-            p.display()
-        );
-    }
-    true
-}
-
 macro_rules! require_node {
     () => {
-        if !node_ready() {
+        if !node_ready("the Tencent SDK tests") {
             return;
         }
     };

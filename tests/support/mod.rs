@@ -37,6 +37,7 @@
 )]
 
 pub mod daemon;
+pub mod node;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
