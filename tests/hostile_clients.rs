@@ -1,7 +1,7 @@
 //! Hostile socket clients cannot crash imlinkd, change what they must not, or hold it
 //! hostage: extreme `since`, duplicated keys, huge ids, control characters, slot
-//! squatting by peers without full access, idle connections, and a thousand subscribers
-//! that never read.
+//! squatting by peers without full access, idle connections, subscribers that close in a
+//! loop, and a thousand subscribers that never read.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -139,6 +139,39 @@ fn an_idle_connection_is_closed_and_a_subscribed_one_is_not() {
         json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
     );
     let (e, _) = sub.wait_event("onLoginStatusChanged", T);
+    assert_eq!(e["data"]["status"], 2);
+}
+
+/// Clients that subscribe and close at once, one after another, never fill
+/// `api.max_clients`: a peer gone completely frees its slot when its end of file is read,
+/// not at the next probe of the connection.
+#[test]
+fn subscribers_that_close_give_their_slot_back_at_once() {
+    let server = DevServer::start(&[]);
+    let d = Daemon::start(&server, &[("api.max_clients", "16")]);
+    for i in 0..300 {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        s.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\"}\n")
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert!(
+            v["result"]["subscription"].is_u64(),
+            "subscriber {i} was refused: {v}"
+        );
+    }
+    // A client that shut down only its writing side still gets its events.
+    let mut half = d.client();
+    half.subscribe();
+    half.shutdown_write();
+    let mut c = d.client();
+    c.ok(
+        "login",
+        json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
+    );
+    let (e, _) = half.wait_event("onLoginStatusChanged", T);
     assert_eq!(e["data"]["status"], 2);
 }
 

@@ -326,6 +326,13 @@ pub async fn serve(api: &Rc<Api>, stream: &UnixStream, out: &Rc<Out>, peer: Opti
         if c.waiting.get() == 0 && !out.has_subs() {
             break;
         }
+        // A peer that closed completely (rather than shutting down its writing side only)
+        // is gone already: its subscriptions and its slot end now, not at the next probe.
+        // (Without this, clients that subscribe and close in a loop held a slot each for
+        // up to PROBE_EVERY and could fill `api.max_clients`.)
+        if out.has_subs() && out.probe_gone() {
+            return;
+        }
         let settled = c.settled.notified();
         if c.waiting.get() == 0 && !out.has_subs() {
             break;
