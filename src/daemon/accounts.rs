@@ -41,11 +41,20 @@ use crate::proto::api::{valid_user_id, AccountInfo, ConnState};
 pub const DIR_NAME: &str = "accounts";
 
 /// Spaces events (logins, connect attempts) at most `rate` per second, in the order
-/// they ask: each caller is given the delay until its own slot.
+/// they ask: each caller is given the delay until its own slot ([`Pacer::delay`]), then
+/// passes [`Pacer::wait_turn`] when the slot has come.
+///
+/// The slots alone keep the long-run pace; the turn keeps it over any one second even
+/// when the event loop was busy and several slots' timers fire late together: no more
+/// than `rate` × 1.1 (rounded up) events start within any second.
 #[derive(Debug)]
 pub struct Pacer {
     gap: Cell<Duration>,
     next: Cell<Option<Instant>>,
+    /// Most starts within any second.
+    burst: Cell<usize>,
+    /// The starts of the last second, oldest first.
+    recent: RefCell<std::collections::VecDeque<Instant>>,
 }
 
 impl Pacer {
@@ -54,6 +63,8 @@ impl Pacer {
         Pacer {
             gap: Cell::new(Pacer::gap_of(rate)),
             next: Cell::new(None),
+            burst: Cell::new(Pacer::burst_of(rate)),
+            recent: RefCell::new(Default::default()),
         }
     }
 
@@ -61,9 +72,55 @@ impl Pacer {
         Duration::from_secs(1) / rate.max(1)
     }
 
+    fn burst_of(rate: u32) -> usize {
+        usize::try_from(u64::from(rate.max(1)).saturating_mul(11).div_ceil(10))
+            .unwrap_or(usize::MAX)
+    }
+
     /// A new rate (SIGHUP).
     pub fn set_rate(&self, rate: u32) {
         self.gap.set(Pacer::gap_of(rate));
+        self.burst.set(Pacer::burst_of(rate));
+    }
+
+    /// How long the caller whose slot has come still waits so that the last second holds
+    /// no more than the burst; zero means go now, and the start is counted.
+    pub fn turn(&self) -> Duration {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut recent = self.recent.borrow_mut();
+        while recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= second)
+        {
+            recent.pop_front();
+        }
+        if recent.len() < self.burst.get() {
+            recent.push_back(now);
+            return Duration::ZERO;
+        }
+        recent
+            .front()
+            .map_or(Duration::ZERO, |t| {
+                (*t + second).saturating_duration_since(now)
+            })
+            .max(Duration::from_millis(1))
+    }
+
+    /// Waits for the slot given by [`Pacer::delay`] (`wait`), then for the turn.
+    pub async fn wait_turn(pacer: Option<Rc<Pacer>>, wait: Duration) {
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        if let Some(p) = pacer {
+            loop {
+                let more = p.turn();
+                if more.is_zero() {
+                    break;
+                }
+                tokio::time::sleep(more).await;
+            }
+        }
     }
 
     /// How long the caller waits for its slot (zero when the pace allows it now); the
@@ -578,5 +635,35 @@ mod tests {
         assert_eq!(p.delay(), Duration::from_millis(10));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(p.delay(), Duration::ZERO, "an idle pacer owes nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_slots_never_crowd_one_second() {
+        // 10/s: at most 11 starts in any second, however late the callers come.
+        let p = Pacer::new(10);
+        for _ in 0..11 {
+            assert_eq!(p.turn(), Duration::ZERO);
+        }
+        assert_eq!(p.turn(), Duration::from_secs(1), "the 12th waits a second");
+        tokio::time::advance(Duration::from_millis(400)).await;
+        assert_eq!(p.turn(), Duration::from_millis(600));
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert_eq!(p.turn(), Duration::ZERO, "the first start left the window");
+        // wait_turn sleeps exactly as long as the window needs.
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            Pacer::wait_turn(Some(Rc::new(Pacer::new(1_000_000))), Duration::ZERO).await;
+        }
+        assert_eq!(Instant::now(), t0);
+        let shared = Rc::new(Pacer::new(10));
+        for _ in 0..11 {
+            Pacer::wait_turn(Some(shared.clone()), Duration::ZERO).await;
+        }
+        assert_eq!(Instant::now(), t0);
+        Pacer::wait_turn(Some(shared.clone()), Duration::from_millis(100)).await;
+        assert_eq!(Instant::now() - t0, Duration::from_secs(1));
+        // A new rate applies to the window too.
+        shared.set_rate(1000);
+        assert_eq!(shared.turn(), Duration::ZERO);
     }
 }

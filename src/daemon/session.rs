@@ -316,15 +316,13 @@ impl Session {
                 auto,
             } => {
                 let wait = self.pacer.as_ref().map(|p| p.delay()).unwrap_or_default();
-                let send = self
-                    .link
-                    .request
-                    .send(LinkRequest::Login { user, sig, auto });
+                let pacer = self.pacer.clone();
+                // Sent when its turn has come (a Recipient's send queues the message at
+                // once: it must not be made before the wait).
+                let link = self.link.request.clone();
                 async move {
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait).await;
-                    }
-                    send.await
+                    crate::daemon::accounts::Pacer::wait_turn(pacer, wait).await;
+                    link.send(LinkRequest::Login { user, sig, auto }).await
                 }
                 .into_actor(self)
                 .map(move |res, act, ctx| {

@@ -249,43 +249,45 @@ impl WsLink {
         tracing::info!(server = %self.server.url, "connecting");
         let timeout = Duration::from_millis(self.server.connect_timeout_ms);
         let wait = self.pacer.as_ref().map(|p| p.delay()).unwrap_or_default();
-        // The connect timeout runs from the attempt's slot.
-        let started = Instant::now() + wait;
+        let pacer = self.pacer.clone();
         let dial = self.dialer.dial(self.url());
+        // The connect timeout runs from the attempt's turn.
         let fut = async move {
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-            match tokio::time::timeout(timeout, dial).await {
+            crate::daemon::accounts::Pacer::wait_turn(pacer, wait).await;
+            let started = Instant::now();
+            let res = match tokio::time::timeout(timeout, dial).await {
                 Err(_) => Err((code::CONNECT_TIMEOUT, "connect timeout".to_owned())),
                 Ok(r) => r,
-            }
+            };
+            (started, res)
         };
-        self.attempt = Some(ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
-            act.attempt = None;
-            if act.gen != gen {
-                return;
-            }
-            match res {
-                Err((code, desc)) => act.open_failed(code, desc, ctx),
-                Ok(Transport { tx, rx }) => {
-                    act.tx = Some(tx);
-                    act.stream = Some(ctx.add_stream(rx.map(move |i| (gen, i))));
-                    // The connection counts only once the server's hello arrived.
-                    let left = timeout.saturating_sub(started.elapsed());
-                    act.hello_deadline = Some(ctx.run_later(left, move |act, ctx| {
-                        act.hello_deadline = None;
-                        if act.gen == gen && act.machine.phase() == Phase::Connecting {
-                            act.open_failed(
-                                code::CONNECT_TIMEOUT,
-                                "no hello from the server".into(),
-                                ctx,
-                            );
-                        }
-                    }));
+        self.attempt = Some(ctx.spawn(fut.into_actor(self).map(
+            move |(started, res), act, ctx| {
+                act.attempt = None;
+                if act.gen != gen {
+                    return;
                 }
-            }
-        })));
+                match res {
+                    Err((code, desc)) => act.open_failed(code, desc, ctx),
+                    Ok(Transport { tx, rx }) => {
+                        act.tx = Some(tx);
+                        act.stream = Some(ctx.add_stream(rx.map(move |i| (gen, i))));
+                        // The connection counts only once the server's hello arrived.
+                        let left = timeout.saturating_sub(started.elapsed());
+                        act.hello_deadline = Some(ctx.run_later(left, move |act, ctx| {
+                            act.hello_deadline = None;
+                            if act.gen == gen && act.machine.phase() == Phase::Connecting {
+                                act.open_failed(
+                                    code::CONNECT_TIMEOUT,
+                                    "no hello from the server".into(),
+                                    ctx,
+                                );
+                            }
+                        }));
+                    }
+                }
+            },
+        )));
     }
 
     fn open_failed(&mut self, code: i32, desc: String, ctx: &mut Context<Self>) {
