@@ -1919,6 +1919,14 @@ fn bench_accounts(tb: &mut Table, sc: &Scale, bin_dir: &Path, tmp: &Path, single
         },
     );
     let after = ctl.result("metrics", json!({}));
+    // What the restarted server saw: the most connections it accepted within one second.
+    let server_peak = {
+        let (code, body) = dev.http("GET", "/debug/stats", Duration::from_secs(30));
+        serde_json::from_str::<Value>(&body)
+            .ok()
+            .filter(|_| code == 200)
+            .and_then(|v| v["connectsPeakPerSecond"].as_u64())
+    };
     let diff = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
     tb.row(
         &format!("devserver killed and restarted: all {n} back online"),
@@ -1934,11 +1942,18 @@ fn bench_accounts(tb: &mut Table, sc: &Scale, bin_dir: &Path, tmp: &Path, single
         ),
     );
     tb.row(
-        "… peak connect rate (successful connects, 1 s window)",
+        "… peak connect rate at the server (connections accepted within 1 s, devserver)",
+        server_peak.map_or("n/a".into(), |p| format!("{p}/s")),
+        format!("{rate}/s (login_rate)"),
+        server_peak.map_or("n/a".into(), |p| format!("{:.2}×", p as f64 / rate as f64)),
+        "≤ 1.2×",
+    );
+    tb.row(
+        "… peak rate of connections coming up at the daemon (metrics, 1 s windows)",
         format!("{peak}/s"),
         format!("{rate}/s (login_rate)"),
         format!("{:.2}×", peak as f64 / rate as f64),
-        "≤ 1.2×",
+        "",
     );
     tb.row(
         "… kicks, refused re-logins, re-logins",

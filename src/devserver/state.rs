@@ -144,6 +144,10 @@ struct State {
     conns: HashMap<ConnId, Conn>,
     next_id: u64,
     connections_total: u64,
+    /// When the connections of the last second were accepted, oldest first.
+    recent_connects: std::collections::VecDeque<std::time::Instant>,
+    /// The most connections accepted within one second since start.
+    connects_peak_1s: u64,
     web_telemetry_dropped: u64,
     /// `/v1/connect` requests handled, by command.
     requests: BTreeMap<&'static str, u64>,
@@ -212,6 +216,21 @@ fn push_json(p: &Push) -> String {
 }
 
 impl State {
+    /// Counts a connection accepted at `now` into the one-second window and its peak.
+    fn count_connect(&mut self, now: std::time::Instant) {
+        let second = std::time::Duration::from_secs(1);
+        while self
+            .recent_connects
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= second)
+        {
+            self.recent_connects.pop_front();
+        }
+        self.recent_connects.push_back(now);
+        let n = u64::try_from(self.recent_connects.len()).unwrap_or(u64::MAX);
+        self.connects_peak_1s = self.connects_peak_1s.max(n);
+    }
+
     fn stats(&mut self, user: &str) -> &mut UserStats {
         self.stats.entry(user.to_owned()).or_default()
     }
@@ -294,6 +313,7 @@ impl Hub {
         let mut s = self.lock();
         let id = s.next_id();
         s.connections_total += 1;
+        s.count_connect(std::time::Instant::now());
         s.conns.insert(
             id,
             Conn {
@@ -747,6 +767,7 @@ impl Hub {
         serde_json::json!({
             "connectionsOpen": s.conns.len(),
             "connectionsTotal": s.connections_total,
+            "connectsPeakPerSecond": s.connects_peak_1s,
             "loginsOnline": online,
             "loginsOffline": offline,
             "accounts": s.accounts.len(),
@@ -797,5 +818,29 @@ impl Hub {
                 connection: l.conn,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod connect_rate_tests {
+    use super::State;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_peak_counts_connections_within_one_second() {
+        let mut s = State::default();
+        let t0 = Instant::now();
+        for ms in [0, 100, 500, 999] {
+            s.count_connect(t0 + Duration::from_millis(ms));
+        }
+        assert_eq!(s.connects_peak_1s, 4);
+        // 1000 ms after the first, it has left the window: 100, 500, 999, 1000.
+        s.count_connect(t0 + Duration::from_millis(1000));
+        assert_eq!(s.connects_peak_1s, 4);
+        s.count_connect(t0 + Duration::from_millis(1050));
+        assert_eq!(s.connects_peak_1s, 5);
+        // A quiet spell empties the window; the peak stays.
+        s.count_connect(t0 + Duration::from_secs(10));
+        assert_eq!((s.recent_connects.len(), s.connects_peak_1s), (1, 5));
     }
 }
