@@ -172,10 +172,12 @@ show_events() {
       *'"result"'*) : > "$WORK/subscribed"; continue ;;  # the reply to subscribe
       *) continue ;;
     esac
-    printf '%s\n' "$line" >> "$WORK/events.jsonl"
     name="$(printf '%s' "$line" | sed -n 's/.*"event":"\([A-Za-z]*\)".*/\1/p')"
     data="$(printf '%s' "$line" | sed -n 's/.*"data":\(.*\)}}$/\1/p')"
+    # Shown first, then recorded: once the demo sees the event in the file (and may
+    # move on, or end), its line is already out.
     printf '   \u25b8 event %-22s %s\n' "$name" "$data"
+    printf '%s\n' "$line" >> "$WORK/events.jsonl"
   done
 }
 
