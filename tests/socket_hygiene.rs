@@ -159,19 +159,26 @@ fn the_socket_has_its_mode_when_it_first_appears() {
         assert!(Instant::now() < deadline, "no socket within {T:?}");
         std::hint::spin_loop();
     };
-    // Once it answers, binding is over and nothing else is left in the directory (the
-    // private bind directory is gone).
+    // Once it answers, the socket has left the private bind directory; the directory
+    // is removed right after the move (the socket can answer in between), and nothing
+    // else is left in the directory.
     wait_until(T, "the socket to answer", || {
         std::os::unix::net::UnixStream::connect(&sock).is_ok()
+    });
+    let leftovers = || -> Vec<String> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    };
+    wait_until(T, "the private bind directory to go", || {
+        leftovers().is_empty()
     });
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(first.mode() & 0o7777, 0o600, "the mode at first sight");
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
+    let names = leftovers();
     assert!(names.is_empty(), "leftovers: {names:?}");
 }
 
