@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use crate::codes::{code, LogLevel, LoginStatus};
 use crate::config::Config;
 use crate::core::session::{Fail, Reply, Saved};
+use crate::core::window::SecondWindow;
 use crate::daemon::auth::Provider;
 use crate::daemon::hub::Hub;
 use crate::daemon::link::ws::transport::Dialer;
@@ -53,8 +54,8 @@ pub struct Pacer {
     next: Cell<Option<Instant>>,
     /// Most starts within any second.
     burst: Cell<usize>,
-    /// The starts of the last second, oldest first.
-    recent: RefCell<std::collections::VecDeque<Instant>>,
+    /// The starts of the last second.
+    recent: RefCell<SecondWindow<Instant>>,
 }
 
 impl Pacer {
@@ -87,23 +88,14 @@ impl Pacer {
     /// no more than the burst; zero means go now, and the start is counted.
     pub fn turn(&self) -> Duration {
         let now = Instant::now();
-        let second = Duration::from_secs(1);
         let mut recent = self.recent.borrow_mut();
-        while recent
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= second)
-        {
-            recent.pop_front();
-        }
-        if recent.len() < self.burst.get() {
-            recent.push_back(now);
+        if recent.count(now) < self.burst.get() {
+            recent.push(now);
             return Duration::ZERO;
         }
         recent
-            .front()
-            .map_or(Duration::ZERO, |t| {
-                (*t + second).saturating_duration_since(now)
-            })
+            .frees_at()
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
             .max(Duration::from_millis(1))
     }
 

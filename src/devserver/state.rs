@@ -144,8 +144,8 @@ struct State {
     conns: HashMap<ConnId, Conn>,
     next_id: u64,
     connections_total: u64,
-    /// When the connections of the last second were accepted, oldest first.
-    recent_connects: std::collections::VecDeque<std::time::Instant>,
+    /// When the connections of the last second were accepted.
+    recent_connects: crate::core::window::SecondWindow<std::time::Instant>,
     /// The most connections accepted within one second since start.
     connects_peak_1s: u64,
     web_telemetry_dropped: u64,
@@ -218,17 +218,11 @@ fn push_json(p: &Push) -> String {
 impl State {
     /// Counts a connection accepted at `now` into the one-second window and its peak.
     fn count_connect(&mut self, now: std::time::Instant) {
-        let second = std::time::Duration::from_secs(1);
-        while self
-            .recent_connects
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= second)
-        {
-            self.recent_connects.pop_front();
-        }
-        self.recent_connects.push_back(now);
-        let n = u64::try_from(self.recent_connects.len()).unwrap_or(u64::MAX);
-        self.connects_peak_1s = self.connects_peak_1s.max(n);
+        let n = self.recent_connects.count(now).saturating_add(1);
+        self.recent_connects.push(now);
+        self.connects_peak_1s = self
+            .connects_peak_1s
+            .max(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     fn stats(&mut self, user: &str) -> &mut UserStats {
@@ -841,6 +835,12 @@ mod connect_rate_tests {
         assert_eq!(s.connects_peak_1s, 5);
         // A quiet spell empties the window; the peak stays.
         s.count_connect(t0 + Duration::from_secs(10));
-        assert_eq!((s.recent_connects.len(), s.connects_peak_1s), (1, 5));
+        assert_eq!(
+            (
+                s.recent_connects.count(t0 + Duration::from_secs(10)),
+                s.connects_peak_1s
+            ),
+            (1, 5)
+        );
     }
 }
