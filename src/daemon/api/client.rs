@@ -327,9 +327,10 @@ pub async fn serve(api: &Rc<Api>, stream: &UnixStream, out: &Rc<Out>, peer: Opti
             break;
         }
         // A peer that closed completely (rather than shutting down its writing side only)
-        // is gone already: its subscriptions and its slot end now, not at the next probe.
-        // (Without this, clients that subscribe and close in a loop held a slot each for
-        // up to PROBE_EVERY and could fill `api.max_clients`.)
+        // is gone already: its subscriptions and its slot end now. The loop turns when a
+        // reply settles and at least every PROBE_EVERY, and asks each time. (Asking only
+        // at PROBE_EVERY let clients that subscribe and close in a loop hold a slot each
+        // and fill `api.max_clients`.)
         if out.has_subs() && out.probe_gone() {
             return;
         }
@@ -339,11 +340,7 @@ pub async fn serve(api: &Rc<Api>, stream: &UnixStream, out: &Rc<Out>, peer: Opti
         }
         tokio::select! {
             _ = settled => {}
-            _ = tokio::time::sleep(PROBE_EVERY) => {
-                if out.has_subs() && out.probe_gone() {
-                    return;
-                }
-            }
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
         }
     }
     out.finish().await;

@@ -163,7 +163,7 @@ impl WsLink {
         session: Recipient<LinkEvent>,
         dialer: Rc<dyn Dialer>,
     ) -> Link {
-        Link::of(&WsLink::new(cfg, instance_id, hub, session, dialer).start())
+        WsLink::start_paced(cfg, instance_id, hub, session, dialer, None)
     }
 
     fn now_ms(&self) -> u64 {
