@@ -265,3 +265,54 @@ fn logins_are_paced_by_the_login_rate() {
     // 20 gaps of 50 ms between the sends; less a little for the answers' own delays.
     assert!(span >= 900, "21 logins at 20/s took only {span} ms");
 }
+
+/// A login of an account whose link is up waits for its turn of `accounts.login_rate`
+/// before it reaches the server: ten at once at 5/s take their slots 200 ms apart.
+#[test]
+fn logins_of_connected_accounts_wait_their_turn() {
+    let server = DevServer::start(&[]);
+    let d = Daemon::start(
+        &server,
+        &[("accounts.multi", "true"), ("accounts.login_rate", "5")],
+    );
+    let mut c = d.client();
+    let users: Vec<String> = (0..10).map(|i| format!("paced{i}")).collect();
+    for u in &users {
+        c.ok("login", json!({"userID": u, "userSig": ticket(u, 3600)}));
+    }
+    for u in &users {
+        c.ok("logout", json!({"account": u}));
+    }
+    // Logged out, still connected: only the login pace stands between a login and the
+    // server now.
+    wait_until(T, "every account connected", || {
+        listed(&mut c)
+            .iter()
+            .all(|a| a["connection"] == "connected" && a["status"] == 3)
+    });
+    let before = server.requests("login");
+    let t0 = std::time::Instant::now();
+    for (i, u) in users.iter().enumerate() {
+        c.send(
+            json!(i),
+            "login",
+            json!({"userID": u, "userSig": ticket(u, 3600)}),
+        );
+    }
+    // When the first is answered, the server has seen only the logins whose slot has
+    // come: not all ten (at most 6 of them could start within a second).
+    let first = c.next_reply(T).expect("a login answered");
+    assert_eq!(first["result"], json!({}), "{first}");
+    let early = server.requests("login") - before;
+    assert!(early <= 6, "{early} logins reached the server at once");
+    for _ in 1..users.len() {
+        let r = c.next_reply(T).expect("a login answered");
+        assert_eq!(r["result"], json!({}), "{r}");
+    }
+    let took = t0.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(1500),
+        "ten logins at 5/s were all answered after {took:?}"
+    );
+    assert_eq!(server.requests("login") - before, 10);
+}
