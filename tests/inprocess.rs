@@ -4,6 +4,9 @@
 //! stop — are checked to the millisecond of virtual time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/inmem.rs"]
+mod inmem;
+
 use actix::prelude::*;
 use bytes::Bytes;
 use imlink::clock::Clock;
@@ -16,9 +19,9 @@ use imlink::daemon::link::ws::transport::{Inbound, MemoryDialer, Outbound, PeerE
 use imlink::daemon::messages::SessionCall;
 use imlink::daemon::{self, Control, Embedding, Running};
 use imlink::logging::LogControl;
+use inmem::{answer, frame, hello, paused, T0_MS};
 use serde_json::{json, Value};
 use std::cell::RefCell;
-use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -26,8 +29,6 @@ use tokio::time::Instant;
 
 const APP: u64 = 1400000001;
 const KEY: &str = "imlink-test-secret-0123456789";
-/// The wall clock the daemon sees at the start of every test (unix ms).
-const T0_MS: i64 = 1_764_000_000_000;
 
 fn config(dir: &std::path::Path) -> Config {
     let mut c = Config::default();
@@ -62,18 +63,6 @@ struct Harness {
     t0: Instant,
     done: tokio::task::JoinHandle<Result<(), String>>,
     _dir: tempfile::TempDir,
-}
-
-/// Runs `test` on a current-thread runtime with paused time, in an actix system.
-fn paused<F: Future<Output = ()>>(test: impl FnOnce() -> F) {
-    let sys = actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    });
-    sys.block_on(test());
 }
 
 impl Harness {
@@ -199,27 +188,6 @@ impl Harness {
         self.done.await.unwrap().unwrap();
         t.elapsed()
     }
-}
-
-fn hello() -> Inbound {
-    Inbound::Text(Bytes::from(
-        json!({"push":"hello","body":{"version":1,"serverTime":T0_MS,"idleTimeoutMs":60000,"maxFrameBytes":65536}})
-            .to_string(),
-    ))
-}
-
-fn frame(o: Outbound) -> Value {
-    match o {
-        Outbound::Text(t) => serde_json::from_str(&t).unwrap(),
-        other => panic!("not a text frame: {other:?}"),
-    }
-}
-
-fn answer(peer: &PeerEnd, req: &Value, code: i64, body: Value) {
-    let r = json!({"seq": req["seq"], "code": code, "desc": if code == 0 { "" } else { "refused" }, "body": body});
-    peer.tx
-        .send(Inbound::Text(Bytes::from(r.to_string())))
-        .unwrap();
 }
 
 /// A server that answers heartbeats and logins (until `mute` is set).

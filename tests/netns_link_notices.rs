@@ -4,6 +4,9 @@
 //! tests, `netns_awareness.rs`, drive the same paths through the kernel).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/inmem.rs"]
+mod inmem;
+
 use actix::prelude::*;
 use bytes::Bytes;
 use imlink::clock::Clock;
@@ -13,14 +16,13 @@ use imlink::daemon::link::ws::transport::{Inbound, MemoryDialer, Outbound, PeerE
 use imlink::daemon::link::ws::WsLink;
 use imlink::daemon::link::{LinkControl, LinkEvent, NetNotice};
 use imlink::proto::api::ConnState;
+use inmem::{hello, paused, T0_MS};
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-const T0_MS: i64 = 1_764_000_000_000;
 const INTERVAL_MS: u64 = 2000;
 
 /// Collects what the link tells the Session.
@@ -35,17 +37,6 @@ impl Handler<LinkEvent> for Sink {
     fn handle(&mut self, e: LinkEvent, _: &mut Context<Self>) {
         self.0.borrow_mut().push(e);
     }
-}
-
-fn paused<F: Future<Output = ()>>(test: impl FnOnce() -> F) {
-    let sys = actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    });
-    sys.block_on(test());
 }
 
 struct Rig {
@@ -86,13 +77,6 @@ fn rig() -> Rig {
         control: link.control,
         net: link.net,
     }
-}
-
-fn hello() -> Inbound {
-    Inbound::Text(Bytes::from(
-        json!({"push":"hello","body":{"version":1,"serverTime":T0_MS,"idleTimeoutMs":60000,"maxFrameBytes":65536}})
-            .to_string(),
-    ))
 }
 
 /// A server that answers heartbeats until `mute` is set; counts what it received.
