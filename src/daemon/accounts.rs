@@ -47,7 +47,16 @@ pub const DIR_NAME: &str = "accounts";
 ///
 /// The slots alone keep the long-run pace; the turn keeps it over any one second even
 /// when the event loop was busy and several slots' timers fire late together: no more
-/// than `rate` × 1.1 (rounded up) events start within any second.
+/// than `rate` × 1.1 (rounded up) events start within any second — `rate` itself for
+/// connect attempts ([`Pacer::connects`]).
+///
+/// Connect attempts are also bounded in flight: at most `rate` / 10 (at least one) have
+/// started and not yet ended (the server's hello read, or the attempt failed). What the
+/// server sees is when a connection arrives, not when it started; a busy event loop on
+/// either side delays arrivals unevenly and lets them bunch. With the bound, the
+/// connections that arrive within any second are at most those that started within it
+/// (≤ `rate`) and those in flight when it began (≤ `rate` / 10): 1.1 × `rate`, however
+/// late they arrive.
 #[derive(Debug)]
 pub struct Pacer {
     gap: Cell<Duration>,
@@ -56,6 +65,25 @@ pub struct Pacer {
     burst: Cell<usize>,
     /// The starts of the last second.
     recent: RefCell<SecondWindow<Instant>>,
+    /// Most attempts in flight (None: not bounded).
+    max_in_flight: Cell<Option<usize>>,
+    /// Attempts given their turn and not yet ended.
+    in_flight: Cell<usize>,
+    /// Told when an attempt in flight ended.
+    freed: tokio::sync::Notify,
+}
+
+/// An attempt in flight of a [`Pacer::connects`] pacer; dropping it ends the attempt.
+#[derive(Debug)]
+pub struct InFlight(Rc<Pacer>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .set(self.0.in_flight.get().saturating_sub(1));
+        self.0.freed.notify_one();
+    }
 }
 
 impl Pacer {
@@ -64,24 +92,53 @@ impl Pacer {
         Pacer {
             gap: Cell::new(Pacer::gap_of(rate)),
             next: Cell::new(None),
-            burst: Cell::new(Pacer::burst_of(rate)),
+            burst: Cell::new(Pacer::burst_of(rate, 11)),
             recent: RefCell::new(Default::default()),
+            max_in_flight: Cell::new(None),
+            in_flight: Cell::new(0),
+            freed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The pace of connect attempts: at most `rate` (≥ 1) start within any second, and
+    /// at most `rate` / 10 (at least one) are in flight.
+    pub fn connects(rate: u32) -> Pacer {
+        let p = Pacer::new(rate);
+        p.burst.set(Pacer::burst_of(rate, 10));
+        p.max_in_flight.set(Some(Pacer::in_flight_of(rate)));
+        p
     }
 
     fn gap_of(rate: u32) -> Duration {
         Duration::from_secs(1) / rate.max(1)
     }
 
-    fn burst_of(rate: u32) -> usize {
-        usize::try_from(u64::from(rate.max(1)).saturating_mul(11).div_ceil(10))
+    /// `rate` × `tenths` / 10, rounded up.
+    fn burst_of(rate: u32, tenths: u64) -> usize {
+        usize::try_from(u64::from(rate.max(1)).saturating_mul(tenths).div_ceil(10))
             .unwrap_or(usize::MAX)
+    }
+
+    fn in_flight_of(rate: u32) -> usize {
+        usize::try_from(rate / 10).unwrap_or(usize::MAX).max(1)
     }
 
     /// A new rate (SIGHUP).
     pub fn set_rate(&self, rate: u32) {
         self.gap.set(Pacer::gap_of(rate));
-        self.burst.set(Pacer::burst_of(rate));
+        if self.max_in_flight.get().is_some() {
+            self.burst.set(Pacer::burst_of(rate, 10));
+            self.max_in_flight.set(Some(Pacer::in_flight_of(rate)));
+            // A higher bound may let waiting attempts go now.
+            self.freed.notify_waiters();
+        } else {
+            self.burst.set(Pacer::burst_of(rate, 11));
+        }
+    }
+
+    /// Attempts in flight now (tests, metrics).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.get()
     }
 
     /// How long the caller whose slot has come still waits so that the last second holds
@@ -99,20 +156,36 @@ impl Pacer {
             .max(Duration::from_millis(1))
     }
 
-    /// Waits for the slot given by [`Pacer::delay`] (`wait`), then for the turn.
-    pub async fn wait_turn(pacer: Option<Rc<Pacer>>, wait: Duration) {
+    /// Waits for the slot given by [`Pacer::delay`] (`wait`), then for room in flight (a
+    /// [`Pacer::connects`] pacer), then for the turn. The attempt is in flight until the
+    /// returned [`InFlight`] is dropped (None: the pacer does not bound attempts in flight).
+    pub async fn wait_turn(pacer: Option<Rc<Pacer>>, wait: Duration) -> Option<InFlight> {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        if let Some(p) = pacer {
-            loop {
-                let more = p.turn();
-                if more.is_zero() {
-                    break;
+        let p = pacer?;
+        let permit = match p.max_in_flight.get() {
+            None => None,
+            Some(_) => {
+                loop {
+                    let freed = p.freed.notified();
+                    if p.in_flight.get() < p.max_in_flight.get().unwrap_or(usize::MAX) {
+                        break;
+                    }
+                    freed.await;
                 }
-                tokio::time::sleep(more).await;
+                p.in_flight.set(p.in_flight.get().saturating_add(1));
+                Some(InFlight(p.clone()))
             }
+        };
+        loop {
+            let more = p.turn();
+            if more.is_zero() {
+                break;
+            }
+            tokio::time::sleep(more).await;
         }
+        permit
     }
 
     /// How long the caller waits for its slot (zero when the pace allows it now); the
@@ -216,7 +289,7 @@ impl Accounts {
             app_id: Cell::new(cfg.sdk.app_id),
             dialer,
             pacer: Rc::new(Pacer::new(cfg.accounts.login_rate)),
-            connects: Rc::new(Pacer::new(cfg.accounts.login_rate)),
+            connects: Rc::new(Pacer::connects(cfg.accounts.login_rate)),
             provider: RefCell::new(provider),
             log,
             store_options,
@@ -657,5 +730,49 @@ mod tests {
         // A new rate applies to the window too.
         shared.set_rate(1000);
         assert_eq!(shared.turn(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connect_attempts_are_bounded_in_flight_and_by_the_rate_itself() {
+        // 100/s: 10 in flight at most, 100 starts within any second.
+        let p = Rc::new(Pacer::connects(100));
+        let mut held = Vec::new();
+        for _ in 0..10 {
+            let hold = Pacer::wait_turn(Some(p.clone()), Duration::ZERO).await;
+            held.push(hold.expect("a connects pacer holds each attempt"));
+        }
+        assert_eq!(p.in_flight(), 10);
+        // The 11th waits until one of them ends, however long that takes.
+        let eleventh = Pacer::wait_turn(Some(p.clone()), Duration::ZERO);
+        tokio::pin!(eleventh);
+        tokio::select! {
+            _ = &mut eleventh => panic!("an 11th attempt started while 10 were in flight"),
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        drop(held.pop());
+        let hold = eleventh.await.expect("held");
+        assert_eq!(p.in_flight(), 10);
+        drop(hold);
+        drop(held);
+        assert_eq!(p.in_flight(), 0);
+        // The login pacer bounds nothing in flight.
+        assert!(
+            Pacer::wait_turn(Some(Rc::new(Pacer::new(100))), Duration::ZERO)
+                .await
+                .is_none()
+        );
+        // Starts: the rate itself within any second (logins may go 1.1 times it).
+        let q = Pacer::connects(10);
+        for _ in 0..10 {
+            assert_eq!(q.turn(), Duration::ZERO);
+        }
+        assert_eq!(
+            q.turn(),
+            Duration::from_secs(1),
+            "the 11th start waits a second"
+        );
+        // A higher rate lets more in flight at once, waiters included.
+        q.set_rate(100);
+        assert_eq!(q.turn(), Duration::ZERO);
     }
 }

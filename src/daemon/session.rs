@@ -321,7 +321,8 @@ impl Session {
                 // once: it must not be made before the wait).
                 let link = self.link.request.clone();
                 async move {
-                    crate::daemon::accounts::Pacer::wait_turn(pacer, wait).await;
+                    // The login pacer bounds nothing in flight.
+                    drop(crate::daemon::accounts::Pacer::wait_turn(pacer, wait).await);
                     link.send(LinkRequest::Login { user, sig, auto }).await
                 }
                 .into_actor(self)

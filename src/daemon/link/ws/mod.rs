@@ -74,6 +74,8 @@ pub struct WsLink {
     closing: Option<oneshot::Sender<()>>,
     /// Many accounts: every connect attempt waits for its slot.
     pacer: Option<Rc<crate::daemon::accounts::Pacer>>,
+    /// The pacer's hold on the attempt under way, from its turn to the hello.
+    in_flight: Option<crate::daemon::accounts::InFlight>,
     /// The probe after the route changed, while it runs.
     probe: Option<SpawnHandle>,
     /// The network watcher said the route to the server is gone (and not back yet).
@@ -133,6 +135,7 @@ impl WsLink {
             retry_at: None,
             closing: None,
             pacer: None,
+            in_flight: None,
             probe: None,
             route_down: false,
             attempt_while_down: false,
@@ -253,16 +256,16 @@ impl WsLink {
         let dial = self.dialer.dial(self.url());
         // The connect timeout runs from the attempt's turn.
         let fut = async move {
-            crate::daemon::accounts::Pacer::wait_turn(pacer, wait).await;
+            let permit = crate::daemon::accounts::Pacer::wait_turn(pacer, wait).await;
             let started = Instant::now();
             let res = match tokio::time::timeout(timeout, dial).await {
                 Err(_) => Err((code::CONNECT_TIMEOUT, "connect timeout".to_owned())),
                 Ok(r) => r,
             };
-            (started, res)
+            (started, res, permit)
         };
         self.attempt = Some(ctx.spawn(fut.into_actor(self).map(
-            move |(started, res), act, ctx| {
+            move |(started, res, permit), act, ctx| {
                 act.attempt = None;
                 if act.gen != gen {
                     return;
@@ -270,6 +273,8 @@ impl WsLink {
                 match res {
                     Err((code, desc)) => act.open_failed(code, desc, ctx),
                     Ok(Transport { tx, rx }) => {
+                        // In flight until the hello arrives or the attempt fails.
+                        act.in_flight = permit;
                         act.tx = Some(tx);
                         act.stream = Some(ctx.add_stream(rx.map(move |i| (gen, i))));
                         // The connection counts only once the server's hello arrived.
@@ -298,6 +303,7 @@ impl WsLink {
 
     fn close(&mut self, ctx: &mut Context<Self>) {
         self.gen += 1;
+        self.in_flight = None;
         for h in [
             self.attempt.take(),
             self.hello_deadline.take(),
@@ -472,6 +478,7 @@ impl WsLink {
                 if let Some(hd) = self.hello_deadline.take() {
                     ctx.cancel_future(hd);
                 }
+                self.in_flight = None;
                 self.hub.set_server_time(h.server_time);
                 self.connected_since = Some(self.hub.clock().unix_ms());
                 self.liveness = Liveness::new(self.server.heartbeat_timeout_ms, self.now_ms());
