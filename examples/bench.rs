@@ -53,6 +53,8 @@ const ACCOUNTS_HEARTBEAT_MS: u64 = 5_000;
 const RPC_REQ: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getLoginStatus\"}\n";
 const SEQ_MARK: &[u8] = b"Tag_Profile_Custom_Seq\":\"";
 const SENT_MARK: &[u8] = b"Tag_Profile_Custom_SentAtMs\":\"";
+/// The same instant in µs (devservers of this version stamp both).
+const SENT_US_MARK: &[u8] = b"Tag_Profile_Custom_SentAtUs\":\"";
 
 // ------------------------------------------------------------------ scale
 
@@ -661,6 +663,8 @@ impl Daemon {
 struct Events {
     rx: mpsc::Receiver<(Instant, Value)>,
     stop: Arc<AtomicBool>,
+    /// The last events `wait` read (for the message of a failed wait).
+    seen: RefCell<std::collections::VecDeque<Value>>,
 }
 
 impl Events {
@@ -700,7 +704,11 @@ impl Events {
                 }
             }
         });
-        Events { rx, stop }
+        Events {
+            rx,
+            stop,
+            seen: RefCell::default(),
+        }
     }
 
     /// The arrival time of the first event matching `f` within `timeout`.
@@ -709,7 +717,13 @@ impl Events {
         loop {
             let left = end.checked_duration_since(Instant::now())?;
             let (at, v) = self.rx.recv_timeout(left).ok()?;
-            if f(&v) {
+            let hit = f(&v);
+            let mut seen = self.seen.borrow_mut();
+            if seen.len() == 16 {
+                seen.pop_front();
+            }
+            seen.push_back(v);
+            if hit {
                 return Some(at);
             }
         }
@@ -717,6 +731,12 @@ impl Events {
 
     fn drain(&self) {
         while self.rx.try_recv().is_ok() {}
+    }
+
+    /// The last events read, oldest first, one per line.
+    fn recent(&self) -> String {
+        let seen = self.seen.borrow();
+        seen.iter().map(|v| format!("\n  {v}")).collect()
     }
 }
 
@@ -1169,8 +1189,10 @@ async fn read_sub(
                 }
                 g.last = seq;
                 g.count += 1;
-                if let Some(sent) = num_after(line, SENT_MARK) {
-                    // The stamp is whole ms: count from the middle of its millisecond.
+                if let Some(sent) = num_after(line, SENT_US_MARK) {
+                    g.lat_us.push(now_us - sent as i64);
+                } else if let Some(sent) = num_after(line, SENT_MARK) {
+                    // Only a whole-ms stamp: count from the middle of its millisecond.
                     g.lat_us.push(now_us - (sent as i64 * 1000 + 500));
                 }
                 if keep_sample && g.sample.is_none() {
@@ -1275,11 +1297,12 @@ fn fanout(
 }
 
 /// The payload for Redis: the imlink event line with this seq and send time.
-fn fill(template: &[u8], seq: u64, sent_ms: i64) -> Vec<u8> {
+fn fill(template: &[u8], seq: u64, sent_us: i64) -> Vec<u8> {
     let mut out = template.to_vec();
     for (mark, val) in [
         (SEQ_MARK, seq.to_string()),
-        (SENT_MARK, sent_ms.to_string()),
+        (SENT_MARK, (sent_us / 1000).to_string()),
+        (SENT_US_MARK, sent_us.to_string()),
     ] {
         if let Some(i) = find(&out, mark) {
             let at = i + mark.len();
@@ -1317,7 +1340,7 @@ fn redis_publish(sock: &Path, template: &[u8], n: u64, rate: Option<u64>, subs: 
                 std::thread::sleep(d);
             }
         }
-        let p = fill(template, i, unix_us() / 1000);
+        let p = fill(template, i, unix_us());
         write!(w, "*3\r\n$7\r\nPUBLISH\r\n$5\r\nbench\r\n${}\r\n", p.len()).unwrap();
         w.write_all(&p).unwrap();
         w.write_all(b"\r\n").unwrap();
@@ -1337,7 +1360,7 @@ fn redis_publish(sock: &Path, template: &[u8], n: u64, rate: Option<u64>, subs: 
 fn fallback_template() -> Vec<u8> {
     // Roughly the size of an imlink onSelfInfoUpdated line, used only when imlink's
     // fan-out produced no sample.
-    let mut t = b"{\"jsonrpc\":\"2.0\",\"method\":\"event\",\"params\":{\"subscription\":1,\"event\":\"onSelfInfoUpdated\",\"data\":{\"info\":{\"customInfo\":{\"Tag_Profile_Custom_Seq\":\"1\",\"Tag_Profile_Custom_SentAtMs\":\"0\"},\"pad\":\"".to_vec();
+    let mut t = b"{\"jsonrpc\":\"2.0\",\"method\":\"event\",\"params\":{\"subscription\":1,\"event\":\"onSelfInfoUpdated\",\"data\":{\"info\":{\"customInfo\":{\"Tag_Profile_Custom_Seq\":\"1\",\"Tag_Profile_Custom_SentAtMs\":\"0\",\"Tag_Profile_Custom_SentAtUs\":\"0\"},\"pad\":\"".to_vec();
     t.extend(std::iter::repeat_n(b'x', 200));
     t.extend_from_slice(b"\"}}}}");
     t
@@ -1481,7 +1504,7 @@ fn bench_fanout(
             );
         }
     }
-    tb.note("push→subscriber latency uses the whole-millisecond send stamp (Tag_Profile_Custom_SentAtMs) for both systems, counted from the middle of that millisecond: ±0.5 ms. imlink's path is devserver → WebSocket → imlinkd → subscriber; Redis's is publisher → redis-server → subscriber.");
+    tb.note("push→subscriber latency runs from the microsecond send stamp (Tag_Profile_Custom_SentAtUs, taken by the devserver as it queues the push and by the Redis publisher as it writes PUBLISH) to the subscriber's read, on the same clock. imlink's path is devserver → WebSocket → imlinkd → subscriber; Redis's is publisher → redis-server → subscriber.");
 }
 
 // ------------------------------------------------------------------ 3. reconnect
@@ -1639,8 +1662,12 @@ fn bench_reconnect(tb: &mut Table, sc: &Scale, dev: &mut DevServer, daemon: &Dae
         // End the silence at once: a connection the daemon opens while the server is
         // still silent would go silent too and spill a loss into the next round.
         let _ = dev.post("/faults/clear", Duration::from_secs(5));
-        ev.wait(t, is_connected)
-            .expect("no reconnect after the silence");
+        if ev.wait(t, is_connected).is_none() {
+            panic!(
+                "no reconnect within {t:?} after the silence; the last events:{}",
+                ev.recent()
+            );
+        }
         dev.wait_daemon_online(t)
             .expect("no re-login after the silence");
         settle();

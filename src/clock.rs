@@ -15,6 +15,14 @@ pub fn unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Unix time in microseconds (0 if the system clock is before 1970).
+pub fn unix_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Unix time in seconds (0 if the system clock is before 1970).
 pub fn unix_s() -> i64 {
     unix_ms() / 1000

@@ -187,9 +187,17 @@ fn push_burst_delivers_numbered_updates_in_order() {
     for i in 1..=500 {
         let info = c.expect_push("selfInfoUpdated", T)["info"].clone();
         assert_eq!(info["customInfo"]["Tag_Profile_Custom_Seq"], i.to_string());
-        assert!(info["customInfo"]["Tag_Profile_Custom_SentAtMs"]
-            .as_str()
-            .is_some());
+        let stamp = |k: &str| -> i64 {
+            info["customInfo"][k]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{k} is not a number in {info}"))
+        };
+        // The µs stamp is the same instant as the ms one.
+        assert_eq!(
+            stamp("Tag_Profile_Custom_SentAtUs") / 1000,
+            stamp("Tag_Profile_Custom_SentAtMs")
+        );
     }
     // Paced: 20 per second → 10 pushes take about half a second.
     let start = Instant::now();

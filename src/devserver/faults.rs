@@ -104,7 +104,9 @@ async fn clear(hub: web::Data<Hub>) -> HttpResponse {
 
 /// `POST /faults/push-burst?user=U&count=N[&rate=R][&sdkappid=A]`: N `selfInfoUpdated`
 /// pushes to the user's online connections, `customInfo.Tag_Profile_Custom_Seq` = 1..N
-/// and `Tag_Profile_Custom_SentAtMs` = the server's unix ms at the push. Without `rate`
+/// `Tag_Profile_Custom_SentAtMs` = the server's unix ms at the push and
+/// `Tag_Profile_Custom_SentAtUs` = the same instant in unix µs (for latency figures finer
+/// than a millisecond). Without `rate`
 /// as fast as possible; with it, R per second. Answers when every push is queued.
 async fn push_burst(hub: web::Data<Hub>, q: Query) -> HttpResponse {
     let Some(user) = q.get("user").cloned() else {
@@ -140,13 +142,17 @@ async fn push_burst(hub: web::Data<Hub>, q: Query) -> HttpResponse {
         if let Some(r) = rate {
             tokio::time::sleep_until(start + Duration::from_micros((i - 1) * 1_000_000 / r)).await;
         }
-        let sent = super::state::now_ms().to_string();
+        let sent_us = super::state::now_us();
+        let sent = (sent_us / 1000).to_string();
+        let sent_us = sent_us.to_string();
         let seq = i.to_string();
         let n = hub.update_profile(app, &user, |info: &mut UserFullInfo| {
             info.custom_info
                 .insert("Tag_Profile_Custom_Seq".into(), seq);
             info.custom_info
                 .insert("Tag_Profile_Custom_SentAtMs".into(), sent);
+            info.custom_info
+                .insert("Tag_Profile_Custom_SentAtUs".into(), sent_us);
         });
         connections = n.unwrap_or(0);
         if rate.is_none() && i % 256 == 0 {

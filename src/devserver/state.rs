@@ -208,6 +208,7 @@ pub struct OnlineDetail {
 
 /// Unix milliseconds (the crate's one clock).
 pub use crate::clock::unix_ms as now_ms;
+pub use crate::clock::unix_us as now_us;
 /// The service's UserID rule, the same as the daemon's.
 pub use crate::proto::api::valid_user_id;
 
