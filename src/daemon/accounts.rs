@@ -65,8 +65,11 @@ pub struct Pacer {
     burst: Cell<usize>,
     /// The starts of the last second.
     recent: RefCell<SecondWindow<Instant>>,
-    /// Most attempts in flight (None: not bounded).
-    max_in_flight: Cell<Option<usize>>,
+    /// Connect attempts ([`Pacer::connects`]): starts capped at the rate itself, and
+    /// bounded in flight.
+    connects: bool,
+    /// Most attempts in flight (connect attempts only).
+    max_in_flight: Cell<usize>,
     /// Attempts given their turn and not yet ended.
     in_flight: Cell<usize>,
     /// Told when an attempt in flight ended.
@@ -89,51 +92,43 @@ impl Drop for InFlight {
 impl Pacer {
     /// At most `rate` (≥ 1) per second.
     pub fn new(rate: u32) -> Pacer {
-        Pacer {
-            gap: Cell::new(Pacer::gap_of(rate)),
-            next: Cell::new(None),
-            burst: Cell::new(Pacer::burst_of(rate, 11)),
-            recent: RefCell::new(Default::default()),
-            max_in_flight: Cell::new(None),
-            in_flight: Cell::new(0),
-            freed: tokio::sync::Notify::new(),
-        }
+        Pacer::with(rate, false)
     }
 
     /// The pace of connect attempts: at most `rate` (≥ 1) start within any second, and
     /// at most `rate` / 10 (at least one) are in flight.
     pub fn connects(rate: u32) -> Pacer {
-        let p = Pacer::new(rate);
-        p.burst.set(Pacer::burst_of(rate, 10));
-        p.max_in_flight.set(Some(Pacer::in_flight_of(rate)));
+        Pacer::with(rate, true)
+    }
+
+    fn with(rate: u32, connects: bool) -> Pacer {
+        let p = Pacer {
+            gap: Cell::new(Duration::ZERO),
+            next: Cell::new(None),
+            burst: Cell::new(0),
+            recent: RefCell::new(Default::default()),
+            connects,
+            max_in_flight: Cell::new(0),
+            in_flight: Cell::new(0),
+            freed: tokio::sync::Notify::new(),
+        };
+        p.set_rate(rate);
         p
-    }
-
-    fn gap_of(rate: u32) -> Duration {
-        Duration::from_secs(1) / rate.max(1)
-    }
-
-    /// `rate` × `tenths` / 10, rounded up.
-    fn burst_of(rate: u32, tenths: u64) -> usize {
-        usize::try_from(u64::from(rate.max(1)).saturating_mul(tenths).div_ceil(10))
-            .unwrap_or(usize::MAX)
-    }
-
-    fn in_flight_of(rate: u32) -> usize {
-        usize::try_from(rate / 10).unwrap_or(usize::MAX).max(1)
     }
 
     /// A new rate (SIGHUP).
     pub fn set_rate(&self, rate: u32) {
-        self.gap.set(Pacer::gap_of(rate));
-        if self.max_in_flight.get().is_some() {
-            self.burst.set(Pacer::burst_of(rate, 10));
-            self.max_in_flight.set(Some(Pacer::in_flight_of(rate)));
-            // A higher bound may let waiting attempts go now.
-            self.freed.notify_waiters();
-        } else {
-            self.burst.set(Pacer::burst_of(rate, 11));
-        }
+        let rate = rate.max(1);
+        self.gap.set(Duration::from_secs(1) / rate);
+        // Logins may catch up to 1.1 × the rate within a second; connect attempts not:
+        // their bound in flight is the other tenth.
+        let tenths = if self.connects { 10 } else { 11 };
+        let burst = u64::from(rate).saturating_mul(tenths).div_ceil(10);
+        self.burst.set(usize::try_from(burst).unwrap_or(usize::MAX));
+        let in_flight = usize::try_from(rate / 10).unwrap_or(usize::MAX);
+        self.max_in_flight.set(in_flight.max(1));
+        // A higher bound may let waiting attempts go now.
+        self.freed.notify_waiters();
     }
 
     /// Attempts in flight now (tests, metrics).
@@ -164,19 +159,18 @@ impl Pacer {
             tokio::time::sleep(wait).await;
         }
         let p = pacer?;
-        let permit = match p.max_in_flight.get() {
-            None => None,
-            Some(_) => {
-                loop {
-                    let freed = p.freed.notified();
-                    if p.in_flight.get() < p.max_in_flight.get().unwrap_or(usize::MAX) {
-                        break;
-                    }
-                    freed.await;
+        let permit = if p.connects {
+            loop {
+                let freed = p.freed.notified();
+                if p.in_flight.get() < p.max_in_flight.get() {
+                    break;
                 }
-                p.in_flight.set(p.in_flight.get().saturating_add(1));
-                Some(InFlight(p.clone()))
+                freed.await;
             }
+            p.in_flight.set(p.in_flight.get().saturating_add(1));
+            Some(InFlight(p.clone()))
+        } else {
+            None
         };
         loop {
             let more = p.turn();
@@ -771,7 +765,7 @@ mod tests {
             Duration::from_secs(1),
             "the 11th start waits a second"
         );
-        // A higher rate lets more in flight at once, waiters included.
+        // A new rate applies to the window too.
         q.set_rate(100);
         assert_eq!(q.turn(), Duration::ZERO);
     }
