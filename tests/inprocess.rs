@@ -8,7 +8,6 @@
 mod inmem;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use imlink::clock::Clock;
 use imlink::codes::LogLevel;
 use imlink::config::Config;
@@ -278,13 +277,11 @@ fn a_request_the_server_never_answers_fails_with_9520_at_the_request_timeout() {
         // Heartbeats are answered; the login is not.
         let p = Rc::new(RefCell::new(None::<Value>));
         let seen = p.clone();
-        let tx = peer.tx.clone();
         tokio::task::spawn_local(async move {
             while let Some(o) = peer.rx.recv().await {
                 let req = frame(o);
                 if req["cmd"] == "heartbeat" {
-                    let r = json!({"seq": req["seq"], "code": 0, "desc": "", "body": {"serverTime": T0_MS}});
-                    tx.send(Inbound::Text(Bytes::from(r.to_string()))).unwrap();
+                    answer(&peer, &req, 0, json!({"serverTime": T0_MS}));
                 } else if seen.borrow().is_none() {
                     *seen.borrow_mut() = Some(req);
                 }

@@ -8,15 +8,14 @@
 mod inmem;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use imlink::clock::Clock;
 use imlink::config::Config;
 use imlink::daemon::hub::Hub;
-use imlink::daemon::link::ws::transport::{Inbound, MemoryDialer, Outbound, PeerEnd};
+use imlink::daemon::link::ws::transport::{MemoryDialer, Outbound, PeerEnd};
 use imlink::daemon::link::ws::WsLink;
 use imlink::daemon::link::{LinkControl, LinkEvent, NetNotice};
 use imlink::proto::api::ConnState;
-use inmem::{hello, paused, T0_MS};
+use inmem::{answer, hello, paused, T0_MS};
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -90,11 +89,7 @@ fn serve(mut peer: PeerEnd, mute: Rc<Cell<bool>>, heard: Rc<Cell<u32>>) {
                 continue;
             }
             let req: Value = serde_json::from_str(&t).unwrap();
-            let r =
-                json!({"seq": req["seq"], "code": 0, "desc": "", "body": {"serverTime": T0_MS}});
-            peer.tx
-                .send(Inbound::Text(Bytes::from(r.to_string())))
-                .unwrap();
+            answer(&peer, &req, 0, json!({"serverTime": T0_MS}));
         }
     });
 }
