@@ -6,6 +6,7 @@
 #   make install DESTDIR=/tmp/pkg PREFIX=/usr   staged install for packaging
 #                            (also the Tencent bridge, with `npm ci` when npm is present)
 #   make bench-fleet         fleet mode's failover and moves on a real etcd cluster
+#   make link-order          regenerate link/imlinkd-hot.ld, the daemon's code that runs first (valgrind)
 #   make demo                the guided demo (DEMO_NONINTERACTIVE=1: unattended, checked)
 CARGO   ?= cargo
 PREFIX  ?= /usr/local
@@ -32,7 +33,7 @@ DOCDIR  := $(OUT)/docs
 BINS    := imlinkd imlinkctl imlink-devserver
 UNITS   := imlinkd.service imlinkd.socket imlinkd@.service
 
-.PHONY: all build test lint bench bench-smoke bench-fleet fuzz soak soak-smoke docs install install-files install-bridge uninstall clean demo
+.PHONY: all build test lint bench bench-smoke link-order bench-fleet fuzz soak soak-smoke docs install install-files install-bridge uninstall clean demo
 
 all: build
 
@@ -57,6 +58,14 @@ lint:
 bench:
 	$(CARGO) build --release --bins --example bench
 	$(TARGET_DIR)/release/examples/bench --bin-dir $(TARGET_DIR)/release --out bench/results/latest.md
+	@scripts/link-order --check $(TARGET_DIR)/release/imlinkd | tee -a bench/results/latest.md
+
+# Regenerates link/imlinkd-hot.ld, the daemon's start-up and idle functions that release
+# builds place first (scripts/link-order; needs valgrind). Run it after changes that add
+# code to start-up or the idle path, then rebuild; `make bench` says how much still matches.
+link-order:
+	$(CARGO) build --release --bins --example bench
+	scripts/link-order $(TARGET_DIR)/release
 
 # The same harness with tiny counts on the debug build (seconds), so it never rots.
 bench-smoke:
