@@ -13,16 +13,25 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("link/imlinkd-hot.ld")
 }
 
-/// The section patterns, one per line: `*(.text.NAME)`.
+/// The function patterns, one per line: `*(.text.NAME .text.unlikely.NAME)` (a `#[cold]`
+/// function's section is under `.text.unlikely.`).
 fn patterns(text: &str) -> Vec<String> {
     text.lines()
         .map(str::trim)
         .filter(|l| l.starts_with("*(.text."))
         .map(|l| {
-            l.strip_prefix("*(.text.")
+            let inner = l
+                .strip_prefix("*(")
                 .and_then(|r| r.strip_suffix(')'))
-                .unwrap_or_else(|| panic!("malformed pattern line {l:?}"))
-                .to_owned()
+                .unwrap_or_else(|| panic!("malformed pattern line {l:?}"));
+            let mut w = inner.split(' ');
+            let (plain, cold) = (w.next().unwrap_or(""), w.next().unwrap_or(""));
+            let name = plain.strip_prefix(".text.").unwrap_or("");
+            assert!(
+                w.next().is_none() && cold.strip_prefix(".text.unlikely.") == Some(name),
+                "each line names one function in both places: {l:?}"
+            );
+            name.to_owned()
         })
         .collect()
 }
@@ -62,15 +71,27 @@ fn the_hot_list_is_well_formed() {
 #[test]
 fn the_linker_takes_it_and_places_what_it_names() {
     let text = std::fs::read_to_string(script()).unwrap();
+    let pats = patterns(&text);
     assert!(
-        patterns(&text).iter().any(|p| p == "main"),
+        pats.iter().any(|p| p == "main"),
         "`main` runs at every start; the list must name it"
     );
+    // A listed name that is also a C identifier, for a `#[cold]`-like function (its section
+    // is `.text.unlikely.NAME`).
+    let once = pats
+        .iter()
+        .find(|p| *p != "main" && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .expect("a listed function with a plain name");
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("m.c");
+    // `main` and the cold `once` are listed; `rest` is not.
     std::fs::write(
         &src,
-        "int cold(int x) { return x * 3; }\nint main(void) { return cold(0); }\n",
+        format!(
+            "int rest(int x) {{ return x * 3; }}\n\
+             __attribute__((cold, noinline)) int {once}(int x) {{ return x + 1; }}\n\
+             int main(void) {{ return rest({once}(-1)); }}\n"
+        ),
     )
     .unwrap();
     let exe = dir.path().join("m");
@@ -95,10 +116,17 @@ fn the_linker_takes_it_and_places_what_it_names() {
         .output()
         .expect("readelf");
     let sections = String::from_utf8_lossy(&sections.stdout);
-    assert!(
-        sections.contains(".text.imlink_hot"),
-        "main was not placed in the hot section:\n{sections}"
-    );
+    // `[16] .text.imlink_hot PROGBITS 0000000000401000 001000 000030 00 AX 0 0 16`
+    let hot = sections
+        .lines()
+        .find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let at = w.iter().position(|x| *x == ".text.imlink_hot")?;
+            let start = u64::from_str_radix(w.get(at + 2)?, 16).ok()?;
+            let size = u64::from_str_radix(w.get(at + 4)?, 16).ok()?;
+            Some(start..start + size)
+        })
+        .unwrap_or_else(|| panic!("no .text.imlink_hot in the program:\n{sections}"));
     let syms = Command::new("nm").arg(&exe).output().expect("nm");
     let syms = String::from_utf8_lossy(&syms.stdout);
     let addr = |name: &str| {
@@ -110,8 +138,13 @@ fn the_linker_takes_it_and_places_what_it_names() {
             })
             .unwrap_or_else(|| panic!("{name} not in the program"))
     };
+    assert!(hot.contains(&addr("main")), "main is not in {hot:x?}");
     assert!(
-        addr("main") < addr("cold"),
-        "the named function must come before the rest of .text"
+        hot.contains(&addr(once)),
+        "the listed cold function is not in {hot:x?}"
+    );
+    assert!(
+        !hot.contains(&addr("rest")),
+        "an unlisted function is in {hot:x?}"
     );
 }
