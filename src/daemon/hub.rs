@@ -192,6 +192,8 @@ pub struct Hub {
     next_sub: Cell<u64>,
     pump_scheduled: Cell<bool>,
     changed: Notify,
+    /// Where events are rendered before they are copied out at their size.
+    scratch: RefCell<Vec<u8>>,
 }
 
 /// A random id for this boot.
@@ -234,6 +236,7 @@ impl Hub {
             next_sub: Cell::new(1),
             pump_scheduled: Cell::new(false),
             changed: Notify::new(),
+            scratch: RefCell::new(Vec::new()),
         })
     }
 
@@ -264,6 +267,7 @@ impl Hub {
             next_sub: Cell::new(1),
             pump_scheduled: Cell::new(false),
             changed: Notify::new(),
+            scratch: RefCell::new(Vec::new()),
         });
         root.count(&hub, 1);
         hub
@@ -491,7 +495,10 @@ impl Hub {
 
     /// [`Hub::render`] of an event of `account` (`"account":"…"` follows the boot id).
     fn render_for(&self, seq: u64, account: Option<&str>, event: &Event) -> Bytes {
-        let mut b = Vec::with_capacity(160);
+        // Rendered in a buffer kept for the next event, then copied out at its exact size
+        // (the ring may keep thousands: no growth steps, no spare capacity).
+        let mut b = self.scratch.take();
+        b.clear();
         b.extend_from_slice(b",\"seq\":");
         b.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
         b.extend_from_slice(b",\"time\":");
@@ -509,14 +516,23 @@ impl Hub {
         }
         // `{"event":…,"data":…}` from serde, spliced after the common fields.
         let start = b.len();
-        if serde_json::to_writer(&mut b, event).is_err() || b.get(start) != Some(&b'{') {
+        if event.write_json(&mut b).is_err() || b.get(start) != Some(&b'{') {
             b.truncate(start);
             b.extend_from_slice(b"{\"event\":\"eventsLost\",\"data\":{}}");
         }
         // Its `{` goes (the params object is open); its `}` closes the params.
-        b.remove(start);
         b.extend_from_slice(b"}\n");
-        Bytes::from(b)
+        let out = match (b.get(..start), b.get(start + 1..)) {
+            (Some(head), Some(tail)) => {
+                let mut v = Vec::with_capacity(head.len() + tail.len());
+                v.extend_from_slice(head);
+                v.extend_from_slice(tail);
+                Bytes::from(v)
+            }
+            _ => Bytes::new(),
+        };
+        self.scratch.replace(b);
+        out
     }
 
     /// The body of an `eventsLost {from, to}`, with seq `to` (the seqs one subscription

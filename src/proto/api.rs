@@ -808,6 +808,19 @@ pub enum Event {
 }
 
 impl Event {
+    /// Appends the event as `{"event":…,"data":…}`, byte for byte what `serde_json`
+    /// writes: the profile of `onSelfInfoUpdated` (a burst of pushes is all of those) by
+    /// hand, the rest through serde.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        if let Event::SelfInfoUpdated { info } = self {
+            out.extend_from_slice(b"{\"event\":\"onSelfInfoUpdated\",\"data\":{\"info\":");
+            info.write_json(out);
+            out.extend_from_slice(b"}}");
+            return Ok(());
+        }
+        serde_json::to_writer(out, self)
+    }
+
     /// The event's name.
     pub fn name(&self) -> &'static str {
         match self {
@@ -977,6 +990,25 @@ pub struct AuthError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_event_writes_as_serde_does() {
+        let mut info = crate::proto::UserFullInfo {
+            user_id: "u\"1".into(),
+            ..Default::default()
+        };
+        info.custom_info
+            .insert("Tag_Profile_Custom_Seq".into(), "7".into());
+        for e in [
+            Event::SelfInfoUpdated { info },
+            Event::Connecting {},
+            Event::EventsLost { from: 1, to: 9 },
+        ] {
+            let mut v = Vec::new();
+            e.write_json(&mut v).unwrap();
+            assert_eq!(v, serde_json::to_vec(&e).unwrap(), "{e:?}");
+        }
+    }
+
     use super::*;
 
     fn call(method: Method, params: &str) -> Result<MethodCall, RpcError> {
