@@ -84,6 +84,10 @@ frames = [
     json.dumps({"seq": 12, "code": 70001, "desc": "UserSig expired at 1764086400 (now 1764090000)", "body": {}}),
     json.dumps({"seq": 3, "code": 0, "body": {"serverTime": 1764000000123}}),
     push("nonsense\u0007", {}),
+    # The server's own form: members in order, customInfo keys ascending (the fast path).
+    push("selfInfoUpdated", {"info": {"userID": "alice", "nickName": "Alice", "faceUrl": "", "selfSignature": "hi",
+         "gender": 2, "allowType": 0, "customInfo": {"Tag_Profile_Custom_Seq": "1", "Tag_Profile_Custom_SentAtMs": "1764000000123"},
+         "role": 0, "level": 3, "birthday": 19900101}}),
 ]
 
 

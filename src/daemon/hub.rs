@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::codes::LoginStatus;
 use crate::core::ring::{Cursor, Filter, Ring};
 use crate::proto::api::{AuthStatus, ConnState, Event, NetworkStatus, Status, Subscribed};
+use crate::proto::profile::ProfileJson;
 use crate::proto::UserFullInfo;
 
 /// The link's part of the status.
@@ -184,7 +185,8 @@ pub struct Hub {
     session: RefCell<SessionPart>,
     net: RefCell<NetworkStatus>,
     server_clock: Cell<Option<ServerClock>>,
-    info: RefCell<Option<UserFullInfo>>,
+    /// The profile `getSelfInfo` answers, as its JSON.
+    info: RefCell<Option<ProfileJson>>,
     ring: RefCell<Ring>,
     lag_limit: Cell<u64>,
     /// Connections with at least one subscription.
@@ -390,12 +392,12 @@ impl Hub {
 
     /// The profile of the logged-in user.
     pub fn set_info(&self, info: Option<UserFullInfo>) {
-        *self.info.borrow_mut() = info;
+        *self.info.borrow_mut() = info.as_ref().map(ProfileJson::from_info);
     }
 
     /// The profile, when somebody is logged in.
     pub fn info(&self) -> Option<UserFullInfo> {
-        self.info.borrow().clone()
+        self.info.borrow().as_ref().and_then(ProfileJson::to_info)
     }
 
     /// The server said its time was `server_ms` (unix ms) just now; implausible values are
@@ -558,16 +560,25 @@ impl Hub {
         self: &Rc<Self>,
         account: Option<Rc<str>>,
         event: Event,
-        info: &RefCell<Option<UserFullInfo>>,
+        info: &RefCell<Option<ProfileJson>>,
     ) {
+        // A profile is kept and written as its JSON.
+        let event = match event {
+            Event::SelfInfoUpdated { info } => Event::SelfInfoJson(ProfileJson::from_info(&info)),
+            e => e,
+        };
         let name = event.name();
         let mut c = self.counters.get();
         c.count(&event);
         self.counters.set(c);
         let seq = self.ring.borrow().next_seq();
         let body = self.render_for(seq, account.as_deref(), &event);
-        if let Event::SelfInfoUpdated { info: i } = event {
-            *info.borrow_mut() = Some(i);
+        if let Event::SelfInfoJson(j) = event {
+            // The board shares the line's copy: the profile ends 4 bytes before the line
+            // (`}}` closes data and event, `}\n` the params).
+            let kept =
+                (body.len().checked_sub(4 + j.bytes().len())).and_then(|at| j.found_in(&body, at));
+            *info.borrow_mut() = Some(kept.unwrap_or(j));
         }
         self.ring.borrow_mut().push_for(name, account, body);
         tracing::debug!(seq, event = name, "event");

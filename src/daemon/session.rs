@@ -42,7 +42,7 @@ pub struct Session {
     /// A profile pushed for the user being logged in before the login's answer was
     /// processed (the answer and the pushes after it take different paths here):
     /// published once the login holds, dropped if it fails.
-    early_info: Option<crate::proto::UserFullInfo>,
+    early_info: Option<crate::proto::profile::ProfileJson>,
     /// Writes of the state file: how many were asked for, the last one that ends the
     /// login, the highest one known on disk, the highest one whose first attempt has an
     /// outcome.
@@ -152,8 +152,8 @@ impl Session {
             match self.machine.status() {
                 _ if self.machine.online() => {
                     if let Some(info) = self.early_info.take() {
-                        if info.user_id == self.machine.user() {
-                            self.emit(Event::SelfInfoUpdated { info });
+                        if info.is_of(self.machine.user()) {
+                            self.emit(Event::SelfInfoJson(info));
                         }
                     }
                 }
@@ -537,10 +537,10 @@ impl Handler<LinkEvent> for Session {
             }
             LinkEvent::SigExpired => self.input(SessionInput::SigExpired, ctx),
             LinkEvent::SelfInfo(info) => {
-                if info.user_id != self.machine.user() {
+                if !info.is_of(self.machine.user()) {
                 } else if self.machine.online() {
                     // The hub keeps the profile of the event it publishes (getSelfInfo).
-                    self.emit(Event::SelfInfoUpdated { info });
+                    self.emit(Event::SelfInfoJson(info));
                 } else {
                     // A login (or a re-login) whose answer is still on its way here.
                     self.early_info = Some(info);

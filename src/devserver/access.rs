@@ -106,6 +106,10 @@ pub async fn connect(
     response
 }
 
+/// The most queued frames a connection task sends before it looks at its socket and
+/// timers again.
+const OUT_BATCH: usize = 256;
+
 /// Why a connection task ended.
 enum End {
     /// Close frame sent (or received); the socket ends normally.
@@ -172,20 +176,36 @@ async fn run(hub: Arc<Hub>, mut session: Session, stream: actix_ws::MessageStrea
             tokio::select! {
                 biased;
                 r = signals.changed() => if r.is_err() { break End::Dropped },
-                out = outbound.recv() => match out {
-                    Some(Outbound::Frame(f)) => {
-                        if session.text(f).await.is_err() { break End::Closed; }
-                        expiry = hub.login_of(id).map(|(l, e)| (l, unix_ms_to_instant(e)));
-                    }
-                    Some(Outbound::Push(p)) => {
-                        if session.text(to_json(&p)).await.is_err() { break End::Closed; }
-                        expiry = hub.login_of(id).map(|(l, e)| (l, unix_ms_to_instant(e)));
-                    }
-                    Some(Outbound::Close(c, reason)) => {
-                        close(session.clone(), CloseCode::from(c), &reason).await;
-                        break End::Closed;
-                    }
-                    None => break End::Closed,
+                out = outbound.recv() => {
+                    // What queued behind this one goes out in the same turn (a burst of
+                    // pushes), up to OUT_BATCH, unless a fault signal is waiting.
+                    let mut next = out;
+                    let mut sent = 0;
+                    let end = loop {
+                        match next {
+                            Some(Outbound::Frame(f)) => {
+                                if session.text(f).await.is_err() { break Some(End::Closed); }
+                            }
+                            Some(Outbound::Push(p)) => {
+                                if session.text(to_json(&p)).await.is_err() { break Some(End::Closed); }
+                            }
+                            Some(Outbound::Close(c, reason)) => {
+                                close(session.clone(), CloseCode::from(c), &reason).await;
+                                break Some(End::Closed);
+                            }
+                            None => break Some(End::Closed),
+                        }
+                        sent += 1;
+                        if sent == OUT_BATCH || signals.has_changed().unwrap_or(true) {
+                            break None;
+                        }
+                        match outbound.try_recv() {
+                            Ok(o) => next = Some(o),
+                            Err(_) => break None,
+                        }
+                    };
+                    if let Some(e) = end { break e; }
+                    expiry = hub.login_of(id).map(|(l, e)| (l, unix_ms_to_instant(e)));
                 },
                 msg = stream.recv() => {
                     last_rx = Instant::now();

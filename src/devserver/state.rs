@@ -213,7 +213,20 @@ pub use crate::clock::unix_us as now_us;
 pub use crate::proto::api::valid_user_id;
 
 fn push_json(p: &Push) -> String {
+    if let Push::SelfInfoUpdated(b) = p {
+        return self_info_frame(&b.info);
+    }
     serde_json::to_string(p).unwrap_or_else(|_| String::from("{}"))
+}
+
+/// The `selfInfoUpdated` push frame of `info`: serde's bytes, written by hand (a burst of
+/// pushes is all of these).
+fn self_info_frame(info: &UserFullInfo) -> String {
+    let mut v = Vec::with_capacity(512);
+    v.extend_from_slice(b"{\"push\":\"selfInfoUpdated\",\"body\":{\"info\":");
+    info.write_json(&mut v);
+    v.extend_from_slice(b"}}");
+    String::from_utf8(v).unwrap_or_else(|_| String::from("{}"))
 }
 
 impl State {
@@ -668,19 +681,34 @@ impl Hub {
         f: impl FnOnce(&mut UserFullInfo),
     ) -> Option<usize> {
         let mut s = self.lock();
-        let info = s.accounts.get_mut(&(app, user.to_owned()))?;
-        f(info);
-        info.user_id = user.to_owned();
-        let push = Push::SelfInfoUpdated(InfoBody { info: info.clone() });
         let conns: Vec<ConnId> = s
             .logins
             .iter()
             .filter(|l| l.app == app && l.user == user && !l.displaced)
             .filter_map(|l| l.conn)
             .collect();
-        let mut frame = None;
-        for c in &conns {
-            s.push(*c, &push, &mut frame);
+        let web = conns
+            .iter()
+            .any(|c| s.conns.get(c).is_some_and(|c| c.protocol == Protocol::Web));
+        let info = s.accounts.get_mut(&(app, user.to_owned()))?;
+        f(info);
+        if info.user_id != user {
+            info.user_id = user.to_owned();
+        }
+        // The frame is written from the profile in place; a copy only for Web connections.
+        let mut frame = Some(self_info_frame(info));
+        let push = web.then(|| Push::SelfInfoUpdated(InfoBody { info: info.clone() }));
+        for (i, c) in conns.iter().enumerate() {
+            let Some(conn) = s.conns.get(c) else {
+                continue;
+            };
+            let out = match (conn.protocol, &push) {
+                (Protocol::Web, Some(p)) => Outbound::Push(p.clone()),
+                _ if i + 1 == conns.len() => Outbound::Frame(frame.take().unwrap_or_default()),
+                _ => Outbound::Frame(frame.clone().unwrap_or_default()),
+            };
+            // A closed queue means the task is ending; it unregisters itself.
+            let _ = conn.tx.send(out);
         }
         Some(conns.len())
     }

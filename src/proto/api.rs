@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::profile::UserFullInfo;
+use super::profile::{ProfileJson, UserFullInfo};
 use super::rpc::{Params, RpcError};
 use crate::codes::{code, LogLevel, LoginStatus};
 
@@ -736,6 +736,11 @@ pub enum Event {
         /// The new profile.
         info: UserFullInfo,
     },
+    /// `onSelfInfoUpdated` as the daemon emits it: the profile held as its JSON (see
+    /// [`ProfileJson`]), written exactly as [`Event::SelfInfoUpdated`] of the same profile.
+    /// Only [`Event::write_json`] writes it; a reader gets [`Event::SelfInfoUpdated`].
+    #[serde(skip)]
+    SelfInfoJson(ProfileJson),
     /// The login status changed (imlink's addition to the SDK's events).
     #[serde(rename = "onLoginStatusChanged")]
     LoginStatusChanged {
@@ -812,13 +817,20 @@ impl Event {
     /// writes: the profile of `onSelfInfoUpdated` (a burst of pushes is all of those) by
     /// hand, the rest through serde.
     pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-        if let Event::SelfInfoUpdated { info } = self {
-            out.extend_from_slice(b"{\"event\":\"onSelfInfoUpdated\",\"data\":{\"info\":");
-            info.write_json(out);
-            out.extend_from_slice(b"}}");
-            return Ok(());
+        const HEAD: &[u8] = b"{\"event\":\"onSelfInfoUpdated\",\"data\":{\"info\":";
+        match self {
+            Event::SelfInfoUpdated { info } => {
+                out.extend_from_slice(HEAD);
+                info.write_json(out);
+            }
+            Event::SelfInfoJson(info) => {
+                out.extend_from_slice(HEAD);
+                out.extend_from_slice(info.bytes());
+            }
+            _ => return serde_json::to_writer(out, self),
         }
-        serde_json::to_writer(out, self)
+        out.extend_from_slice(b"}}");
+        Ok(())
     }
 
     /// The event's name.
@@ -829,7 +841,7 @@ impl Event {
             Event::ConnectFailed { .. } => "onConnectFailed",
             Event::KickedOffline {} => "onKickedOffline",
             Event::UserSigExpired {} => "onUserSigExpired",
-            Event::SelfInfoUpdated { .. } => "onSelfInfoUpdated",
+            Event::SelfInfoUpdated { .. } | Event::SelfInfoJson(_) => "onSelfInfoUpdated",
             Event::LoginStatusChanged { .. } => "onLoginStatusChanged",
             Event::UserSigExpiring { .. } => "onUserSigExpiring",
             Event::Relogin { .. } => "onRelogin",
@@ -998,6 +1010,13 @@ mod tests {
         };
         info.custom_info
             .insert("Tag_Profile_Custom_Seq".into(), "7".into());
+        let json = Event::SelfInfoJson(crate::proto::profile::ProfileJson::from_info(&info));
+        let mut v = Vec::new();
+        json.write_json(&mut v).unwrap();
+        let same = Event::SelfInfoUpdated { info: info.clone() };
+        assert_eq!(v, serde_json::to_vec(&same).unwrap());
+        assert_eq!(json.name(), same.name());
+        assert_eq!(serde_json::from_slice::<Event>(&v).unwrap(), same);
         for e in [
             Event::SelfInfoUpdated { info },
             Event::Connecting {},

@@ -29,7 +29,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The length of the leading run of bytes that need no escape.
-fn plain_run(b: &[u8]) -> usize {
+pub fn plain_run(b: &[u8]) -> usize {
     let mut n = 0;
     for chunk in b.chunks_exact(8) {
         let mut w = [0u8; 8];

@@ -85,6 +85,157 @@ impl UserFullInfo {
     }
 }
 
+/// A profile held as its JSON: exactly the bytes [`UserFullInfo::write_json`] (and
+/// `serde_json`) write for it.
+///
+/// The daemon keeps and forwards profiles in this form: a push whose profile is already in
+/// it (the server writes them so) is checked in one pass and its bytes go into the event
+/// line as they are, with no profile built, rendered or freed. [`ProfileJson::to_info`]
+/// reads one back when a request needs the fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileJson(bytes::Bytes);
+
+impl ProfileJson {
+    /// The JSON of `info`.
+    pub fn from_info(info: &UserFullInfo) -> ProfileJson {
+        let mut v = Vec::with_capacity(256);
+        info.write_json(&mut v);
+        ProfileJson(bytes::Bytes::from(v))
+    }
+
+    /// `bytes`, when they are exactly what [`UserFullInfo::write_json`] writes for some
+    /// profile whose strings need no escapes: every member in order, no spaces,
+    /// `customInfo` keys strictly ascending, numbers in range and without leading zeros,
+    /// valid UTF-8. Anything else is `None` (read it with serde, which then also says what
+    /// is wrong with it).
+    pub fn from_canonical(bytes: bytes::Bytes) -> Option<ProfileJson> {
+        std::str::from_utf8(&bytes).ok()?;
+        (canonical_len(&bytes)? == bytes.len()).then_some(ProfileJson(bytes))
+    }
+
+    /// The same profile read from `copy` at `at`, when the bytes there are this one's: a
+    /// holder of both then keeps one copy.
+    pub fn found_in(&self, copy: &bytes::Bytes, at: usize) -> Option<ProfileJson> {
+        let end = at.checked_add(self.0.len())?;
+        (copy.get(at..end) == Some(&self.0[..])).then(|| ProfileJson(copy.slice(at..end)))
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &bytes::Bytes {
+        &self.0
+    }
+
+    /// The profile's fields.
+    pub fn to_info(&self) -> Option<UserFullInfo> {
+        serde_json::from_slice(&self.0).ok()
+    }
+
+    /// Whether the profile's `userID` is `user`.
+    pub fn is_of(&self, user: &str) -> bool {
+        // The first member; as is when it needed no escape.
+        let head = b"{\"userID\":\"";
+        if let Some(rest) = self.0.strip_prefix(&head[..]) {
+            let n = super::json::plain_run(rest);
+            if rest.get(n) == Some(&b'"') {
+                return rest.get(..n) == Some(user.as_bytes());
+            }
+        }
+        self.to_info().is_some_and(|i| i.user_id == user)
+    }
+}
+
+/// The length of the canonical profile JSON at the start of `b` (see
+/// [`ProfileJson::from_canonical`]), or `None`.
+fn canonical_len(b: &[u8]) -> Option<usize> {
+    let mut r = Reader { b, i: 0 };
+    r.lit(b"{\"userID\":")?;
+    r.string()?;
+    r.lit(b",\"nickName\":")?;
+    r.string()?;
+    r.lit(b",\"faceUrl\":")?;
+    r.string()?;
+    r.lit(b",\"selfSignature\":")?;
+    r.string()?;
+    r.lit(b",\"gender\":")?;
+    r.uint(u64::from(u8::MAX))?;
+    r.lit(b",\"allowType\":")?;
+    r.uint(u64::from(u8::MAX))?;
+    r.lit(b",\"customInfo\":{")?;
+    if !r.eat(b'}') {
+        let mut prev: Option<&[u8]> = None;
+        loop {
+            let k = r.string()?;
+            // Strictly ascending: the order (and the uniqueness) of a BTreeMap's keys.
+            if prev.is_some_and(|p| k <= p) {
+                return None;
+            }
+            prev = Some(k);
+            r.lit(b":")?;
+            r.string()?;
+            if !r.eat(b',') {
+                r.lit(b"}")?;
+                break;
+            }
+        }
+    }
+    r.lit(b",\"role\":")?;
+    r.uint(u64::from(u32::MAX))?;
+    r.lit(b",\"level\":")?;
+    r.uint(u64::from(u32::MAX))?;
+    r.lit(b",\"birthday\":")?;
+    r.uint(u64::from(u32::MAX))?;
+    r.lit(b"}")?;
+    Some(r.i)
+}
+
+/// A position in the bytes being checked.
+struct Reader<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn rest(&self) -> &'a [u8] {
+        self.b.get(self.i..).unwrap_or_default()
+    }
+
+    fn lit(&mut self, l: &[u8]) -> Option<()> {
+        self.rest().starts_with(l).then(|| self.i += l.len())
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        self.lit(&[c]).is_some()
+    }
+
+    /// A string with no escapes and no control characters; its contents.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.lit(b"\"")?;
+        let rest = self.rest();
+        let n = super::json::plain_run(rest);
+        // The run ends at the closing quote, not at a backslash or a control character.
+        (rest.get(n) == Some(&b'"')).then(|| {
+            self.i += n + 1;
+            &rest[..n]
+        })
+    }
+
+    /// An unsigned integer as serde writes it (no sign, no leading zero, no fraction or
+    /// exponent), at most `max`.
+    fn uint(&mut self, max: u64) -> Option<u64> {
+        let rest = self.rest();
+        let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 10 || (digits > 1 && rest[0] == b'0') {
+            return None;
+        }
+        let mut n: u64 = 0;
+        for &c in &rest[..digits] {
+            n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+        }
+        self.i += digits;
+        (n <= max).then_some(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +280,127 @@ mod tests {
             prop_assert_eq!(&v, &serde_json::to_vec(&i).unwrap());
             prop_assert_eq!(serde_json::from_slice::<UserFullInfo>(&v).unwrap(), i);
         }
+    }
+
+    /// Profiles whose strings need no escapes (the form pushes take), non-ASCII included.
+    fn plain_info() -> impl Strategy<Value = UserFullInfo> {
+        let s = || "[a-zA-Z0-9_ ./:é€-]{0,12}";
+        (
+            (s(), s(), s(), s()),
+            (
+                any::<u8>(),
+                any::<u8>(),
+                any::<u32>(),
+                any::<u32>(),
+                any::<u32>(),
+            ),
+            proptest::collection::btree_map(s(), s(), 0..5),
+        )
+            .prop_map(|((u, n, f, s), (g, a, r, l, b), c)| UserFullInfo {
+                user_id: u,
+                nick_name: n,
+                face_url: f,
+                self_signature: s,
+                gender: g,
+                allow_type: a,
+                custom_info: c,
+                role: r,
+                level: l,
+                birthday: b,
+            })
+    }
+
+    /// The property [`ProfileJson::from_canonical`] promises: what it takes, serde reads,
+    /// and that profile writes back as the very same bytes.
+    fn holds_to_serde(bytes: &[u8]) -> Result<(), TestCaseError> {
+        if let Some(j) = ProfileJson::from_canonical(bytes::Bytes::copy_from_slice(bytes)) {
+            let i: UserFullInfo = serde_json::from_slice(bytes)
+                .map_err(|e| TestCaseError::fail(format!("taken but serde refuses: {e}")))?;
+            let mut v = Vec::new();
+            i.write_json(&mut v);
+            prop_assert_eq!(&v[..], bytes);
+            prop_assert_eq!(j.to_info(), Some(i.clone()));
+            prop_assert!(j.is_of(&i.user_id));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn a_profile_needing_no_escapes_is_taken_as_written(
+            i in info(),
+        ) {
+            let mut v = Vec::new();
+            i.write_json(&mut v);
+            let plain = |s: &str| !s.bytes().any(|c| c < 0x20 || c == b'"' || c == b'\\');
+            let escapes = [&i.user_id, &i.nick_name, &i.face_url, &i.self_signature]
+                .into_iter()
+                .chain(i.custom_info.iter().flat_map(|(k, v)| [k, v]))
+                .any(|s| !plain(s));
+            let j = ProfileJson::from_canonical(bytes::Bytes::from(v.clone()));
+            prop_assert_eq!(j.is_some(), !escapes);
+            holds_to_serde(&v)?;
+            let own = ProfileJson::from_info(&i);
+            prop_assert_eq!(own.bytes().as_ref(), &v[..]);
+            prop_assert!(own.is_of(&i.user_id));
+        }
+
+        #[test]
+        fn a_plain_profile_is_taken(i in plain_info()) {
+            let mut v = Vec::new();
+            i.write_json(&mut v);
+            let j = ProfileJson::from_canonical(bytes::Bytes::from(v.clone()));
+            prop_assert!(j.is_some());
+            holds_to_serde(&v)?;
+        }
+
+        #[test]
+        fn a_changed_profile_is_taken_only_when_serde_agrees(
+            i in plain_info(),
+            at in any::<prop::sample::Index>(),
+            by in prop_oneof![Just(b' '), Just(b'0'), Just(b'9'), Just(b'"'), Just(b'\\'),
+                Just(b'}'), Just(b','), Just(b'Z'), Just(b'-'), Just(b'.'), any::<u8>()],
+            mode in 0u8..3,
+        ) {
+            let mut v = Vec::new();
+            i.write_json(&mut v);
+            let k = at.index(v.len());
+            match mode {
+                0 => v[k] = by,
+                1 => v.insert(k, by),
+                _ => { v.remove(k); }
+            }
+            holds_to_serde(&v)?;
+        }
+    }
+
+    #[test]
+    fn what_is_not_canonical_is_refused() {
+        let ok = br#"{"userID":"a","nickName":"","faceUrl":"","selfSignature":"","gender":0,"allowType":0,"customInfo":{"a":"1","b":"2"},"role":0,"level":0,"birthday":0}"#;
+        assert!(ProfileJson::from_canonical(bytes::Bytes::from_static(ok)).is_some());
+        let text = std::str::from_utf8(ok).unwrap();
+        for bad in [
+            text.replace(r#""a":"1","b":"2""#, r#""b":"2","a":"1""#),
+            text.replace(r#""a":"1","b":"2""#, r#""a":"1","a":"2""#),
+            text.replace(r#""gender":0"#, r#""gender":256"#),
+            text.replace(r#""gender":0"#, r#""gender":00"#),
+            text.replace(r#""role":0"#, r#""role":4294967296"#),
+            text.replace(r#""role":0"#, r#""role":-1"#),
+            text.replace(r#""userID":"a""#, r#""userID":"a"b""#),
+            text.replace(r#""userID":"a""#, "\"userID\":\"a\u{1}\""),
+            text.replace(',', ", "),
+            format!("{text} "),
+            text.replace(r#""birthday":0}"#, r#""birthday":0,"x":1}"#),
+        ] {
+            assert!(
+                ProfileJson::from_canonical(bytes::Bytes::from(bad.clone())).is_none(),
+                "{bad}"
+            );
+        }
+        assert!(
+            ProfileJson::from_canonical(bytes::Bytes::from_static(b"{\"userID\":\"\xff\""))
+                .is_none()
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::profile::UserFullInfo;
+use super::profile::{ProfileJson, UserFullInfo};
 
 /// The protocol versions this build speaks, newest last.
 pub const PROTOCOL_VERSIONS: &[u32] = &[1];
@@ -426,6 +426,20 @@ impl<'de> Deserialize<'de> for Members<'de> {
     }
 }
 
+/// The profile of a `selfInfoUpdated` push written as the server writes it,
+/// `{"push":"selfInfoUpdated","body":{"info":PROFILE}}` with PROFILE canonical (see
+/// [`ProfileJson::from_canonical`]), taken without building the profile; `None` for
+/// anything else, which [`ServerFrame::parse`] then reads. What this takes, that reads as
+/// the same profile (the tests and the `ws_frame` fuzz target hold it to that).
+pub fn self_info_push(frame: &bytes::Bytes) -> Option<ProfileJson> {
+    const HEAD: &[u8] = b"{\"push\":\"selfInfoUpdated\",\"body\":{\"info\":";
+    let end = frame.len().checked_sub(2)?;
+    if !frame.starts_with(HEAD) || !frame.ends_with(b"}}") || end < HEAD.len() {
+        return None;
+    }
+    ProfileJson::from_canonical(frame.slice(HEAD.len()..end))
+}
+
 impl ServerFrame {
     /// Reads a server frame in one pass: a push body goes straight into the type its
     /// `push` name calls for when the name comes first, as the server sends it (kept raw
@@ -579,6 +593,43 @@ mod tests {
             br#"{"seq":1,"code":0,"body":{}} trailing"#,
         ] {
             assert!(ServerFrame::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_profile_push_as_the_server_writes_it_is_taken_whole() {
+        let mut info = UserFullInfo {
+            user_id: "alice".into(),
+            nick_name: "Alice".into(),
+            gender: 2,
+            ..Default::default()
+        };
+        info.custom_info
+            .insert("Tag_Profile_Custom_Seq".into(), "7".into());
+        let frame =
+            serde_json::to_vec(&Push::SelfInfoUpdated(InfoBody { info: info.clone() })).unwrap();
+        let j = self_info_push(&bytes::Bytes::from(frame.clone())).expect("taken");
+        assert_eq!(j, ProfileJson::from_info(&info));
+        assert_eq!(j.to_info(), Some(info.clone()));
+        assert_eq!(
+            ServerFrame::parse(&frame).unwrap(),
+            ServerFrame::Push(Push::SelfInfoUpdated(InfoBody { info }))
+        );
+        // Any other form goes to the full reader.
+        let text = String::from_utf8(frame).unwrap();
+        for other in [
+            text.replace("{\"push\"", "{ \"push\""),
+            text.replace("}}", "},\"x\":1}"),
+            text.replace("\"alice\"", "\"al\\u0069ce\""),
+            text.replace("selfInfoUpdated", "kickedOffline"),
+            text[..text.len() - 1].to_string(),
+            String::from("{\"push\":\"selfInfoUpdated\",\"body\":{\"info\":}}"),
+            String::from("}}"),
+        ] {
+            assert!(
+                self_info_push(&bytes::Bytes::from(other.clone())).is_none(),
+                "{other}"
+            );
         }
     }
 

@@ -23,11 +23,13 @@ use super::super::hub::Hub;
 use crate::core::ring::{Cursor, Step};
 
 /// Events are put into one write until it holds about this many bytes …
-pub const WRITE_BATCH: usize = 32 * 1024;
+pub const WRITE_BATCH: usize = 128 * 1024;
 /// … or this many events.
-pub const WRITE_EVENTS: usize = 64;
+pub const WRITE_EVENTS: usize = 256;
 /// The most buffers one vectored write takes.
 const MAX_IOV: usize = 2 * WRITE_EVENTS + 2;
+/// The buffer list of a short write (a few events).
+const SMALL_IOV: usize = 8;
 
 /// One subscription of a connection.
 #[derive(Debug, Clone)]
@@ -61,10 +63,10 @@ impl Queue {
     }
 
     /// The next buffers to write.
-    fn slices<'a>(&'a self, out: &mut [IoSlice<'a>; MAX_IOV]) -> usize {
+    fn slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
         for (i, s) in self.segs.iter().enumerate() {
-            if n == MAX_IOV {
+            if n == out.len() {
                 break;
             }
             out[n] = IoSlice::new(if i == 0 { &s[self.offset..] } else { s });
@@ -204,6 +206,21 @@ impl Out {
         }
     }
 
+    /// Writes what it can of `q` in one vectored write (see [`Out::try_write_now`]). The
+    /// buffer list is as long as the queue needs: a pump to each of a thousand subscribers
+    /// usually writes one event, a burst to one subscriber hundreds.
+    fn write_queue(&self, q: &Queue) -> Option<usize> {
+        if q.segs.len() <= SMALL_IOV {
+            let mut iov = [IoSlice::new(&[]); SMALL_IOV];
+            let n = q.slices(&mut iov);
+            self.try_write_now(&iov[..n])
+        } else {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let n = q.slices(&mut iov);
+            self.try_write_now(&iov[..n])
+        }
+    }
+
     /// Queues `bytes` (whole lines) behind what is queued, writing at once when possible.
     pub fn send(self: &Rc<Self>, hub: &Rc<Hub>, bytes: &[u8]) {
         if self.dead.get() || bytes.is_empty() {
@@ -242,11 +259,7 @@ impl Out {
             if q.is_empty() {
                 return;
             }
-            let written = {
-                let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let n = q.slices(&mut iov);
-                self.try_write_now(&iov[..n])
-            };
+            let written = self.write_queue(&q);
             let Some(n) = written else {
                 q.clear_keep();
                 return self.die();
@@ -347,12 +360,7 @@ impl Out {
                 self.die();
                 break;
             }
-            let written = {
-                let q = self.queue.borrow();
-                let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let n = q.slices(&mut iov);
-                self.try_write_now(&iov[..n])
-            };
+            let written = self.write_queue(&self.queue.borrow());
             match written {
                 Some(n) => self.queue.borrow_mut().advance(n),
                 None => {

@@ -30,6 +30,7 @@ use super::hub::Hub;
 pub use super::net::NetNotice;
 use crate::config::{Backend, Config};
 use crate::core::session::Fail;
+use crate::proto::profile::ProfileJson;
 use crate::proto::UserFullInfo;
 
 /// What the Session asks the server through the link.
@@ -115,7 +116,7 @@ pub enum LinkEvent {
     /// The ticket ran out while online.
     SigExpired,
     /// The logged-in user's profile changed.
-    SelfInfo(UserFullInfo),
+    SelfInfo(ProfileJson),
 }
 
 /// The Session's handle on its link.

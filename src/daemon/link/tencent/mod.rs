@@ -52,6 +52,7 @@ use crate::proto::bridge::{
     plausible_info, Answer, Event as BridgeEvent, FromBridge, KickType, LoginOk, NetState, Op,
     Outcome, ProfileOk, Request, MAX_LINE_BYTES,
 };
+use crate::proto::profile::ProfileJson;
 use crate::proto::UserFullInfo;
 use machine::{Input, LinkMachine};
 use process::{Bridge, Exit, Inbound};
@@ -646,7 +647,8 @@ impl TencentLink {
             }
             BridgeEvent::Profile { info } => {
                 if plausible_info(&info) {
-                    self.session.do_send(LinkEvent::SelfInfo(info));
+                    self.session
+                        .do_send(LinkEvent::SelfInfo(ProfileJson::from_info(&info)));
                 } else {
                     tracing::warn!("a profile from the Tencent bridge out of bounds, ignored");
                 }

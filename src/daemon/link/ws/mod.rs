@@ -27,9 +27,10 @@ use crate::core::liveness::{Beat, Liveness};
 use crate::core::pending::Pending;
 use crate::core::session::Fail;
 use crate::daemon::hub::{ConnPart, Hub};
+use crate::proto::profile::ProfileJson;
 use crate::proto::ws::{
-    Command, Empty, FrameError, HeartbeatResult, LoginBody, LoginResult, Platform, Push, Request,
-    Response, ServerFrame, PROTOCOL_VERSIONS,
+    self_info_push, Command, Empty, FrameError, HeartbeatResult, LoginBody, LoginResult, Platform,
+    Push, Request, Response, ServerFrame, PROTOCOL_VERSIONS,
 };
 use transport::{Dialer, Inbound, Outbound, Transport};
 
@@ -433,6 +434,12 @@ impl WsLink {
         Ok(())
     }
 
+    fn on_self_info(&mut self, info: ProfileJson) {
+        if matches!(self.machine.phase(), Phase::Connected { .. }) {
+            self.session.do_send(LinkEvent::SelfInfo(info));
+        }
+    }
+
     fn on_text(&mut self, text: &[u8], ctx: &mut Context<Self>) {
         let frame = match ServerFrame::parse(text) {
             Ok(f) => f,
@@ -494,7 +501,9 @@ impl WsLink {
                         why: format!("{:?} from {:?}", k.reason, k.platform),
                     },
                     Push::UserSigExpired(_) => LinkEvent::SigExpired,
-                    Push::SelfInfoUpdated(b) => LinkEvent::SelfInfo(b.info),
+                    Push::SelfInfoUpdated(b) => {
+                        LinkEvent::SelfInfo(ProfileJson::from_info(&b.info))
+                    }
                     Push::Hello(_) => return,
                 };
                 self.session.do_send(ev);
@@ -519,7 +528,11 @@ impl StreamHandler<(u64, Inbound)> for WsLink {
         }
         self.liveness.heard(self.now_ms());
         match item {
-            Inbound::Text(t) => self.on_text(&t, ctx),
+            Inbound::Text(t) => match self_info_push(&t) {
+                // A profile push as the server writes it: taken whole, not parsed.
+                Some(info) => self.on_self_info(info),
+                None => self.on_text(&t, ctx),
+            },
             Inbound::Ping(p) => {
                 if let Some(tx) = &self.tx {
                     let _ = tx.send(Outbound::Pong(p));
