@@ -143,16 +143,27 @@ async fn push_burst(hub: web::Data<Hub>, q: Query) -> HttpResponse {
             tokio::time::sleep_until(start + Duration::from_micros((i - 1) * 1_000_000 / r)).await;
         }
         let sent_us = super::state::now_us();
-        let sent = (sent_us / 1000).to_string();
-        let sent_us = sent_us.to_string();
-        let seq = i.to_string();
         let n = hub.update_profile(app, &user, |info: &mut UserFullInfo| {
-            info.custom_info
-                .insert("Tag_Profile_Custom_Seq".into(), seq);
-            info.custom_info
-                .insert("Tag_Profile_Custom_SentAtMs".into(), sent);
-            info.custom_info
-                .insert("Tag_Profile_Custom_SentAtUs".into(), sent_us);
+            // The values are rewritten in place: a burst allocates nothing per push here.
+            let mut set = |key: &str, v: i64| {
+                let mut buf = itoa::Buffer::new();
+                let text = buf.format(v);
+                match info.custom_info.get_mut(key) {
+                    Some(old) => {
+                        old.clear();
+                        old.push_str(text);
+                    }
+                    None => {
+                        info.custom_info.insert(key.to_owned(), text.to_owned());
+                    }
+                }
+            };
+            set(
+                "Tag_Profile_Custom_Seq",
+                i64::try_from(i).unwrap_or(i64::MAX),
+            );
+            set("Tag_Profile_Custom_SentAtMs", sent_us / 1000);
+            set("Tag_Profile_Custom_SentAtUs", sent_us);
         });
         connections = n.unwrap_or(0);
         if rate.is_none() && i % 256 == 0 {

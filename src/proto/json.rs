@@ -31,32 +31,40 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 /// The length of the leading run of bytes that need no escape.
 pub fn plain_run(b: &[u8]) -> usize {
     let mut n = 0;
-    for chunk in b.chunks_exact(8) {
+    let mut chunks = b.chunks_exact(8);
+    for chunk in &mut chunks {
         let mut w = [0u8; 8];
         w.copy_from_slice(chunk);
-        if has_special(u64::from_le_bytes(w)) {
-            break;
+        let m = special_mask(u64::from_le_bytes(w));
+        if m != 0 {
+            return n + first_flagged(m);
         }
         n += 8;
     }
-    n + b[n..].iter().take_while(|&&c| !special(c)).count()
+    // The last few bytes, padded with a plain byte to a whole word.
+    let tail = chunks.remainder();
+    let mut w = [b'a'; 8];
+    w[..tail.len()].copy_from_slice(tail);
+    let m = special_mask(u64::from_le_bytes(w));
+    n + if m != 0 { first_flagged(m) } else { tail.len() }
 }
 
-/// Whether a byte needs an escape.
-fn special(c: u8) -> bool {
-    c < 0x20 || c == b'"' || c == b'\\'
+/// The index of the lowest flagged byte of a mask from [`special_mask`] (the lowest is
+/// exact: a borrow only ever flags a byte above a flagged one).
+fn first_flagged(m: u64) -> usize {
+    (m.trailing_zeros() / 8) as usize
 }
 
-/// Whether any of the eight bytes is below 0x20, `"` or `\`.
-fn has_special(w: u64) -> bool {
+/// The high bit of each of the eight bytes that is below 0x20, `"` or `\`; a byte above a
+/// flagged one may be flagged too.
+fn special_mask(w: u64) -> u64 {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     // A byte below n sets its high bit in (w - n) & !w (n <= 0x80), and a zero byte of
-    // w ^ c marks a byte equal to c. A borrow may flag a byte above a flagged one, never
-    // one with none below it, so "any flagged" is exact.
+    // w ^ c marks a byte equal to c; a borrow runs only upwards from a flagged byte.
     let below = |n: u64| w.wrapping_sub(LO.wrapping_mul(n)) & !w & HI;
     let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
-    (below(0x20) | zero(w ^ LO.wrapping_mul(0x22)) | zero(w ^ LO.wrapping_mul(0x5c))) != 0
+    below(0x20) | zero(w ^ LO.wrapping_mul(0x22)) | zero(w ^ LO.wrapping_mul(0x5c))
 }
 
 /// The escape of a byte that needs one: its bytes and their count.
@@ -96,6 +104,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Whether a byte needs an escape.
+    fn special(c: u8) -> bool {
+        c < 0x20 || c == b'"' || c == b'\\'
+    }
+
     fn mine(s: &str) -> Vec<u8> {
         let mut v = Vec::new();
         write_str(&mut v, s);
@@ -132,7 +145,38 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_plain_run_ends_at_the_first_byte_needing_an_escape() {
+        for len in 0..20 {
+            for at in 0..=len {
+                for special in [b'"', b'\\', 0u8, 0x1f] {
+                    let mut v = vec![b'x'; len];
+                    if at < len {
+                        v[at] = special;
+                        // A second one after it changes nothing.
+                        if at + 1 < len {
+                            v[at + 1] = b'"';
+                        }
+                    }
+                    assert_eq!(plain_run(&v), at, "{v:?}");
+                }
+            }
+        }
+        assert_eq!(
+            plain_run("é€ and \u{7f}~".as_bytes()),
+            "é€ and \u{7f}~".len()
+        );
+    }
+
     proptest! {
+        #[test]
+        fn the_plain_run_is_the_bytes_before_the_first_special(
+            s in prop_oneof![any::<String>(), "[ -~\\x00-\\x1f]{0,40}", "[a-z\"]{0,24}"],
+        ) {
+            let want = s.bytes().position(special).unwrap_or(s.len());
+            prop_assert_eq!(plain_run(s.as_bytes()), want);
+        }
+
         #[test]
         fn any_string_escapes_as_serde_does(s in any::<String>()) {
             prop_assert_eq!(mine(&s), serde_json::to_vec(&s).unwrap());
