@@ -23,9 +23,9 @@ use super::super::hub::Hub;
 use crate::core::ring::{Cursor, Step};
 
 /// Events are put into one write until it holds about this many bytes …
-pub const WRITE_BATCH: usize = 128 * 1024;
+pub const WRITE_BATCH: usize = 32 * 1024;
 /// … or this many events.
-pub const WRITE_EVENTS: usize = 256;
+pub const WRITE_EVENTS: usize = 64;
 /// The most buffers one vectored write takes.
 const MAX_IOV: usize = 2 * WRITE_EVENTS + 2;
 /// The buffer list of a short write (a few events).
