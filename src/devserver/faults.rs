@@ -102,6 +102,22 @@ async fn clear(hub: web::Data<Hub>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"ok": true}))
 }
 
+/// Sets a custom profile field to a number, rewriting the value in place (a burst
+/// allocates nothing per push here).
+fn set_stamp(info: &mut UserFullInfo, key: &str, v: i64) {
+    let mut buf = itoa::Buffer::new();
+    let text = buf.format(v);
+    match info.custom_info.get_mut(key) {
+        Some(old) => {
+            old.clear();
+            old.push_str(text);
+        }
+        None => {
+            info.custom_info.insert(key.to_owned(), text.to_owned());
+        }
+    }
+}
+
 /// `POST /faults/push-burst?user=U&count=N[&rate=R][&sdkappid=A]`: N `selfInfoUpdated`
 /// pushes to the user's online connections, `customInfo.Tag_Profile_Custom_Seq` = 1..N
 /// `Tag_Profile_Custom_SentAtMs` = the server's unix ms at the push and
@@ -138,36 +154,31 @@ async fn push_burst(hub: web::Data<Hub>, q: Query) -> HttpResponse {
     tracing::info!(user, count, ?rate, "bench: push burst");
     let start = Instant::now();
     let mut connections = 0;
-    for i in 1..=count {
+    // Paced: one push per wake-up. Unpaced: batches under one lock, and a yield between
+    // them so the connection tasks drain their queues.
+    let batch = if rate.is_some() { 1 } else { 256 };
+    let mut next = 1;
+    while next <= count {
         if let Some(r) = rate {
-            tokio::time::sleep_until(start + Duration::from_micros((i - 1) * 1_000_000 / r)).await;
+            let at = (next - 1).saturating_mul(1_000_000) / r;
+            tokio::time::sleep_until(start + Duration::from_micros(at)).await;
         }
-        let sent_us = super::state::now_us();
-        let n = hub.update_profile(app, &user, |info: &mut UserFullInfo| {
-            // The values are rewritten in place: a burst allocates nothing per push here.
-            let mut set = |key: &str, v: i64| {
-                let mut buf = itoa::Buffer::new();
-                let text = buf.format(v);
-                match info.custom_info.get_mut(key) {
-                    Some(old) => {
-                        old.clear();
-                        old.push_str(text);
-                    }
-                    None => {
-                        info.custom_info.insert(key.to_owned(), text.to_owned());
-                    }
-                }
-            };
-            set(
+        let times = batch.min(count - next + 1);
+        let first = next;
+        let n = hub.update_profile_times(app, &user, times, |k, info: &mut UserFullInfo| {
+            let sent_us = super::state::now_us();
+            let seq = first.saturating_add(k);
+            set_stamp(
+                info,
                 "Tag_Profile_Custom_Seq",
-                i64::try_from(i).unwrap_or(i64::MAX),
+                i64::try_from(seq).unwrap_or(i64::MAX),
             );
-            set("Tag_Profile_Custom_SentAtMs", sent_us / 1000);
-            set("Tag_Profile_Custom_SentAtUs", sent_us);
+            set_stamp(info, "Tag_Profile_Custom_SentAtMs", sent_us / 1000);
+            set_stamp(info, "Tag_Profile_Custom_SentAtUs", sent_us);
         });
         connections = n.unwrap_or(0);
-        if rate.is_none() && i % 256 == 0 {
-            // Let the connection tasks drain their queues now and then.
+        next += times;
+        if rate.is_none() {
             tokio::task::yield_now().await;
         }
     }

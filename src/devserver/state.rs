@@ -680,35 +680,56 @@ impl Hub {
         user: &str,
         f: impl FnOnce(&mut UserFullInfo),
     ) -> Option<usize> {
-        let mut s = self.lock();
-        let conns: Vec<ConnId> = s
+        let mut f = Some(f);
+        self.update_profile_times(app, user, 1, |_, info| {
+            if let Some(f) = f.take() {
+                f(info)
+            }
+        })
+    }
+
+    /// [`Hub::update_profile`] `times` times in a row under one lock (a burst of pushes),
+    /// `f` told which time it is (0-based). The account and its connections are looked up
+    /// once.
+    pub fn update_profile_times(
+        &self,
+        app: u64,
+        user: &str,
+        times: u64,
+        mut f: impl FnMut(u64, &mut UserFullInfo),
+    ) -> Option<usize> {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let conns: Vec<(ConnId, Protocol)> = s
             .logins
             .iter()
             .filter(|l| l.app == app && l.user == user && !l.displaced)
             .filter_map(|l| l.conn)
+            .filter_map(|c| s.conns.get(&c).map(|x| (c, x.protocol)))
             .collect();
-        let web = conns
-            .iter()
-            .any(|c| s.conns.get(c).is_some_and(|c| c.protocol == Protocol::Web));
+        let web = conns.iter().any(|(_, p)| *p == Protocol::Web);
         let info = s.accounts.get_mut(&(app, user.to_owned()))?;
-        f(info);
-        if info.user_id != user {
-            info.user_id = user.to_owned();
-        }
-        // The frame is written from the profile in place; a copy only for Web connections.
-        let mut frame = Some(self_info_frame(info));
-        let push = web.then(|| Push::SelfInfoUpdated(InfoBody { info: info.clone() }));
-        for (i, c) in conns.iter().enumerate() {
-            let Some(conn) = s.conns.get(c) else {
-                continue;
-            };
-            let out = match (conn.protocol, &push) {
-                (Protocol::Web, Some(p)) => Outbound::Push(p.clone()),
-                _ if i + 1 == conns.len() => Outbound::Frame(frame.take().unwrap_or_default()),
-                _ => Outbound::Frame(frame.clone().unwrap_or_default()),
-            };
-            // A closed queue means the task is ending; it unregisters itself.
-            let _ = conn.tx.send(out);
+        for time in 0..times {
+            f(time, info);
+            if info.user_id != user {
+                info.user_id = user.to_owned();
+            }
+            // The frame is written from the profile in place; a copy only for Web
+            // connections.
+            let mut frame = Some(self_info_frame(info));
+            let push = web.then(|| Push::SelfInfoUpdated(InfoBody { info: info.clone() }));
+            for (i, (c, protocol)) in conns.iter().enumerate() {
+                let Some(conn) = s.conns.get(c) else {
+                    continue;
+                };
+                let out = match (protocol, &push) {
+                    (Protocol::Web, Some(p)) => Outbound::Push(p.clone()),
+                    _ if i + 1 == conns.len() => Outbound::Frame(frame.take().unwrap_or_default()),
+                    _ => Outbound::Frame(frame.clone().unwrap_or_default()),
+                };
+                // A closed queue means the task is ending; it unregisters itself.
+                let _ = conn.tx.send(out);
+            }
         }
         Some(conns.len())
     }
