@@ -1453,8 +1453,13 @@ fn bench_fanout(
             if template.is_none() {
                 template = im.sample.clone();
             }
-            ims.push(im);
             let tpl = template.clone().unwrap_or_else(fallback_template);
+            println!(
+                "  fan-out S={s} N={n} round {}: imlink {:.1} ms",
+                ims.len() + 1,
+                ms(im.elapsed)
+            );
+            ims.push(im);
             if let Some(r) = redis {
                 reds.push(fanout(
                     Kind::Redis,
@@ -1465,6 +1470,13 @@ fn bench_fanout(
                     sc.deadline,
                     || redis_publish(&r.sock, &tpl, n, None, s),
                 ));
+                if let Some(red) = reds.last() {
+                    println!(
+                        "  fan-out S={s} N={n} round {}: Redis {:.1} ms",
+                        reds.len(),
+                        ms(red.elapsed)
+                    );
+                }
             }
         }
         let im = median_round(ims);
