@@ -523,16 +523,9 @@ impl Hub {
             b.extend_from_slice(b"{\"event\":\"eventsLost\",\"data\":{}}");
         }
         // Its `{` goes (the params object is open); its `}` closes the params.
+        b.remove(start);
         b.extend_from_slice(b"}\n");
-        let out = match (b.get(..start), b.get(start + 1..)) {
-            (Some(head), Some(tail)) => {
-                let mut v = Vec::with_capacity(head.len() + tail.len());
-                v.extend_from_slice(head);
-                v.extend_from_slice(tail);
-                Bytes::from(v)
-            }
-            _ => Bytes::new(),
-        };
+        let out = Bytes::copy_from_slice(&b);
         self.scratch.replace(b);
         out
     }

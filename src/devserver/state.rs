@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, watch};
 use super::policy::{self, Policy};
 use crate::codes::code;
 use crate::proto::profile::UserFullInfo;
-use crate::proto::ws::{InfoBody, KickReason, Kicked, LoginBody, LoginResult, Platform, Push};
+use crate::proto::ws::{
+    self_info_frame, InfoBody, KickReason, Kicked, LoginBody, LoginResult, Platform, Push,
+};
 use crate::usersig;
 
 /// Identifies one WebSocket connection for the life of the process.
@@ -217,16 +219,6 @@ fn push_json(p: &Push) -> String {
         return self_info_frame(&b.info);
     }
     serde_json::to_string(p).unwrap_or_else(|_| String::from("{}"))
-}
-
-/// The `selfInfoUpdated` push frame of `info`: serde's bytes, written by hand (a burst of
-/// pushes is all of these).
-fn self_info_frame(info: &UserFullInfo) -> String {
-    let mut v = Vec::with_capacity(512);
-    v.extend_from_slice(b"{\"push\":\"selfInfoUpdated\",\"body\":{\"info\":");
-    info.write_json(&mut v);
-    v.extend_from_slice(b"}}");
-    String::from_utf8(v).unwrap_or_else(|_| String::from("{}"))
 }
 
 impl State {

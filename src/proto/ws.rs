@@ -426,18 +426,31 @@ impl<'de> Deserialize<'de> for Members<'de> {
     }
 }
 
+/// What a `selfInfoUpdated` push frame holds before its profile (and `}}` after it).
+const SELF_INFO_HEAD: &[u8] = b"{\"push\":\"selfInfoUpdated\",\"body\":{\"info\":";
+
+/// The `selfInfoUpdated` push frame of `info`, as the server writes it: serde's bytes for
+/// `Push::SelfInfoUpdated`, written by hand (a burst of pushes is all of these), the form
+/// [`self_info_push`] takes whole.
+pub fn self_info_frame(info: &UserFullInfo) -> String {
+    let mut v = Vec::with_capacity(512);
+    v.extend_from_slice(SELF_INFO_HEAD);
+    info.write_json(&mut v);
+    v.extend_from_slice(b"}}");
+    String::from_utf8(v).unwrap_or_else(|_| String::from("{}"))
+}
+
 /// The profile of a `selfInfoUpdated` push written as the server writes it,
 /// `{"push":"selfInfoUpdated","body":{"info":PROFILE}}` with PROFILE canonical (see
 /// [`ProfileJson::from_canonical`]), taken without building the profile; `None` for
 /// anything else, which [`ServerFrame::parse`] then reads. What this takes, that reads as
 /// the same profile (the tests and the `ws_frame` fuzz target hold it to that).
 pub fn self_info_push(frame: &bytes::Bytes) -> Option<ProfileJson> {
-    const HEAD: &[u8] = b"{\"push\":\"selfInfoUpdated\",\"body\":{\"info\":";
     let end = frame.len().checked_sub(2)?;
-    if !frame.starts_with(HEAD) || !frame.ends_with(b"}}") || end < HEAD.len() {
+    if !frame.starts_with(SELF_INFO_HEAD) || !frame.ends_with(b"}}") || end < SELF_INFO_HEAD.len() {
         return None;
     }
-    ProfileJson::from_canonical(frame.slice(HEAD.len()..end))
+    ProfileJson::from_canonical(frame.slice(SELF_INFO_HEAD.len()..end))
 }
 
 impl ServerFrame {
@@ -608,6 +621,7 @@ mod tests {
             .insert("Tag_Profile_Custom_Seq".into(), "7".into());
         let frame =
             serde_json::to_vec(&Push::SelfInfoUpdated(InfoBody { info: info.clone() })).unwrap();
+        assert_eq!(self_info_frame(&info).as_bytes(), &frame[..]);
         let j = self_info_push(&bytes::Bytes::from(frame.clone())).expect("taken");
         assert_eq!(j, ProfileJson::from_info(&info));
         assert_eq!(j.to_info(), Some(info.clone()));
