@@ -241,35 +241,42 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A profile from its four strings, its five numbers and its custom fields.
+    fn profile(
+        strings: impl Strategy<Value = (String, String, String, String)>,
+        custom: impl Strategy<Value = BTreeMap<String, String>>,
+    ) -> impl Strategy<Value = UserFullInfo> {
+        let numbers = (
+            any::<u8>(),
+            any::<u8>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u32>(),
+        );
+        (strings, numbers, custom).prop_map(|((u, n, f, s), (g, a, r, l, b), c)| UserFullInfo {
+            user_id: u,
+            nick_name: n,
+            face_url: f,
+            self_signature: s,
+            gender: g,
+            allow_type: a,
+            custom_info: c,
+            role: r,
+            level: l,
+            birthday: b,
+        })
+    }
+
     fn info() -> impl Strategy<Value = UserFullInfo> {
-        (
+        profile(
             (
                 any::<String>(),
                 "[ -~\\x00-\\x1f]{0,24}",
                 any::<String>(),
                 any::<String>(),
             ),
-            (
-                any::<u8>(),
-                any::<u8>(),
-                any::<u32>(),
-                any::<u32>(),
-                any::<u32>(),
-            ),
             proptest::collection::btree_map(any::<String>(), "[ -~\\n]{0,12}", 0..5),
         )
-            .prop_map(|((u, n, f, s), (g, a, r, l, b), c)| UserFullInfo {
-                user_id: u,
-                nick_name: n,
-                face_url: f,
-                self_signature: s,
-                gender: g,
-                allow_type: a,
-                custom_info: c,
-                role: r,
-                level: l,
-                birthday: b,
-            })
     }
 
     proptest! {
@@ -285,29 +292,10 @@ mod tests {
     /// Profiles whose strings need no escapes (the form pushes take), non-ASCII included.
     fn plain_info() -> impl Strategy<Value = UserFullInfo> {
         let s = || "[a-zA-Z0-9_ ./:é€-]{0,12}";
-        (
+        profile(
             (s(), s(), s(), s()),
-            (
-                any::<u8>(),
-                any::<u8>(),
-                any::<u32>(),
-                any::<u32>(),
-                any::<u32>(),
-            ),
             proptest::collection::btree_map(s(), s(), 0..5),
         )
-            .prop_map(|((u, n, f, s), (g, a, r, l, b), c)| UserFullInfo {
-                user_id: u,
-                nick_name: n,
-                face_url: f,
-                self_signature: s,
-                gender: g,
-                allow_type: a,
-                custom_info: c,
-                role: r,
-                level: l,
-                birthday: b,
-            })
     }
 
     /// The property [`ProfileJson::from_canonical`] promises: what it takes, serde reads,
