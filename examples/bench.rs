@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -51,10 +51,30 @@ const STABLE_MS: u64 = 500;
 const ACCOUNTS_HEARTBEAT_MS: u64 = 5_000;
 /// The request every RPC client sends, byte for byte (the echo floor gets the same).
 const RPC_REQ: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getLoginStatus\"}\n";
-const SEQ_MARK: &[u8] = b"Tag_Profile_Custom_Seq\":\"";
-const SENT_MARK: &[u8] = b"Tag_Profile_Custom_SentAtMs\":\"";
+/// A marker searched for in every event line, its searcher built once: the harness shares
+/// the two cores with what it measures, so its own cost per line is kept small.
+struct Mark {
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl Mark {
+    fn new(text: &'static [u8]) -> Mark {
+        Mark {
+            finder: memchr::memmem::Finder::new(text),
+        }
+    }
+
+    fn text(&self) -> &[u8] {
+        self.finder.needle()
+    }
+}
+
+static SEQ_MARK: LazyLock<Mark> = LazyLock::new(|| Mark::new(b"Tag_Profile_Custom_Seq\":\""));
+static SENT_MARK: LazyLock<Mark> = LazyLock::new(|| Mark::new(b"Tag_Profile_Custom_SentAtMs\":\""));
 /// The same instant in µs (devservers of this version stamp both).
-const SENT_US_MARK: &[u8] = b"Tag_Profile_Custom_SentAtUs\":\"";
+static SENT_US_MARK: LazyLock<Mark> =
+    LazyLock::new(|| Mark::new(b"Tag_Profile_Custom_SentAtUs\":\""));
+static LOST_MARK: LazyLock<Mark> = LazyLock::new(|| Mark::new(b"eventsLost"));
 
 // ------------------------------------------------------------------ scale
 
@@ -331,8 +351,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// The digits after `mark` in `line`.
-fn num_after(line: &[u8], mark: &[u8]) -> Option<u64> {
-    let at = find(line, mark)? + mark.len();
+fn num_after(line: &[u8], mark: &Mark) -> Option<u64> {
+    let at = mark.finder.find(line)? + mark.finder.needle().len();
     let mut v: u64 = 0;
     let mut any = false;
     for &b in &line[at..] {
@@ -1170,6 +1190,10 @@ async fn read_sub(
     use tokio::io::AsyncReadExt;
     let mut pending = carry;
     let mut buf = vec![0u8; 16 * 1024];
+    // Room for every latency up front: no reallocation while the burst is read.
+    st.borrow_mut()
+        .lat_us
+        .reserve(usize::try_from(n).unwrap_or(0));
     loop {
         let k = match s.read(&mut buf).await {
             Ok(0) | Err(_) => return,
@@ -1183,22 +1207,22 @@ async fn read_sub(
         while let Some(i) = memchr::memchr(b'\n', &pending[start..]) {
             let line = &pending[start..start + i];
             start += i + 1;
-            if let Some(seq) = num_after(line, SEQ_MARK) {
+            if let Some(seq) = num_after(line, &SEQ_MARK) {
                 if seq != g.last + 1 {
                     g.in_order = false;
                 }
                 g.last = seq;
                 g.count += 1;
-                if let Some(sent) = num_after(line, SENT_US_MARK) {
+                if let Some(sent) = num_after(line, &SENT_US_MARK) {
                     g.lat_us.push(now_us - sent as i64);
-                } else if let Some(sent) = num_after(line, SENT_MARK) {
+                } else if let Some(sent) = num_after(line, &SENT_MARK) {
                     // Only a whole-ms stamp: count from the middle of its millisecond.
                     g.lat_us.push(now_us - (sent as i64 * 1000 + 500));
                 }
                 if keep_sample && g.sample.is_none() {
                     g.sample = Some(line.to_vec());
                 }
-            } else if find(line, b"eventsLost").is_some() {
+            } else if LOST_MARK.finder.find(line).is_some() {
                 g.lost = true;
             }
         }
@@ -1310,21 +1334,71 @@ fn median_round(mut rounds: Vec<FanResult>) -> FanResult {
     rounds.swap_remove(mid)
 }
 
-/// The payload for Redis: the imlink event line with this seq and send time.
-fn fill(template: &[u8], seq: u64, sent_us: i64) -> Vec<u8> {
-    let mut out = template.to_vec();
-    for (mark, val) in [
-        (SEQ_MARK, seq.to_string()),
-        (SENT_MARK, (sent_us / 1000).to_string()),
-        (SENT_US_MARK, sent_us.to_string()),
-    ] {
-        if let Some(i) = find(&out, mark) {
-            let at = i + mark.len();
-            let end = at + out[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-            out.splice(at..end, val.into_bytes());
+/// The payload for Redis: the imlink event line, split once around its three numbers so
+/// that each message is written in pieces, with nothing searched or allocated per message.
+struct Payload {
+    /// The text before each number, and which number follows it (0 seq, 1 ms, 2 µs).
+    parts: Vec<(Vec<u8>, usize)>,
+    tail: Vec<u8>,
+}
+
+impl Payload {
+    fn new(template: &[u8]) -> Payload {
+        let mut at: Vec<(usize, usize, usize)> = [&*SEQ_MARK, &*SENT_MARK, &*SENT_US_MARK]
+            .iter()
+            .enumerate()
+            .filter_map(|(which, m)| {
+                let start = m.finder.find(template)? + m.text().len();
+                let digits = template[start..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                Some((start, start + digits, which))
+            })
+            .collect();
+        at.sort();
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for (start, end, which) in at {
+            parts.push((template[from..start].to_vec(), which));
+            from = end;
+        }
+        Payload {
+            parts,
+            tail: template[from..].to_vec(),
         }
     }
-    out
+
+    /// Writes one PUBLISH of the line with this seq and send time.
+    fn publish(&self, w: &mut impl Write, seq: u64, sent_us: i64) -> std::io::Result<()> {
+        let mut bufs = [
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+        ];
+        let [a, b, c] = &mut bufs;
+        let nums = [
+            a.format(seq).as_bytes(),
+            b.format(sent_us / 1000).as_bytes(),
+            c.format(sent_us).as_bytes(),
+        ];
+        let len = self.tail.len()
+            + self
+                .parts
+                .iter()
+                .map(|(p, which)| p.len() + nums[*which].len())
+                .sum::<usize>();
+        let mut head = itoa::Buffer::new();
+        w.write_all(b"*3\r\n$7\r\nPUBLISH\r\n$5\r\nbench\r\n$")?;
+        w.write_all(head.format(len).as_bytes())?;
+        w.write_all(b"\r\n")?;
+        for (p, which) in &self.parts {
+            w.write_all(p)?;
+            w.write_all(nums[*which])?;
+        }
+        w.write_all(&self.tail)?;
+        w.write_all(b"\r\n")
+    }
 }
 
 /// Publishes N messages to `bench`, pipelined (or R per second); checks the replies.
@@ -1345,6 +1419,7 @@ fn redis_publish(sock: &Path, template: &[u8], n: u64, rate: Option<u64>, subs: 
         }
         last
     });
+    let payload = Payload::new(template);
     let mut w = std::io::BufWriter::with_capacity(64 * 1024, s);
     let start = Instant::now();
     for i in 1..=n {
@@ -1354,10 +1429,7 @@ fn redis_publish(sock: &Path, template: &[u8], n: u64, rate: Option<u64>, subs: 
                 std::thread::sleep(d);
             }
         }
-        let p = fill(template, i, unix_us());
-        write!(w, "*3\r\n$7\r\nPUBLISH\r\n$5\r\nbench\r\n${}\r\n", p.len()).unwrap();
-        w.write_all(&p).unwrap();
-        w.write_all(b"\r\n").unwrap();
+        payload.publish(&mut w, i, unix_us()).unwrap();
         if rate.is_some() {
             w.flush().unwrap();
         }

@@ -522,12 +522,14 @@ impl Hub {
             b.truncate(start);
             b.extend_from_slice(b"{\"event\":\"eventsLost\",\"data\":{}}");
         }
-        // Its `{` goes (the params object is open); its `}` closes the params.
-        b.remove(start);
-        b.extend_from_slice(b"}\n");
-        let out = Bytes::copy_from_slice(&b);
+        // Copied out at its exact size without the event's `{` (the params object is
+        // open) and with a `}` that closes the params.
+        let mut out = Vec::with_capacity(b.len().saturating_add(1));
+        out.extend_from_slice(&b[..start]);
+        out.extend_from_slice(b.get(start + 1..).unwrap_or_default());
+        out.extend_from_slice(b"}\n");
         self.scratch.replace(b);
-        out
+        Bytes::from(out)
     }
 
     /// The body of an `eventsLost {from, to}`, with seq `to` (the seqs one subscription
@@ -588,6 +590,11 @@ impl Hub {
         }
         let hub = self.clone();
         tokio::task::spawn_local(async move {
+            // After the tasks already runnable and the next poll of the sockets: a burst
+            // of pushes read in one go then goes out in as few writes as the batch limits
+            // allow (emits meanwhile find the pump scheduled), and a lone event waits only
+            // for that one turn.
+            tokio::task::yield_now().await;
             hub.pump_scheduled.set(false);
             // A pump never changes the list (a dead connection leaves it when its task
             // ends), so it is walked in place.

@@ -315,8 +315,10 @@ impl Dialer for AwcDialer {
                 }))
                 // Nothing after the first `Closed`.
                 .scan(false, |done, i| {
-                    let out = if *done { None } else { Some(i.clone()) };
-                    *done = *done || matches!(i, Inbound::Closed(_));
+                    let out = (!*done).then(|| {
+                        *done = matches!(i, Inbound::Closed(_));
+                        i
+                    });
                     futures_util::future::ready(out)
                 })
                 .boxed_local();
