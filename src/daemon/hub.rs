@@ -5,8 +5,9 @@
 //! [`Hub::set_session`], [`Hub::emit`]), so a status snapshot and the seq of the newest
 //! event always belong together, and a getter answers from the board without a message
 //! hop. An event is serialised once into the ring ([`crate::core::ring`]); subscribers
-//! are cursors into it. After a burst of events one deferred pump writes, for each
-//! subscribed connection, everything new in one system call ([`super::api::out::Out`]).
+//! are cursors into it. After a burst of events one deferred pump (one scheduler turn
+//! later) writes, for each subscribed connection, everything new in as few system calls
+//! as the batch limits allow ([`super::api::out::Out`]).
 
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
