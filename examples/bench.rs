@@ -51,23 +51,9 @@ const STABLE_MS: u64 = 500;
 const ACCOUNTS_HEARTBEAT_MS: u64 = 5_000;
 /// The request every RPC client sends, byte for byte (the echo floor gets the same).
 const RPC_REQ: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"getLoginStatus\"}\n";
-/// A marker searched for in every event line, its searcher built once: the harness shares
-/// the two cores with what it measures, so its own cost per line is kept small.
-struct Mark {
-    finder: memchr::memmem::Finder<'static>,
-}
-
-impl Mark {
-    fn new(text: &'static [u8]) -> Mark {
-        Mark {
-            finder: memchr::memmem::Finder::new(text),
-        }
-    }
-
-    fn text(&self) -> &[u8] {
-        self.finder.needle()
-    }
-}
+/// The markers searched for in every event line, each searcher built once: the harness
+/// shares the two cores with what it measures, so its own cost per line is kept small.
+type Mark = memchr::memmem::Finder<'static>;
 
 static SEQ_MARK: LazyLock<Mark> = LazyLock::new(|| Mark::new(b"Tag_Profile_Custom_Seq\":\""));
 static SENT_MARK: LazyLock<Mark> = LazyLock::new(|| Mark::new(b"Tag_Profile_Custom_SentAtMs\":\""));
@@ -352,7 +338,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// The digits after `mark` in `line`.
 fn num_after(line: &[u8], mark: &Mark) -> Option<u64> {
-    let at = mark.finder.find(line)? + mark.finder.needle().len();
+    let at = mark.find(line)? + mark.needle().len();
     let mut v: u64 = 0;
     let mut any = false;
     for &b in &line[at..] {
@@ -1222,7 +1208,7 @@ async fn read_sub(
                 if keep_sample && g.sample.is_none() {
                     g.sample = Some(line.to_vec());
                 }
-            } else if LOST_MARK.finder.find(line).is_some() {
+            } else if LOST_MARK.find(line).is_some() {
                 g.lost = true;
             }
         }
@@ -1348,7 +1334,7 @@ impl Payload {
             .iter()
             .enumerate()
             .filter_map(|(which, m)| {
-                let start = m.finder.find(template)? + m.text().len();
+                let start = m.find(template)? + m.needle().len();
                 let digits = template[start..]
                     .iter()
                     .take_while(|b| b.is_ascii_digit())
