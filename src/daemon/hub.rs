@@ -5,9 +5,11 @@
 //! [`Hub::set_session`], [`Hub::emit`]), so a status snapshot and the seq of the newest
 //! event always belong together, and a getter answers from the board without a message
 //! hop. An event is serialised once into the ring ([`crate::core::ring`]); subscribers
-//! are cursors into it. After a burst of events one deferred pump (one scheduler turn
-//! later) writes, for each subscribed connection, everything new in as few system calls
-//! as the batch limits allow ([`super::api::out::Out`]).
+//! are cursors into it. One deferred pump, run after the task that emitted, writes for
+//! each subscribed connection everything new in as few system calls as the batch limits
+//! allow ([`super::api::out::Out`]). While a burst runs (the last pump found more than
+//! one new event) the pump waits one more scheduler turn, so that what the next poll of
+//! the sockets reads goes out in the same writes; a lone event is not held back.
 
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
@@ -194,6 +196,11 @@ pub struct Hub {
     subscribed: RefCell<Vec<Rc<Out>>>,
     next_sub: Cell<u64>,
     pump_scheduled: Cell<bool>,
+    /// The ring's next seq when the last pump ran.
+    pumped_to: Cell<u64>,
+    /// The last pump found more than one new event: a burst is running, and the next pump
+    /// waits a scheduler turn to gather more of it.
+    burst: Cell<bool>,
     changed: Notify,
     /// Where events are rendered before they are copied out at their size.
     scratch: RefCell<Vec<u8>>,
@@ -238,6 +245,8 @@ impl Hub {
             subscribed: RefCell::new(Vec::new()),
             next_sub: Cell::new(1),
             pump_scheduled: Cell::new(false),
+            pumped_to: Cell::new(1),
+            burst: Cell::new(false),
             changed: Notify::new(),
             scratch: RefCell::new(Vec::new()),
         })
@@ -269,6 +278,8 @@ impl Hub {
             subscribed: RefCell::new(Vec::new()),
             next_sub: Cell::new(1),
             pump_scheduled: Cell::new(false),
+            pumped_to: Cell::new(1),
+            burst: Cell::new(false),
             changed: Notify::new(),
             scratch: RefCell::new(Vec::new()),
         });
@@ -583,20 +594,29 @@ impl Hub {
     }
 
     fn schedule_pump(self: &Rc<Self>) {
-        if self.pump_scheduled.replace(true) || self.subscribed.borrow().is_empty() {
-            if self.subscribed.borrow().is_empty() {
-                self.pump_scheduled.set(false);
-            }
+        if self.subscribed.borrow().is_empty() {
+            // Nobody to write to: what is in the ring now is no burst for a later pump.
+            self.pump_scheduled.set(false);
+            self.pumped_to.set(self.ring.borrow().next_seq());
+            return;
+        }
+        if self.pump_scheduled.replace(true) {
             return;
         }
         let hub = self.clone();
+        let wait = self.burst.get();
         tokio::task::spawn_local(async move {
-            // After the tasks already runnable and the next poll of the sockets: a burst
-            // of pushes read in one go then goes out in as few writes as the batch limits
-            // allow (emits meanwhile find the pump scheduled), and a lone event waits only
-            // for that one turn.
-            tokio::task::yield_now().await;
+            // The pump runs after the task that emitted (emits meanwhile find it
+            // scheduled). While a burst runs it also waits one scheduler turn, past the
+            // next poll of the sockets, so that pushes read in that poll go out in the
+            // same writes; a lone event goes out at once.
+            if wait {
+                tokio::task::yield_now().await;
+            }
             hub.pump_scheduled.set(false);
+            let next = hub.ring.borrow().next_seq();
+            hub.burst
+                .set(next.saturating_sub(hub.pumped_to.replace(next)) > 1);
             // A pump never changes the list (a dead connection leaves it when its task
             // ends), so it is walked in place.
             let mut i = 0;
@@ -680,5 +700,104 @@ impl Hub {
     /// Every subscribed connection, to be probed for peers that went away.
     pub fn subscribed_outs(&self) -> Vec<Rc<Out>> {
         self.subscribed.borrow().clone()
+    }
+
+    /// Does the next pump wait a scheduler turn (a burst is running)? (tests)
+    pub fn pump_waits(&self) -> bool {
+        self.burst.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::UnixStream;
+
+    /// Reads from `r` until `n` more lines have come, or panics after 10 s.
+    async fn lines(r: &mut UnixStream, got: &mut Vec<u8>, n: usize) -> Vec<String> {
+        let want = got.iter().filter(|&&b| b == b'\n').count() + n;
+        let read = async {
+            let mut buf = [0u8; 4096];
+            while got.iter().filter(|&&b| b == b'\n').count() < want {
+                let k = r.read(&mut buf).await.expect("read");
+                assert!(k > 0, "the daemon side closed");
+                got.extend_from_slice(&buf[..k]);
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .expect("the events within 10 s");
+        String::from_utf8(got.clone())
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn seqs(lines: &[String]) -> Vec<u64> {
+        lines
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["params"]["seq"].as_u64().unwrap()
+            })
+            .collect()
+    }
+
+    /// A burst switches the pump to waiting a turn; the first lone event after it switches
+    /// it back, and every event arrives once, in order, either way.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_pump_waits_a_turn_only_while_a_burst_runs() {
+        tokio::task::LocalSet::new()
+            .run_until(async {
+                let hub = Hub::new(new_boot_id(), Clock::System, 100, 100, "ws://x".into());
+                let (a, mut b) = UnixStream::pair().unwrap();
+                let out = Out::new(Rc::new(
+                    super::super::api::conn::ConnSocket::new(a).unwrap(),
+                ));
+                hub.subscribe(&out, Filter::ALL, None);
+                let mut got = Vec::new();
+                assert!(!hub.pump_waits(), "no burst before any event");
+
+                // A lone event.
+                hub.emit(Event::Connecting {});
+                assert_eq!(seqs(&lines(&mut b, &mut got, 1).await), [1]);
+                assert!(!hub.pump_waits(), "one event is no burst");
+
+                // Three at once: the pump that writes them finds a burst.
+                for _ in 0..3 {
+                    hub.emit(Event::ConnectSuccess {});
+                }
+                assert_eq!(seqs(&lines(&mut b, &mut got, 3).await), [1, 2, 3, 4]);
+                assert!(hub.pump_waits(), "three new events are a burst");
+
+                // The burst goes on: the waiting pump still writes everything, in order.
+                for _ in 0..2 {
+                    hub.emit(Event::Connecting {});
+                }
+                assert_eq!(seqs(&lines(&mut b, &mut got, 2).await), [1, 2, 3, 4, 5, 6]);
+                assert!(hub.pump_waits());
+
+                // A lone event ends it.
+                hub.emit(Event::ConnectSuccess {});
+                assert_eq!(
+                    seqs(&lines(&mut b, &mut got, 1).await),
+                    [1, 2, 3, 4, 5, 6, 7]
+                );
+                assert!(!hub.pump_waits(), "a lone event ends the burst");
+
+                // Events nobody is subscribed to are no burst for the next subscriber.
+                assert!(hub.unsubscribe(&out, 1));
+                for _ in 0..5 {
+                    hub.emit(Event::Connecting {});
+                }
+                hub.subscribe(&out, Filter::ALL, None);
+                hub.emit(Event::ConnectSuccess {});
+                let all = lines(&mut b, &mut got, 1).await;
+                assert_eq!(seqs(&all).last(), Some(&13));
+                assert!(!hub.pump_waits(), "unsubscribed events are no burst");
+            })
+            .await;
     }
 }

@@ -5,8 +5,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::net::UnixStream;
 
+use super::conn::{ConnSocket, ReadReady};
 use super::dispatch::{self, Outcome};
 use super::line::{Lines, Piece};
 use super::out::Out;
@@ -176,15 +176,14 @@ impl Conn<'_> {
     /// the read, so data that arrived meanwhile is announced again by the next edge), and
     /// the task waits for the next request without a second, empty read — one system call
     /// fewer per request.
-    fn read(&mut self, stream: &UnixStream) -> Read {
+    fn read(&mut self, ready: &mut ReadReady<'_>) -> Read {
         use std::io::Read as _;
         let max = self.api.settings.borrow().max_line_bytes;
         READ.with(|b| {
             let mut b = b.borrow_mut();
             let got = std::cell::Cell::new(0usize);
-            let r = stream.try_io(tokio::io::Interest::READABLE, || {
-                let sock = socket2::SockRef::from(stream);
-                let n = (&*sock).read(&mut b)?;
+            let r = ConnSocket::read_with(ready, |sock| {
+                let n = sock.read(&mut b)?;
                 if n > 0 && n < b.len() {
                     got.set(n);
                     return Err(std::io::ErrorKind::WouldBlock.into());
@@ -232,7 +231,7 @@ fn batch_reply(replies: Vec<Vec<u8>>) -> Option<Vec<u8>> {
 }
 
 /// Serves one connection until it ends.
-pub async fn serve(api: &Rc<Api>, stream: &UnixStream, out: &Rc<Out>, peer: Option<(u32, u32)>) {
+pub async fn serve(api: &Rc<Api>, stream: &ConnSocket, out: &Rc<Out>, peer: Option<(u32, u32)>) {
     let mut c = Conn {
         api,
         out,
@@ -304,11 +303,11 @@ pub async fn serve(api: &Rc<Api>, stream: &UnixStream, out: &Rc<Out>, peer: Opti
         } else {
             stream.readable().await
         };
-        if ready.is_err() {
+        let Ok(mut ready) = ready else {
             return;
-        }
+        };
         last_read = tokio::time::Instant::now();
-        match c.read(stream) {
+        match c.read(&mut ready) {
             Read::Data | Read::Empty => {}
             Read::Failed => return,
             Read::Eof => break,

@@ -7,6 +7,7 @@
 //! - [`dispatch`] — request → reply: typed params, the hub's answers, the Session's calls.
 //! - [`out`] — the writing side of a connection: replies and events, never blocking.
 //! - [`client`] — one connection's task: reading, back-pressure, idle limit, half-close.
+//! - [`conn`] — a connection's socket, watched for writability only while output waits.
 //! - [`socket`] — binding the socket safely (and removing only our own).
 //!
 //! Everything runs on the daemon's one thread; a request that only reads is answered as
@@ -14,6 +15,7 @@
 
 pub mod access;
 pub mod client;
+pub mod conn;
 pub mod dispatch;
 pub mod line;
 pub mod multi;
@@ -197,8 +199,18 @@ impl Api {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
         let api = self.clone();
+        let stream = match conn::ConnSocket::new(stream) {
+            Ok(s) => Rc::new(s),
+            Err(e) => {
+                tracing::warn!("cannot take an API connection: {e}");
+                self.clients.set(self.clients.get().saturating_sub(1));
+                if !full {
+                    self.limited.set(self.limited.get().saturating_sub(1));
+                }
+                return;
+            }
+        };
         tokio::task::spawn_local(async move {
-            let stream = Rc::new(stream);
             let out = Out::new(stream.clone());
             api.conns.borrow_mut().insert(id, out.clone());
             client::serve(&api, &stream, &out, peer).await;

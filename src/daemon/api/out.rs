@@ -15,11 +15,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::rc::Rc;
-use tokio::net::UnixStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::super::hub::Hub;
+use super::conn::ConnSocket;
 use crate::core::ring::{Cursor, Step};
 
 /// Events are put into one write until it holds about this many bytes …
@@ -115,7 +115,7 @@ thread_local! {
 
 /// The writing side of a connection.
 pub struct Out {
-    stream: Rc<UnixStream>,
+    stream: Rc<ConnSocket>,
     queue: RefCell<Queue>,
     /// A flusher task runs (and owns writing until the queue is empty).
     flushing: Cell<bool>,
@@ -134,7 +134,7 @@ fn would_block(e: &io::Error) -> bool {
 
 impl Out {
     /// The writing side of `stream`.
-    pub fn new(stream: Rc<UnixStream>) -> Rc<Out> {
+    pub fn new(stream: Rc<ConnSocket>) -> Rc<Out> {
         Rc::new(Out {
             stream,
             queue: RefCell::new(Queue::default()),
@@ -210,14 +210,25 @@ impl Out {
     /// buffer list is as long as the queue needs: a pump to each of a thousand subscribers
     /// usually writes one event, a burst to one subscriber hundreds.
     fn write_queue(&self, q: &Queue) -> Option<usize> {
+        self.write_offered(q).map(|(written, _)| written)
+    }
+
+    /// [`Out::write_queue`], also saying how many bytes the write offered (the socket is
+    /// full when it took fewer).
+    fn write_offered(&self, q: &Queue) -> Option<(usize, usize)> {
+        fn offered(iov: &[IoSlice<'_>]) -> usize {
+            iov.iter().map(|b| b.len()).sum()
+        }
         if q.segs.len() <= SMALL_IOV {
             let mut iov = [IoSlice::new(&[]); SMALL_IOV];
             let n = q.slices(&mut iov);
-            self.try_write_now(&iov[..n])
+            let w = self.try_write_now(&iov[..n])?;
+            Some((w, offered(&iov[..n])))
         } else {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let n = q.slices(&mut iov);
-            self.try_write_now(&iov[..n])
+            let w = self.try_write_now(&iov[..n])?;
+            Some((w, offered(&iov[..n])))
         }
     }
 
@@ -341,8 +352,22 @@ impl Out {
     }
 
     /// Writes the queue as the socket takes it, pulling new events when it is empty; ends
-    /// when nothing is left.
+    /// when nothing is left. It starts when the socket did not take everything, so it
+    /// waits for writability first, and again after every write the socket did not take
+    /// whole; a write that went out whole is followed by the next at once.
     async fn flush(self: Rc<Self>, hub: Rc<Hub>) {
+        // Writability is watched only while this runs (see [`super::conn`]).
+        let wait = match self.stream.write_wait() {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("cannot wait for an API client's socket: {e}");
+                self.die();
+                self.flushing.set(false);
+                self.drained.notify_waiters();
+                return;
+            }
+        };
+        let mut full = true;
         loop {
             if self.dead.get() {
                 break;
@@ -356,13 +381,24 @@ impl Out {
                     break;
                 }
             }
-            if self.stream.writable().await.is_err() {
-                self.die();
+            if full {
+                if wait.writable().await.is_err() {
+                    self.die();
+                    break;
+                }
+            } else {
+                // A long backlog that the socket keeps taking still lets other tasks run.
+                tokio::task::coop::consume_budget().await;
+            }
+            if self.dead.get() {
                 break;
             }
-            let written = self.write_queue(&self.queue.borrow());
+            let written = self.write_offered(&self.queue.borrow());
             match written {
-                Some(n) => self.queue.borrow_mut().advance(n),
+                Some((n, offered)) => {
+                    self.queue.borrow_mut().advance(n);
+                    full = n < offered;
+                }
                 None => {
                     self.die();
                     break;
@@ -427,7 +463,7 @@ impl Out {
     /// to become writable wakes (the socket is shut down both ways), the peer sees the end.
     pub fn abort(&self) {
         if !self.dead.get() {
-            let _ = socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Both);
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
         }
         self.die();
     }
@@ -438,7 +474,7 @@ impl Out {
         // The read half is ours too; a shutdown of the write direction tells the peer we
         // are done.
         if !self.dead.get() {
-            let _ = socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write);
+            let _ = self.stream.shutdown(std::net::Shutdown::Write);
         }
     }
 }
