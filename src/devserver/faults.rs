@@ -118,6 +118,42 @@ fn set_stamp(info: &mut UserFullInfo, key: &str, v: i64) {
     }
 }
 
+/// N pushes to the user's online connections, R per second (or as fast as possible);
+/// returns how many connections were pushed to.
+async fn burst(hub: &Hub, app: u64, user: &str, count: u64, rate: Option<u64>) -> usize {
+    let start = Instant::now();
+    let mut connections = 0;
+    // Paced: one push per wake-up. Unpaced: batches under one lock, and a yield between
+    // them so the connection tasks drain their queues.
+    let batch = if rate.is_some() { 1 } else { 256 };
+    let mut next = 1;
+    while next <= count {
+        if let Some(r) = rate {
+            let at = (next - 1).saturating_mul(1_000_000) / r;
+            tokio::time::sleep_until(start + Duration::from_micros(at)).await;
+        }
+        let times = batch.min(count - next + 1);
+        let first = next;
+        let n = hub.update_profile_times(app, user, times, |k, info: &mut UserFullInfo| {
+            let sent_us = super::state::now_us();
+            let seq = first.saturating_add(k);
+            set_stamp(
+                info,
+                "Tag_Profile_Custom_Seq",
+                i64::try_from(seq).unwrap_or(i64::MAX),
+            );
+            set_stamp(info, "Tag_Profile_Custom_SentAtMs", sent_us / 1000);
+            set_stamp(info, "Tag_Profile_Custom_SentAtUs", sent_us);
+        });
+        connections = n.unwrap_or(0);
+        next += times;
+        if rate.is_none() {
+            tokio::task::yield_now().await;
+        }
+    }
+    connections
+}
+
 /// `POST /faults/push-burst?user=U&count=N[&rate=R][&sdkappid=A]`: N `selfInfoUpdated`
 /// pushes to the user's online connections, `customInfo.Tag_Profile_Custom_Seq` = 1..N
 /// `Tag_Profile_Custom_SentAtMs` = the server's unix ms at the push and
@@ -152,35 +188,26 @@ async fn push_burst(hub: web::Data<Hub>, q: Query) -> HttpResponse {
         return bad("no such account");
     }
     tracing::info!(user, count, ?rate, "bench: push burst");
-    let start = Instant::now();
-    let mut connections = 0;
-    // Paced: one push per wake-up. Unpaced: batches under one lock, and a yield between
-    // them so the connection tasks drain their queues.
-    let batch = if rate.is_some() { 1 } else { 256 };
-    let mut next = 1;
-    while next <= count {
-        if let Some(r) = rate {
-            let at = (next - 1).saturating_mul(1_000_000) / r;
-            tokio::time::sleep_until(start + Duration::from_micros(at)).await;
+    // Paced, the pushes are made on the thread that writes the user's connection, so each
+    // is stamped on the thread that sends it (as a publisher stamps a message on the
+    // thread that writes it), with no hop between threads in between. Unpaced, they are
+    // made here, while that thread writes.
+    let home = rate.and_then(|_| hub.home_of(app, &user));
+    let connections = match home {
+        Some(home) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let (h, u) = (hub.clone(), user.clone());
+            let spawned = home.spawn(async move {
+                let _ = tx.send(burst(&h, app, &u, count, rate).await);
+            });
+            if spawned {
+                // Nothing back: the thread stopped (the server is stopping) mid-burst.
+                rx.await.unwrap_or(0)
+            } else {
+                burst(&hub, app, &user, count, rate).await
+            }
         }
-        let times = batch.min(count - next + 1);
-        let first = next;
-        let n = hub.update_profile_times(app, &user, times, |k, info: &mut UserFullInfo| {
-            let sent_us = super::state::now_us();
-            let seq = first.saturating_add(k);
-            set_stamp(
-                info,
-                "Tag_Profile_Custom_Seq",
-                i64::try_from(seq).unwrap_or(i64::MAX),
-            );
-            set_stamp(info, "Tag_Profile_Custom_SentAtMs", sent_us / 1000);
-            set_stamp(info, "Tag_Profile_Custom_SentAtUs", sent_us);
-        });
-        connections = n.unwrap_or(0);
-        next += times;
-        if rate.is_none() {
-            tokio::task::yield_now().await;
-        }
-    }
+        None => burst(&hub, app, &user, count, rate).await,
+    };
     HttpResponse::Ok().json(json!({"ok": true, "pushed": count, "connections": connections}))
 }

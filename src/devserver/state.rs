@@ -88,6 +88,8 @@ pub struct Hub {
 #[derive(Debug)]
 struct Conn {
     tx: mpsc::UnboundedSender<Outbound>,
+    /// The thread whose tasks write this connection (none outside a server thread).
+    home: Option<actix_rt::ArbiterHandle>,
     protocol: Protocol,
     app: u64,
     platform: Platform,
@@ -318,6 +320,7 @@ impl Hub {
             id,
             Conn {
                 tx,
+                home: actix_rt::Arbiter::try_current(),
                 protocol,
                 app,
                 platform,
@@ -724,6 +727,22 @@ impl Hub {
             }
         }
         Some(conns.len())
+    }
+
+    /// The thread that writes the user's one online connection (None when the user has
+    /// none, or several).
+    pub fn home_of(&self, app: u64, user: &str) -> Option<actix_rt::ArbiterHandle> {
+        let s = self.lock();
+        let mut conns = s
+            .logins
+            .iter()
+            .filter(|l| l.app == app && l.user == user && !l.displaced)
+            .filter_map(|l| l.conn);
+        let one = conns.next()?;
+        if conns.next().is_some() {
+            return None;
+        }
+        s.conns.get(&one)?.home.clone()
     }
 
     /// The platforms of the user's online (connected) logins.
