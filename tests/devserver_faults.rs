@@ -201,8 +201,10 @@ fn push_burst_delivers_numbered_updates_in_order() {
     }
     // Paced: 20 per second → 10 pushes take about half a second.
     let start = Instant::now();
+    // (Made on the connection's own server thread, which answers how many it pushed to.)
     let r = server.fault("push-burst?user=alice&count=10&rate=20");
     assert_eq!(r["pushed"], 10);
+    assert_eq!(r["connections"], 1);
     assert!(start.elapsed() >= Duration::from_millis(400));
     for i in 1..=10 {
         let info = c.expect_push("selfInfoUpdated", T)["info"].clone();
