@@ -9,7 +9,7 @@
 //! writability, through a [`WriteWait`]: a second registration of the same socket (a
 //! duplicate descriptor, so the two interests are separate), held while its queue drains.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::unix::net::UnixStream as StdStream;
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
@@ -59,11 +59,6 @@ impl ConnSocket {
         }
     }
 
-    /// Reads what is there without waiting (tests).
-    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&mut self.io.get_ref()).read(buf)
-    }
-
     /// Writes what the socket takes now, without waiting.
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         (&mut self.io.get_ref()).write(buf)
@@ -107,6 +102,7 @@ impl WriteWait {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_full_socket_is_waited_for_and_reads_clear_readiness() {
