@@ -233,6 +233,14 @@ impl State {
             .max(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
+    /// The connections of the user's logins that are connected and not displaced.
+    fn online_conns<'a>(&'a self, app: u64, user: &'a str) -> impl Iterator<Item = ConnId> + 'a {
+        self.logins
+            .iter()
+            .filter(move |l| l.app == app && l.user == user && !l.displaced)
+            .filter_map(|l| l.conn)
+    }
+
     fn stats(&mut self, user: &str) -> &mut UserStats {
         self.stats.entry(user.to_owned()).or_default()
     }
@@ -696,10 +704,7 @@ impl Hub {
         let mut guard = self.lock();
         let s = &mut *guard;
         let conns: Vec<(ConnId, Protocol)> = s
-            .logins
-            .iter()
-            .filter(|l| l.app == app && l.user == user && !l.displaced)
-            .filter_map(|l| l.conn)
+            .online_conns(app, user)
             .filter_map(|c| s.conns.get(&c).map(|x| (c, x.protocol)))
             .collect();
         let web = conns.iter().any(|(_, p)| *p == Protocol::Web);
@@ -733,11 +738,7 @@ impl Hub {
     /// none, or several).
     pub fn home_of(&self, app: u64, user: &str) -> Option<actix_rt::ArbiterHandle> {
         let s = self.lock();
-        let mut conns = s
-            .logins
-            .iter()
-            .filter(|l| l.app == app && l.user == user && !l.displaced)
-            .filter_map(|l| l.conn);
+        let mut conns = s.online_conns(app, user);
         let one = conns.next()?;
         if conns.next().is_some() {
             return None;

@@ -33,10 +33,9 @@ pub type ReadReady<'a> = AsyncFdReadyGuard<'a, StdStream>;
 
 impl ConnSocket {
     /// Takes over an accepted connection (it leaves tokio's registration and gets its own,
-    /// for reading).
+    /// for reading; `into_std` keeps it non-blocking).
     pub fn new(stream: tokio::net::UnixStream) -> io::Result<ConnSocket> {
         let std = stream.into_std()?;
-        std.set_nonblocking(true)?;
         Ok(ConnSocket {
             io: register(std, Interest::READABLE)?,
         })
