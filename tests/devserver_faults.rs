@@ -184,8 +184,10 @@ fn push_burst_delivers_numbered_updates_in_order() {
     let r = server.fault("push-burst?user=alice&count=500");
     assert_eq!(r["pushed"], 500);
     assert_eq!(r["connections"], 1);
+    let mut last = json!(null);
     for i in 1..=500 {
         let info = c.expect_push("selfInfoUpdated", T)["info"].clone();
+        last = info.clone();
         assert_eq!(info["customInfo"]["Tag_Profile_Custom_Seq"], i.to_string());
         let stamp = |k: &str| -> i64 {
             info["customInfo"][k]
@@ -199,6 +201,10 @@ fn push_burst_delivers_numbered_updates_in_order() {
             stamp("Tag_Profile_Custom_SentAtMs")
         );
     }
+    // The profile is left as the last push showed it.
+    let now = c.request("getSelfInfo", json!({}));
+    assert_eq!(now["code"], 0);
+    assert_eq!(now["body"]["info"], last);
     // Paced: 20 per second → 10 pushes take about half a second.
     let start = Instant::now();
     // (Made on the connection's own server thread, which answers how many it pushed to.)

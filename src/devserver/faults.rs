@@ -8,7 +8,6 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::state::Hub;
-use crate::proto::profile::UserFullInfo;
 
 type Query = web::Query<HashMap<String, String>>;
 
@@ -102,21 +101,13 @@ async fn clear(hub: web::Data<Hub>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"ok": true}))
 }
 
-/// Sets a custom profile field to a number, rewriting the value in place (a burst
-/// allocates nothing per push here).
-fn set_stamp(info: &mut UserFullInfo, key: &str, v: i64) {
-    let mut buf = itoa::Buffer::new();
-    let text = buf.format(v);
-    match info.custom_info.get_mut(key) {
-        Some(old) => {
-            old.clear();
-            old.push_str(text);
-        }
-        None => {
-            info.custom_info.insert(key.to_owned(), text.to_owned());
-        }
-    }
-}
+/// The custom profile fields a burst stamps on each push: its number (1..N), and the
+/// server's unix ms and µs as it makes it.
+const STAMPS: [&str; 3] = [
+    "Tag_Profile_Custom_Seq",
+    "Tag_Profile_Custom_SentAtMs",
+    "Tag_Profile_Custom_SentAtUs",
+];
 
 /// N pushes to the user's online connections, R per second (or as fast as possible);
 /// returns how many connections were pushed to.
@@ -134,16 +125,10 @@ async fn burst(hub: &Hub, app: u64, user: &str, count: u64, rate: Option<u64>) -
         }
         let times = batch.min(count - next + 1);
         let first = next;
-        let n = hub.update_profile_times(app, user, times, |k, info: &mut UserFullInfo| {
+        let n = hub.push_stamped(app, user, times, STAMPS, |k| {
             let sent_us = super::state::now_us();
-            let seq = first.saturating_add(k);
-            set_stamp(
-                info,
-                "Tag_Profile_Custom_Seq",
-                i64::try_from(seq).unwrap_or(i64::MAX),
-            );
-            set_stamp(info, "Tag_Profile_Custom_SentAtMs", sent_us / 1000);
-            set_stamp(info, "Tag_Profile_Custom_SentAtUs", sent_us);
+            let seq = i64::try_from(first.saturating_add(k)).unwrap_or(i64::MAX);
+            [seq, sent_us / 1000, sent_us]
         });
         connections = n.unwrap_or(0);
         next += times;

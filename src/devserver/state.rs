@@ -22,8 +22,35 @@ use crate::codes::code;
 use crate::proto::profile::UserFullInfo;
 use crate::proto::ws::{
     self_info_frame, InfoBody, KickReason, Kicked, LoginBody, LoginResult, Platform, Push,
+    StampedFrames,
 };
 use crate::usersig;
+
+/// Queues a `selfInfoUpdated` push of `info`, whose frame is `frame`, to each of `to` in
+/// its protocol: the frame to native connections (moved to the last), a copy of the
+/// profile to Web ones.
+fn push_profile(
+    conns: &HashMap<ConnId, Conn>,
+    to: &[(ConnId, Protocol)],
+    info: &UserFullInfo,
+    frame: String,
+) {
+    let mut frame = Some(frame);
+    for (i, (c, protocol)) in to.iter().enumerate() {
+        let Some(conn) = conns.get(c) else {
+            continue;
+        };
+        let out = match protocol {
+            Protocol::Web => Outbound::Push(Box::new(Push::SelfInfoUpdated(InfoBody {
+                info: info.clone(),
+            }))),
+            _ if i + 1 == to.len() => Outbound::Frame(frame.take().unwrap_or_default()),
+            _ => Outbound::Frame(frame.clone().unwrap_or_default()),
+        };
+        // A closed queue means the task is ending; it unregisters itself.
+        let _ = conn.tx.send(out);
+    }
+}
 
 /// Identifies one WebSocket connection for the life of the process.
 pub type ConnId = u64;
@@ -33,8 +60,9 @@ pub type ConnId = u64;
 pub enum Outbound {
     /// Send this text frame (a serialised push; `/v1/connect` connections).
     Frame(String),
-    /// Translate this push into the connection's protocol and send it (Web connections).
-    Push(Push),
+    /// Translate this push into the connection's protocol and send it (Web connections;
+    /// boxed, so that the queue's frames stay small).
+    Push(Box<Push>),
     /// Send a close frame with this code and reason, then end.
     Close(u16, String),
 }
@@ -241,6 +269,13 @@ impl State {
             .filter_map(|l| l.conn)
     }
 
+    /// The user's online connections, each with its protocol.
+    fn online_protocols(&self, app: u64, user: &str) -> Vec<(ConnId, Protocol)> {
+        self.online_conns(app, user)
+            .filter_map(|c| self.conns.get(&c).map(|x| (c, x.protocol)))
+            .collect()
+    }
+
     fn stats(&mut self, user: &str) -> &mut UserStats {
         self.stats.entry(user.to_owned()).or_default()
     }
@@ -253,7 +288,7 @@ impl State {
                 Protocol::Native => {
                     Outbound::Frame(frame.get_or_insert_with(|| push_json(p)).clone())
                 }
-                Protocol::Web => Outbound::Push(p.clone()),
+                Protocol::Web => Outbound::Push(Box::new(p.clone())),
             };
             // A closed queue means the task is ending; it unregisters itself.
             let _ = c.tx.send(out);
@@ -683,53 +718,48 @@ impl Hub {
         user: &str,
         f: impl FnOnce(&mut UserFullInfo),
     ) -> Option<usize> {
-        let mut f = Some(f);
-        self.update_profile_times(app, user, 1, |_, info| {
-            if let Some(f) = f.take() {
-                f(info)
-            }
-        })
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let conns = s.online_protocols(app, user);
+        let info = s.accounts.get_mut(&(app, user.to_owned()))?;
+        f(info);
+        if info.user_id != user {
+            info.user_id = user.to_owned();
+        }
+        push_profile(&s.conns, &conns, info, self_info_frame(info));
+        Some(conns.len())
     }
 
-    /// [`Hub::update_profile`] `times` times in a row under one lock (a burst of pushes),
-    /// `f` told which time it is (0-based). The account and its connections are looked up
-    /// once.
-    pub fn update_profile_times(
+    /// A burst of `times` `selfInfoUpdated` pushes under one lock in which only the
+    /// `customInfo` values of `keys` change, each to the integers `values` gives for that
+    /// push (told which, 0-based): the frame is written once and each push fills in its
+    /// numbers (see [`StampedFrames`]). The profile keeps the last push's numbers. Returns
+    /// the number of connections pushed to, or `None` when the account does not exist.
+    pub fn push_stamped<const K: usize>(
         &self,
         app: u64,
         user: &str,
         times: u64,
-        mut f: impl FnMut(u64, &mut UserFullInfo),
+        keys: [&str; K],
+        mut values: impl FnMut(u64) -> [i64; K],
     ) -> Option<usize> {
         let mut guard = self.lock();
         let s = &mut *guard;
-        let conns: Vec<(ConnId, Protocol)> = s
-            .online_conns(app, user)
-            .filter_map(|c| s.conns.get(&c).map(|x| (c, x.protocol)))
-            .collect();
+        let conns = s.online_protocols(app, user);
         let web = conns.iter().any(|(_, p)| *p == Protocol::Web);
         let info = s.accounts.get_mut(&(app, user.to_owned()))?;
+        if info.user_id != user {
+            info.user_id = user.to_owned();
+        }
+        let frames = StampedFrames::new(info, keys);
         for time in 0..times {
-            f(time, info);
-            if info.user_id != user {
-                info.user_id = user.to_owned();
+            let v = values(time);
+            // The profile itself is written only when a Web connection needs a copy of
+            // it, and after the last push.
+            if web || time + 1 == times {
+                frames.store(info, &v);
             }
-            // The frame is written from the profile in place; a copy only for Web
-            // connections.
-            let mut frame = Some(self_info_frame(info));
-            let push = web.then(|| Push::SelfInfoUpdated(InfoBody { info: info.clone() }));
-            for (i, (c, protocol)) in conns.iter().enumerate() {
-                let Some(conn) = s.conns.get(c) else {
-                    continue;
-                };
-                let out = match (protocol, &push) {
-                    (Protocol::Web, Some(p)) => Outbound::Push(p.clone()),
-                    _ if i + 1 == conns.len() => Outbound::Frame(frame.take().unwrap_or_default()),
-                    _ => Outbound::Frame(frame.clone().unwrap_or_default()),
-                };
-                // A closed queue means the task is ending; it unregisters itself.
-                let _ = conn.tx.send(out);
-            }
+            push_profile(&s.conns, &conns, info, frames.frame(&v));
         }
         Some(conns.len())
     }

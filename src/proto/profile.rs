@@ -40,6 +40,16 @@ impl UserFullInfo {
     /// Appends the profile as JSON, byte for byte what `serde_json` writes for it (the
     /// event path's hand-written form; see [`super::json`]).
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.write_json_noting(out, |_, _| {});
+    }
+
+    /// [`UserFullInfo::write_json`], telling `note` where each `customInfo` value's text
+    /// went: its key, and the byte range of the value between its quotes in `out`.
+    pub fn write_json_noting(
+        &self,
+        out: &mut Vec<u8>,
+        mut note: impl FnMut(&str, std::ops::Range<usize>),
+    ) {
         use super::json::{write_str, write_u64};
         // Named in full, so a new field cannot be missed here.
         let UserFullInfo {
@@ -73,7 +83,9 @@ impl UserFullInfo {
             }
             write_str(out, k);
             out.push(b':');
+            let start = out.len() + 1;
             write_str(out, v);
+            note(k, start..out.len() - 1);
         }
         out.extend_from_slice(b"},\"role\":");
         write_u64(out, u64::from(*role));

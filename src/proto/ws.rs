@@ -440,6 +440,76 @@ pub fn self_info_frame(info: &UserFullInfo) -> String {
     String::from_utf8(v).unwrap_or_else(|_| String::from("{}"))
 }
 
+/// The `selfInfoUpdated` frames of one profile in which only some `customInfo` values
+/// change from push to push, each to an integer: the frame is written once, and each push
+/// is its pieces with the numbers put in (a burst of pushes; the devserver's
+/// `/faults/push-burst`). Each frame is byte for byte [`self_info_frame`] of the profile
+/// holding those numbers.
+#[derive(Debug)]
+pub struct StampedFrames<const K: usize> {
+    /// The text before each number, and which of the K numbers follows it.
+    parts: Vec<(String, usize)>,
+    tail: String,
+    keys: [String; K],
+}
+
+impl<const K: usize> StampedFrames<K> {
+    /// The frames of `info` with the values of `keys` changing (each key is added to its
+    /// `customInfo` when missing; [`StampedFrames::store`] gives it its value).
+    pub fn new(info: &mut UserFullInfo, keys: [&str; K]) -> StampedFrames<K> {
+        for k in keys {
+            info.custom_info.entry(k.to_owned()).or_default();
+        }
+        let mut v = Vec::with_capacity(512);
+        v.extend_from_slice(SELF_INFO_HEAD);
+        let mut holes = Vec::with_capacity(K);
+        info.write_json_noting(&mut v, |k, range| {
+            if let Some(which) = keys.iter().position(|x| *x == k) {
+                holes.push((range, which));
+            }
+        });
+        v.extend_from_slice(b"}}");
+        // Valid UTF-8 (the profile's strings are), cut only next to the ASCII quotes
+        // around the values.
+        let text = String::from_utf8(v).unwrap_or_default();
+        let mut parts = Vec::with_capacity(K);
+        let mut from = 0;
+        for (range, which) in holes {
+            parts.push((
+                text.get(from..range.start).unwrap_or_default().to_owned(),
+                which,
+            ));
+            from = range.end;
+        }
+        StampedFrames {
+            parts,
+            tail: text.get(from..).unwrap_or_default().to_owned(),
+            keys: keys.map(str::to_owned),
+        }
+    }
+
+    /// The frame of the profile holding `values` at the keys.
+    pub fn frame(&self, values: &[i64; K]) -> String {
+        let len = self.tail.len() + self.parts.iter().map(|(p, _)| p.len() + 20).sum::<usize>();
+        let mut out = String::with_capacity(len);
+        for (part, which) in &self.parts {
+            out.push_str(part);
+            out.push_str(itoa::Buffer::new().format(values[*which]));
+        }
+        out.push_str(&self.tail);
+        out
+    }
+
+    /// Gives the profile `values` at the keys.
+    pub fn store(&self, info: &mut UserFullInfo, values: &[i64; K]) {
+        for (k, v) in self.keys.iter().zip(values) {
+            let text = info.custom_info.entry(k.clone()).or_default();
+            text.clear();
+            text.push_str(itoa::Buffer::new().format(*v));
+        }
+    }
+}
+
 /// The profile of a `selfInfoUpdated` push written as the server writes it,
 /// `{"push":"selfInfoUpdated","body":{"info":PROFILE}}` with PROFILE canonical (see
 /// [`ProfileJson::from_canonical`]), taken without building the profile; `None` for
@@ -606,6 +676,43 @@ mod tests {
             br#"{"seq":1,"code":0,"body":{}} trailing"#,
         ] {
             assert!(ServerFrame::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stamped_frames_are_the_frames_of_the_stamped_profile() {
+        let keys = [
+            "Tag_Profile_Custom_B",
+            "Tag_Profile_Custom_Seq",
+            "Tag_Profile_Custom_Z",
+        ];
+        let mut info = UserFullInfo {
+            user_id: "al\"ice\u{e9}".into(),
+            nick_name: "N\n\u{1}".into(),
+            self_signature: "\"Tag_Profile_Custom_Seq\":\"".into(),
+            level: 7,
+            ..Default::default()
+        };
+        for (k, v) in [
+            ("Tag_Profile_Custom_A", "a\\"),
+            ("Tag_Profile_Custom_Seq", "old"),
+            ("Tag_Profile_Custom_Zz", "\u{2028}"),
+        ] {
+            info.custom_info.insert(k.into(), v.into());
+        }
+        let frames = StampedFrames::new(&mut info, keys);
+        for values in [[0, 1, 2], [-5, i64::MAX, i64::MIN], [123456789, 0, 42]] {
+            let mut want = info.clone();
+            frames.store(&mut want, &values);
+            assert_eq!(want.custom_info.len(), 5);
+            assert_eq!(
+                want.custom_info["Tag_Profile_Custom_Seq"],
+                values[1].to_string()
+            );
+            assert_eq!(frames.frame(&values), self_info_frame(&want), "{values:?}");
+            let serde =
+                serde_json::to_string(&Push::SelfInfoUpdated(InfoBody { info: want })).unwrap();
+            assert_eq!(frames.frame(&values), serde);
         }
     }
 
