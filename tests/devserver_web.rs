@@ -568,14 +568,17 @@ fn faults_reach_web_connections() {
     assert_eq!(w.login("alice", &ticket("alice", 3600))["ErrorCode"], 70398);
     assert_eq!(w.login("alice", &ticket("alice", 3600))["ErrorCode"], 0);
     // A burst of profile pushes reaches a Web connection as SDK frames, numbered in order.
-    assert_eq!(server.fault("push-burst?user=alice&count=3")["connections"], 1);
+    assert_eq!(
+        server.fault("push-burst?user=alice&count=3")["connections"],
+        1
+    );
     for i in 1..=3 {
         let p = w.push("im_open_push.msg_push");
         let list = &p["body"]["EventArray"][0]["ProfileDataMod"][0]["ProfileList"];
         assert!(
-            list.as_array().unwrap().contains(
-                &json!({"Tag": "Tag_Profile_Custom_Seq", "ValueBytes": i.to_string()})
-            ),
+            list.as_array()
+                .unwrap()
+                .contains(&json!({"Tag": "Tag_Profile_Custom_Seq", "ValueBytes": i.to_string()})),
             "{p}"
         );
     }

@@ -528,8 +528,23 @@ impl Hub {
             }
             b.push(b',');
         }
-        // `{"event":…,"data":…}` from serde, spliced after the common fields.
         let start = b.len();
+        if let Some(n) = event.json_len() {
+            // Written straight at its exact size: the common fields but their last `,`,
+            // then the event, whose `{` becomes that `,`.
+            let mut out = Vec::with_capacity(start.saturating_add(n).saturating_add(1));
+            out.extend_from_slice(b.get(..start.saturating_sub(1)).unwrap_or_default());
+            let open = out.len();
+            if event.write_json(&mut out).is_ok() && out.len() == open + n {
+                if let Some(c) = out.get_mut(open).filter(|c| **c == b'{') {
+                    *c = b',';
+                    out.extend_from_slice(b"}\n");
+                    self.scratch.replace(b);
+                    return Bytes::from(out);
+                }
+            }
+        }
+        // `{"event":…,"data":…}` from serde, spliced after the common fields.
         if event.write_json(&mut b).is_err() || b.get(start) != Some(&b'{') {
             b.truncate(start);
             b.extend_from_slice(b"{\"event\":\"eventsLost\",\"data\":{}}");
@@ -738,6 +753,45 @@ mod tests {
                 v["params"]["seq"].as_u64().unwrap()
             })
             .collect()
+    }
+
+    /// A profile event written straight at its size is the line the general path writes.
+    #[test]
+    fn a_profile_line_is_written_at_its_size_as_the_general_path_writes_it() {
+        let hub = Hub::new(new_boot_id(), Clock::System, 100, 100, "ws://x".into());
+        let mut info = crate::proto::profile::UserFullInfo {
+            user_id: "al\"ice".into(),
+            nick_name: "é\n".into(),
+            ..Default::default()
+        };
+        info.custom_info
+            .insert("Tag_Profile_Custom_Seq".into(), "9".into());
+        let json = Event::SelfInfoJson(ProfileJson::from_info(&info));
+        for account in [None, Some("al\"ice")] {
+            let fast = hub.render_for(7, account, &json);
+            let general =
+                hub.render_for(7, account, &Event::SelfInfoUpdated { info: info.clone() });
+            // The same but for the time, which may have ticked between the two.
+            let time = |b: &Bytes| {
+                let v: serde_json::Value = serde_json::from_slice(
+                    &[b"{\"params\":{\"subscription\":1".as_slice(), b].concat(),
+                )
+                .unwrap();
+                v["params"]["time"].as_i64().unwrap()
+            };
+            let (tf, tg) = (time(&fast), time(&general));
+            let fast = String::from_utf8(fast.to_vec()).unwrap();
+            let general = String::from_utf8(general.to_vec()).unwrap();
+            assert_eq!(
+                fast.replace(&tf.to_string(), "T"),
+                general.replace(&tg.to_string(), "T")
+            );
+            assert!(fast.ends_with("}}}\n"), "{fast}");
+        }
+        // The size it is written at is the size written.
+        let mut v = Vec::new();
+        json.write_json(&mut v).unwrap();
+        assert_eq!(json.json_len(), Some(v.len()));
     }
 
     /// A burst switches the pump to waiting a turn; the first lone event after it switches

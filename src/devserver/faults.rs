@@ -173,11 +173,12 @@ async fn push_burst(hub: web::Data<Hub>, q: Query) -> HttpResponse {
         return bad("no such account");
     }
     tracing::info!(user, count, ?rate, "bench: push burst");
-    // Paced, the pushes are made on the thread that writes the user's connection, so each
+    // The pushes to a user with one connection are made on the thread that writes it: each
     // is stamped on the thread that sends it (as a publisher stamps a message on the
-    // thread that writes it), with no hop between threads in between. Unpaced, they are
-    // made here, while that thread writes.
-    let home = rate.and_then(|_| hub.home_of(app, &user));
+    // thread that writes it), with no hop between threads in between, and a burst's frames
+    // are made and freed by one thread (no wake-up of another per batch, no memory freed
+    // across threads). Otherwise they are made here.
+    let home = hub.home_of(app, &user);
     let connections = match home {
         Some(home) => {
             let (tx, rx) = tokio::sync::oneshot::channel();

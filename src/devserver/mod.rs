@@ -127,7 +127,24 @@ fn raise_nofile() {
 
 /// Runs the devserver until SIGTERM/SIGINT. Exit 0 after a clean stop, 1 when it cannot
 /// start, 2 on bad flags.
+/// Has the allocator keep freed memory for reuse instead of handing it back at once. A
+/// burst of pushes queues and frees hundreds of kilobytes per batch; with the default
+/// thresholds each server thread's heap grew, was trimmed and was faulted in again for
+/// every batch (a tenth of the server's time in a burst went to `mprotect` and page
+/// faults). Up to 8 MiB of free heap is kept per arena; idle memory is not touched.
+#[allow(unsafe_code)]
+fn keep_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets glibc's malloc parameters; it is called once, before any
+    // other thread of the process exists.
+    unsafe {
+        libc::mallopt(libc::M_TOP_PAD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+    }
+}
+
 pub fn run(args: Args) -> ExitCode {
+    keep_heap();
     init_logging();
     let mut apps = BTreeMap::new();
     for spec in &args.apps {

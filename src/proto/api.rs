@@ -812,19 +812,30 @@ pub enum Event {
     },
 }
 
+/// What an `onSelfInfoUpdated` event's JSON holds before its profile (and `}}` after it).
+const SELF_INFO_HEAD: &[u8] = b"{\"event\":\"onSelfInfoUpdated\",\"data\":{\"info\":";
+
 impl Event {
+    /// The length of [`Event::write_json`]'s output, when it is known without writing it
+    /// (a profile held as its JSON).
+    pub fn json_len(&self) -> Option<usize> {
+        match self {
+            Event::SelfInfoJson(info) => Some(SELF_INFO_HEAD.len() + info.bytes().len() + 2),
+            _ => None,
+        }
+    }
+
     /// Appends the event as `{"event":…,"data":…}`, byte for byte what `serde_json`
     /// writes: the profile of `onSelfInfoUpdated` (a burst of pushes is all of those) by
     /// hand, the rest through serde.
     pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-        const HEAD: &[u8] = b"{\"event\":\"onSelfInfoUpdated\",\"data\":{\"info\":";
         match self {
             Event::SelfInfoUpdated { info } => {
-                out.extend_from_slice(HEAD);
+                out.extend_from_slice(SELF_INFO_HEAD);
                 info.write_json(out);
             }
             Event::SelfInfoJson(info) => {
-                out.extend_from_slice(HEAD);
+                out.extend_from_slice(SELF_INFO_HEAD);
                 out.extend_from_slice(info.bytes());
             }
             _ => return serde_json::to_writer(out, self),

@@ -259,7 +259,13 @@ impl<'a> Reader<'a> {
         }
         let rest = self.rest();
         let n = if self.ascii {
-            memchr::memchr(b'"', rest)?
+            // Most profile strings are short: a plain look at their first bytes before
+            // the vectorised search, whose set-up costs more than a short string.
+            let head = rest.len().min(24);
+            match rest[..head].iter().position(|&c| c == b'"') {
+                Some(n) => n,
+                None => head + memchr::memchr(b'"', &rest[head..])?,
+            }
         } else {
             super::json::plain_run(rest)
         };

@@ -68,16 +68,49 @@ pub trait Dialer {
 
 // ------------------------------------------------------------------------- awc
 
-/// Refuses an oversized frame from its header, then decodes with awc's codec.
+/// Refuses an oversized frame from its header, then decodes with awc's codec; sizes the
+/// read buffer to the traffic.
+///
+/// The framed transport reads into the spare room of its buffer, which it tops up to
+/// 8 KiB. While the server sends a burst (reads bring in at least [`BURST_READ`] bytes),
+/// the buffer is given room for [`BURST_ROOM`] bytes, so that one read takes in many
+/// frames: each read costs a system call and an acknowledgement the server must handle.
+/// Once reads are small again an emptied buffer is let go, so an idle connection holds
+/// no more than the transport's default.
 pub struct GuardedCodec {
     inner: ws::Codec,
     max: usize,
+    /// The bytes decoded since the decoder last asked for more.
+    taken: usize,
 }
+
+/// What one read must bring in for the read buffer to grow.
+const BURST_READ: usize = 4 * 1024;
+/// The read buffer's room during a burst.
+const BURST_ROOM: usize = 64 * 1024;
 
 impl GuardedCodec {
     /// awc's client codec with a frame limit of `max` bytes.
     pub fn new(inner: ws::Codec, max: usize) -> GuardedCodec {
-        GuardedCodec { inner, max }
+        GuardedCodec {
+            inner,
+            max,
+            taken: 0,
+        }
+    }
+
+    /// Called when the buffer holds no whole frame (the next read follows): room for a
+    /// burst after a large read, the default after a small one.
+    fn size_room(&mut self, src: &mut BytesMut) {
+        let brought = std::mem::take(&mut self.taken).saturating_add(src.len());
+        if brought >= BURST_READ {
+            if src.capacity() - src.len() < BURST_ROOM {
+                src.reserve(BURST_ROOM);
+            }
+        } else if src.is_empty() && src.capacity() > BURST_ROOM / 2 {
+            // The transport tops an empty buffer up to its default size.
+            *src = BytesMut::new();
+        }
     }
 }
 
@@ -104,7 +137,14 @@ impl Decoder for GuardedCodec {
                 return Err(WsProtocolError::Overflow);
             }
         }
-        self.inner.decode(src)
+        let before = src.len();
+        let out = self.inner.decode(src);
+        match &out {
+            Ok(Some(_)) => self.taken = self.taken.saturating_add(before.saturating_sub(src.len())),
+            Ok(None) => self.size_room(src),
+            Err(_) => {}
+        }
+        out
     }
 }
 
@@ -388,6 +428,47 @@ mod tests {
         assert!(matches!(c.decode(&mut src), Ok(Some(Frame::Text(t))) if &t[..] == b"hi"));
         assert_eq!(declared_len(&[0x81, 126, 1, 0]), Some(256));
         assert_eq!(declared_len(&[0x81]), None);
+    }
+
+    #[test]
+    fn the_read_buffer_grows_for_a_burst_and_is_let_go_after_it() {
+        let mut server = ws::Codec::new();
+        let mut frames = |n: usize, src: &mut BytesMut| {
+            for _ in 0..n {
+                server
+                    .encode(Message::Text("x".repeat(440).into()), src)
+                    .unwrap();
+            }
+        };
+        let mut c = GuardedCodec::new(ws::Codec::new().client_mode(), 1024);
+        let mut decode_all = |src: &mut BytesMut| {
+            let mut n = 0;
+            while let Some(f) = c.decode(src).unwrap() {
+                assert!(matches!(f, Frame::Text(t) if t.len() == 440));
+                n += 1;
+            }
+            n
+        };
+        // A small read: the buffer stays as the transport made it.
+        let mut src = BytesMut::with_capacity(8 * 1024);
+        frames(2, &mut src);
+        assert_eq!(decode_all(&mut src), 2);
+        assert!(src.capacity() <= 8 * 1024);
+        // A read that brought in 18 frames (444 bytes each) and part of a 19th: room for a
+        // burst, the part kept.
+        frames(19, &mut src);
+        let rest = src.split_off(src.len() - 100);
+        assert_eq!(decode_all(&mut src), 18);
+        assert_eq!(src.len(), 344);
+        assert!(
+            src.capacity() - src.len() >= BURST_ROOM,
+            "{}",
+            src.capacity()
+        );
+        // The rest of that frame, and nothing more: the emptied buffer is let go.
+        src.extend_from_slice(&rest);
+        assert_eq!(decode_all(&mut src), 1);
+        assert_eq!((src.len(), src.capacity()), (0, 0));
     }
 
     #[test]
