@@ -446,19 +446,22 @@ pub fn self_info_frame(info: &UserFullInfo) -> String {
 /// `/faults/push-burst`). Each frame is byte for byte [`self_info_frame`] of the profile
 /// holding those numbers.
 #[derive(Debug)]
-pub struct StampedFrames<const K: usize> {
-    /// The text before each number, and which of the K numbers follows it.
-    parts: Vec<(String, usize)>,
-    tail: String,
-    keys: [String; K],
+pub struct StampedFrames<'k, const K: usize> {
+    /// The frame as first written.
+    text: String,
+    /// Where each number goes in it, and which of the K it is, in order.
+    holes: Vec<(std::ops::Range<usize>, usize)>,
+    keys: [&'k str; K],
 }
 
-impl<const K: usize> StampedFrames<K> {
+impl<'k, const K: usize> StampedFrames<'k, K> {
     /// The frames of `info` with the values of `keys` changing (each key is added to its
     /// `customInfo` when missing; [`StampedFrames::store`] gives it its value).
-    pub fn new(info: &mut UserFullInfo, keys: [&str; K]) -> StampedFrames<K> {
+    pub fn new(info: &mut UserFullInfo, keys: [&'k str; K]) -> StampedFrames<'k, K> {
         for k in keys {
-            info.custom_info.entry(k.to_owned()).or_default();
+            if !info.custom_info.contains_key(k) {
+                info.custom_info.insert(k.to_owned(), String::new());
+            }
         }
         let mut v = Vec::with_capacity(512);
         v.extend_from_slice(SELF_INFO_HEAD);
@@ -469,43 +472,42 @@ impl<const K: usize> StampedFrames<K> {
             }
         });
         v.extend_from_slice(b"}}");
-        // Valid UTF-8 (the profile's strings are), cut only next to the ASCII quotes
-        // around the values.
-        let text = String::from_utf8(v).unwrap_or_default();
-        let mut parts = Vec::with_capacity(K);
-        let mut from = 0;
-        for (range, which) in holes {
-            parts.push((
-                text.get(from..range.start).unwrap_or_default().to_owned(),
-                which,
-            ));
-            from = range.end;
-        }
         StampedFrames {
-            parts,
-            tail: text.get(from..).unwrap_or_default().to_owned(),
-            keys: keys.map(str::to_owned),
+            // Valid UTF-8 (the profile's strings are), cut only next to the ASCII quotes
+            // around the values.
+            text: String::from_utf8(v).unwrap_or_default(),
+            holes,
+            keys,
         }
     }
 
     /// The frame of the profile holding `values` at the keys.
     pub fn frame(&self, values: &[i64; K]) -> String {
-        let len = self.tail.len() + self.parts.iter().map(|(p, _)| p.len() + 20).sum::<usize>();
-        let mut out = String::with_capacity(len);
-        for (part, which) in &self.parts {
-            out.push_str(part);
+        let mut out = String::with_capacity(self.text.len() + 20 * K);
+        let mut from = 0;
+        for (range, which) in &self.holes {
+            out.push_str(self.text.get(from..range.start).unwrap_or_default());
             out.push_str(itoa::Buffer::new().format(values[*which]));
+            from = range.end;
         }
-        out.push_str(&self.tail);
+        out.push_str(self.text.get(from..).unwrap_or_default());
         out
     }
 
     /// Gives the profile `values` at the keys.
     pub fn store(&self, info: &mut UserFullInfo, values: &[i64; K]) {
         for (k, v) in self.keys.iter().zip(values) {
-            let text = info.custom_info.entry(k.clone()).or_default();
-            text.clear();
-            text.push_str(itoa::Buffer::new().format(*v));
+            let mut n = itoa::Buffer::new();
+            let n = n.format(*v);
+            match info.custom_info.get_mut(*k) {
+                Some(text) => {
+                    text.clear();
+                    text.push_str(n);
+                }
+                None => {
+                    info.custom_info.insert((*k).to_owned(), n.to_owned());
+                }
+            }
         }
     }
 }
