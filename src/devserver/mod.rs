@@ -125,12 +125,10 @@ fn raise_nofile() {
     }
 }
 
-/// Runs the devserver until SIGTERM/SIGINT. Exit 0 after a clean stop, 1 when it cannot
-/// start, 2 on bad flags.
 /// Has the allocator keep freed memory for reuse instead of handing it back at once. A
 /// burst of pushes queues and frees hundreds of kilobytes per batch; with the default
 /// thresholds each server thread's heap grew, was trimmed and was faulted in again for
-/// every batch (a tenth of the server's time in a burst went to `mprotect` and page
+/// every batch (about a sixth of the server's time in a burst went to `mprotect` and page
 /// faults). Up to 8 MiB of free heap is kept per arena; idle memory is not touched.
 #[allow(unsafe_code)]
 fn keep_heap() {
@@ -143,6 +141,8 @@ fn keep_heap() {
     }
 }
 
+/// Runs the devserver until SIGTERM/SIGINT. Exit 0 after a clean stop, 1 when it cannot
+/// start, 2 on bad flags.
 pub fn run(args: Args) -> ExitCode {
     keep_heap();
     init_logging();
