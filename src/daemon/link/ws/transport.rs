@@ -72,8 +72,8 @@ pub trait Dialer {
 /// read buffer to the traffic.
 ///
 /// The framed transport reads into the spare room of its buffer, which it tops up to
-/// 8 KiB. While the server sends a burst (reads bring in at least [`BURST_READ`] bytes),
-/// the buffer is given room for [`BURST_ROOM`] bytes, so that one read takes in many
+/// 8 KiB. While the server sends a burst (reads bring in at least `BURST_READ` bytes),
+/// the buffer is given room for `BURST_ROOM` bytes, so that one read takes in many
 /// frames: each read costs a system call and an acknowledgement the server must handle.
 /// Once reads are small again an emptied buffer is let go, so an idle connection holds
 /// no more than the transport's default.
