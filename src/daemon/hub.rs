@@ -794,6 +794,47 @@ mod tests {
         assert_eq!(json.json_len(), Some(v.len()));
     }
 
+    /// Lone events to a subscriber that does not read: each is written straight from the
+    /// ring until the socket is full; the one it refuses waits in the queue, the later ones
+    /// in the ring; when the subscriber reads, every event arrives once, in order, and the
+    /// next lone event is again written at once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_lone_event_the_socket_refuses_waits_and_keeps_its_place() {
+        tokio::task::LocalSet::new()
+            .run_until(async {
+                let hub = Hub::new(new_boot_id(), Clock::System, 1000, 1000, "ws://x".into());
+                let (a, mut b) = UnixStream::pair().unwrap();
+                // A small send buffer: a few events fill it.
+                socket2::SockRef::from(&a)
+                    .set_send_buffer_size(4096)
+                    .unwrap();
+                let out = Out::new(Rc::new(
+                    super::super::api::conn::ConnSocket::new(a).unwrap(),
+                ));
+                hub.subscribe(&out, Filter::ALL, None);
+                let mut refused_at = None;
+                for i in 1..=300u64 {
+                    hub.emit(Event::Connecting {});
+                    // The pump runs before the next event: each is a lone one.
+                    tokio::task::yield_now().await;
+                    if refused_at.is_none() && out.pending() > 0 {
+                        refused_at = Some(i);
+                    }
+                }
+                let refused_at = refused_at.expect("the socket refused an event");
+                assert!(refused_at > 1, "the first events went out at once");
+                assert!(!hub.burst.get(), "lone events are no burst");
+                let mut got = Vec::new();
+                let all = lines(&mut b, &mut got, 300).await;
+                assert_eq!(seqs(&all), (1..=300).collect::<Vec<_>>());
+                out.drained().await;
+                assert_eq!(out.pending(), 0);
+                hub.emit(Event::ConnectSuccess {});
+                assert_eq!(seqs(&lines(&mut b, &mut got, 1).await).last(), Some(&301));
+            })
+            .await;
+    }
+
     /// A burst switches the pump to waiting a turn; the first lone event after it switches
     /// it back, and every event arrives once, in order, either way.
     #[tokio::test(flavor = "current_thread")]

@@ -9,7 +9,7 @@
 //! writability, through a [`WriteWait`]: a second registration of the same socket (a
 //! duplicate descriptor, so the two interests are separate), held while its queue drains.
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::os::unix::net::UnixStream as StdStream;
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::Interest;
@@ -21,6 +21,14 @@ fn register(s: StdStream, interest: Interest) -> io::Result<AsyncFd<StdStream>> 
     // `as_raw_fd` returns, for as long as the stream lives, and the `AsyncFd` owns the
     // stream until it is dropped.
     unsafe { AsyncFd::register_with_interest(s, interest) }.map_err(|e| e.into_parts().1)
+}
+
+/// Buffers to one socket that together hold at most this many bytes are sent as one.
+pub const GATHER_BYTES: usize = 4096;
+
+thread_local! {
+    /// Where [`ConnSocket::try_write_vectored`] gathers a short write.
+    static GATHER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(GATHER_BYTES));
 }
 
 /// The socket of one API connection (see the module doc).
@@ -58,14 +66,29 @@ impl ConnSocket {
         }
     }
 
-    /// Writes what the socket takes now, without waiting.
+    /// Writes what the socket takes now, without waiting: `send(2)`, which goes to the
+    /// socket directly where `write(2)` passes through the file layer first.
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        (&mut self.io.get_ref()).write(buf)
+        socket2::SockRef::from(self.io.get_ref()).send(buf)
     }
 
-    /// [`ConnSocket::try_write`] of several buffers in one system call.
+    /// [`ConnSocket::try_write`] of several buffers in one system call. Buffers that
+    /// together fit [`GATHER_BYTES`] (an event to one subscriber: its head and its body)
+    /// are copied into one and sent as one; a copy of a few hundred bytes costs less
+    /// than the kernel's handling of a buffer list.
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&mut self.io.get_ref()).write_vectored(bufs)
+        let total = bufs.iter().map(|b| b.len()).sum::<usize>();
+        if total <= GATHER_BYTES {
+            return GATHER.with(|g| {
+                let mut g = g.borrow_mut();
+                g.clear();
+                for b in bufs {
+                    g.extend_from_slice(b);
+                }
+                self.try_write(&g)
+            });
+        }
+        socket2::SockRef::from(self.io.get_ref()).send_vectored(bufs)
     }
 
     /// A waiter for writability, for as long as something is queued.

@@ -192,12 +192,7 @@ impl Out {
             many => self.stream.try_write_vectored(many),
         };
         match r {
-            Ok(n) => {
-                if n > 0 {
-                    self.progress.set(Instant::now());
-                }
-                Some(n)
-            }
+            Ok(n) => Some(n),
             Err(e) if would_block(&e) => Some(0),
             Err(e) => {
                 tracing::debug!("API client write failed: {e}");
@@ -264,6 +259,9 @@ impl Out {
         if self.dead.get() || self.flushing.get() || !self.has_subs() {
             return;
         }
+        if self.pump_lone(hub) {
+            return;
+        }
         PUMP.with(|q| {
             let mut q = q.borrow_mut();
             let more = self.render_events(hub, &mut q);
@@ -292,6 +290,49 @@ impl Out {
         })
     }
 
+    /// The common case of a pump to many subscribers, one event each: one subscription,
+    /// and the newest event is its only one waiting. It is written straight from the
+    /// ring (the subscription's head and the event's body, no buffer handles taken), and
+    /// only what the socket did not take is queued. False when the case does not apply
+    /// (nothing was done).
+    fn pump_lone(self: &Rc<Self>, hub: &Rc<Hub>) -> bool {
+        let ring = hub.ring();
+        let mut subs = self.subs.borrow_mut();
+        let [sub] = subs.as_mut_slice() else {
+            return false;
+        };
+        if sub.cursor.next != ring.last_seq() {
+            return false;
+        }
+        let mut next = sub.cursor.next;
+        let Step::Deliver(e) = ring.step(&mut next, &sub.cursor.filter, hub.lag_limit()) else {
+            return false;
+        };
+        sub.cursor.next = next;
+        let (head, body) = (&sub.head, &e.body);
+        let Some(n) = self.try_write_now(&[IoSlice::new(head), IoSlice::new(body)]) else {
+            drop((subs, ring));
+            self.die();
+            return true;
+        };
+        if n == head.len() + body.len() {
+            return true;
+        }
+        // The rest waits for the flusher, as the general path leaves it.
+        let mut rest = Queue::default();
+        if n < head.len() {
+            rest.push(head.slice(n..));
+            rest.push(body.clone());
+        } else {
+            rest.push(body.slice(n - head.len()..));
+        }
+        drop((subs, ring));
+        self.start_queue();
+        *self.queue.borrow_mut() = rest;
+        self.start_flusher(hub);
+        true
+    }
+
     /// Puts the next events of this connection's subscriptions into `q`, in seq order,
     /// up to [`WRITE_BATCH`] bytes or [`WRITE_EVENTS`] events; true when more remain.
     fn render_events(&self, hub: &Hub, q: &mut Queue) -> bool {
@@ -303,21 +344,27 @@ impl Out {
             if q.len >= WRITE_BATCH || events >= WRITE_EVENTS {
                 return true;
             }
-            // The subscription whose next step has the lowest seq goes first.
-            let mut best: Option<(usize, u64)> = None;
-            for (i, sub) in subs.iter().enumerate() {
-                let mut n = sub.cursor.next;
-                let seq = match ring.step(&mut n, &sub.cursor.filter, lag) {
-                    Step::Idle => continue,
-                    Step::Deliver(e) => e.seq,
-                    Step::Lost { to, .. } => to,
-                };
-                if best.is_none_or(|(_, s)| seq < s) {
-                    best = Some((i, seq));
+            // The subscription whose next step has the lowest seq goes first (one
+            // subscription, the usual case, simply goes).
+            let i = if subs.len() == 1 {
+                0
+            } else {
+                let mut best: Option<(usize, u64)> = None;
+                for (i, sub) in subs.iter().enumerate() {
+                    let mut n = sub.cursor.next;
+                    let seq = match ring.step(&mut n, &sub.cursor.filter, lag) {
+                        Step::Idle => continue,
+                        Step::Deliver(e) => e.seq,
+                        Step::Lost { to, .. } => to,
+                    };
+                    if best.is_none_or(|(_, s)| seq < s) {
+                        best = Some((i, seq));
+                    }
                 }
-            }
-            let Some((i, _)) = best else {
-                return false;
+                let Some((i, _)) = best else {
+                    return false;
+                };
+                i
             };
             let sub = &mut subs[i];
             let step = ring.next(&mut sub.cursor, lag);
@@ -336,7 +383,8 @@ impl Out {
                     q.push(sub.head.clone());
                     q.push(hub.render_lost(from, to));
                 }
-                Step::Idle => {}
+                // Only a lone subscription gets here with nothing waiting.
+                Step::Idle => return false,
             }
             events += 1;
         }
@@ -396,6 +444,10 @@ impl Out {
             let written = self.write_offered(&self.queue.borrow());
             match written {
                 Some((n, offered)) => {
+                    if n > 0 {
+                        // Only a queue that waits needs the clock (see `stalled_for`).
+                        self.progress.set(Instant::now());
+                    }
                     self.queue.borrow_mut().advance(n);
                     full = n < offered;
                 }
