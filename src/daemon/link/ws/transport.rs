@@ -333,37 +333,61 @@ impl Dialer for AwcDialer {
                 // Dropping the sink (and the link dropping the stream) closes the socket.
                 drop(sink);
             });
-            let asm = Rc::new(RefCell::new(Assembler::default()));
-            let rx = stream
-                .map(move |f| match f {
-                    Ok(frame) => match asm.borrow_mut().push(frame, MAX_FRAME_BYTES) {
-                        Ok(Some(i)) => Some(i),
-                        Ok(None) => None,
-                        Err(why) => Some(Inbound::Closed(format!("protocol error: {why}"))),
-                    },
-                    Err(WsProtocolError::Overflow) => Some(Inbound::Closed(format!(
-                        "protocol error: a frame larger than {MAX_FRAME_BYTES} bytes"
-                    ))),
-                    Err(e) => Some(Inbound::Closed(format!(
-                        "protocol error: {}",
-                        crate::text::clean(&e.to_string())
-                    ))),
-                })
-                .filter_map(futures_util::future::ready)
-                .chain(futures_util::stream::once(async {
-                    Inbound::Closed("closed by the server".into())
-                }))
-                // Nothing after the first `Closed`.
-                .scan(false, |done, i| {
-                    let out = (!*done).then(|| {
-                        *done = matches!(i, Inbound::Closed(_));
-                        i
-                    });
-                    futures_util::future::ready(out)
-                })
-                .boxed_local();
+            let rx = Frames {
+                framed: stream,
+                asm: Assembler::default(),
+                done: false,
+            }
+            .boxed_local();
             Ok(Transport { tx, rx })
         })
+    }
+}
+
+/// The server's frames as [`Inbound`]s: continuations assembled, a protocol error or the
+/// end of the stream reported once as [`Inbound::Closed`], and nothing after that. One
+/// stage, where stream adapters had every frame of a burst polled through four.
+struct Frames<S> {
+    framed: S,
+    asm: Assembler,
+    /// `Closed` was given: the stream has ended.
+    done: bool,
+}
+
+impl<S> futures_util::Stream for Frames<S>
+where
+    S: futures_util::Stream<Item = Result<Frame, WsProtocolError>> + Unpin,
+{
+    type Item = Inbound;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Inbound>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        while !this.done {
+            let item = match this.framed.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => match this.asm.push(frame, MAX_FRAME_BYTES) {
+                    Ok(Some(i)) => i,
+                    // A continuation: the message is not whole yet.
+                    Ok(None) => continue,
+                    Err(why) => Inbound::Closed(format!("protocol error: {why}")),
+                },
+                Poll::Ready(Some(Err(WsProtocolError::Overflow))) => Inbound::Closed(format!(
+                    "protocol error: a frame larger than {MAX_FRAME_BYTES} bytes"
+                )),
+                Poll::Ready(Some(Err(e))) => Inbound::Closed(format!(
+                    "protocol error: {}",
+                    crate::text::clean(&e.to_string())
+                )),
+                Poll::Ready(None) => Inbound::Closed("closed by the server".into()),
+            };
+            this.done = matches!(item, Inbound::Closed(_));
+            return Poll::Ready(Some(item));
+        }
+        Poll::Ready(None)
     }
 }
 
@@ -469,6 +493,60 @@ mod tests {
         src.extend_from_slice(&rest);
         assert_eq!(decode_all(&mut src), 1);
         assert_eq!((src.len(), src.capacity()), (0, 0));
+    }
+
+    fn frames(input: Vec<Result<Frame, WsProtocolError>>) -> Vec<Inbound> {
+        let s = Frames {
+            framed: futures_util::stream::iter(input),
+            asm: Assembler::default(),
+            done: false,
+        };
+        // The input is always ready, so the whole stream is read in one poll.
+        futures_util::FutureExt::now_or_never(s.collect::<Vec<_>>()).unwrap()
+    }
+
+    /// A whole message per item, continuations joined; the end of the server's stream is
+    /// one `Closed`, a protocol error too, and nothing follows either.
+    #[test]
+    fn frames_become_messages_and_end_with_one_closed() {
+        let text = |b: &'static [u8]| Ok(Frame::Text(Bytes::from_static(b)));
+        assert_eq!(
+            frames(vec![
+                Ok(Frame::Continuation(Item::FirstText(Bytes::from_static(
+                    b"a"
+                )))),
+                Ok(Frame::Continuation(Item::Last(Bytes::from_static(b"b")))),
+                text(b"c"),
+                Ok(Frame::Ping(Bytes::from_static(b"p"))),
+            ]),
+            [
+                Inbound::Text(Bytes::from_static(b"ab")),
+                Inbound::Text(Bytes::from_static(b"c")),
+                Inbound::Ping(Bytes::from_static(b"p")),
+                Inbound::Closed("closed by the server".into()),
+            ]
+        );
+        assert_eq!(
+            frames(vec![
+                text(b"x"),
+                Err(WsProtocolError::Overflow),
+                text(b"after the error"),
+            ]),
+            [
+                Inbound::Text(Bytes::from_static(b"x")),
+                Inbound::Closed(format!(
+                    "protocol error: a frame larger than {MAX_FRAME_BYTES} bytes"
+                )),
+            ]
+        );
+        let closed = frames(vec![
+            Ok(Frame::Continuation(Item::Last(Bytes::from_static(b"x")))),
+            text(b"after the error"),
+        ]);
+        assert!(
+            matches!(&closed[..], [Inbound::Closed(why)] if why.starts_with("protocol error: ")),
+            "{closed:?}"
+        );
     }
 
     #[test]
