@@ -745,6 +745,20 @@ mod tests {
             .collect()
     }
 
+    /// A connection subscribed to every event of `hub` (its send buffer `sndbuf` bytes
+    /// when given), and the subscriber's end of it.
+    fn subscriber(hub: &Rc<Hub>, sndbuf: Option<usize>) -> (Rc<Out>, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        if let Some(n) = sndbuf {
+            socket2::SockRef::from(&a).set_send_buffer_size(n).unwrap();
+        }
+        let out = Out::new(Rc::new(
+            super::super::api::conn::ConnSocket::new(a).unwrap(),
+        ));
+        hub.subscribe(&out, Filter::ALL, None);
+        (out, b)
+    }
+
     fn seqs(lines: &[String]) -> Vec<u64> {
         lines
             .iter()
@@ -803,15 +817,8 @@ mod tests {
         tokio::task::LocalSet::new()
             .run_until(async {
                 let hub = Hub::new(new_boot_id(), Clock::System, 1000, 1000, "ws://x".into());
-                let (a, mut b) = UnixStream::pair().unwrap();
                 // A small send buffer: a few events fill it.
-                socket2::SockRef::from(&a)
-                    .set_send_buffer_size(4096)
-                    .unwrap();
-                let out = Out::new(Rc::new(
-                    super::super::api::conn::ConnSocket::new(a).unwrap(),
-                ));
-                hub.subscribe(&out, Filter::ALL, None);
+                let (out, mut b) = subscriber(&hub, Some(4096));
                 let mut refused_at = None;
                 for i in 1..=300u64 {
                     hub.emit(Event::Connecting {});
@@ -842,11 +849,7 @@ mod tests {
         tokio::task::LocalSet::new()
             .run_until(async {
                 let hub = Hub::new(new_boot_id(), Clock::System, 100, 100, "ws://x".into());
-                let (a, mut b) = UnixStream::pair().unwrap();
-                let out = Out::new(Rc::new(
-                    super::super::api::conn::ConnSocket::new(a).unwrap(),
-                ));
-                hub.subscribe(&out, Filter::ALL, None);
+                let (out, mut b) = subscriber(&hub, None);
                 let mut got = Vec::new();
                 assert!(!hub.burst.get(), "no burst before any event");
 

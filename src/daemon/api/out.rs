@@ -276,18 +276,24 @@ impl Out {
             q.advance(n);
             if !q.is_empty() || more {
                 // What the socket did not take waits here (only its buffer handles).
-                self.start_queue();
                 let rest = Queue {
                     segs: q.segs.drain(..).collect(),
                     offset: q.offset,
                     len: q.len,
                 };
                 q.clear_keep();
-                *self.queue.borrow_mut() = rest;
                 drop(q);
-                self.start_flusher(hub);
+                self.leave_to_flusher(hub, rest);
             }
         })
+    }
+
+    /// `rest`, what a direct write left (or nothing, when more events wait), becomes the
+    /// queue, and the flusher takes over writing.
+    fn leave_to_flusher(self: &Rc<Self>, hub: &Rc<Hub>, rest: Queue) {
+        self.start_queue();
+        *self.queue.borrow_mut() = rest;
+        self.start_flusher(hub);
     }
 
     /// The common case of a pump to many subscribers, one event each: one subscription,
@@ -320,16 +326,11 @@ impl Out {
         }
         // The rest waits for the flusher, as the general path leaves it.
         let mut rest = Queue::default();
-        if n < head.len() {
-            rest.push(head.slice(n..));
-            rest.push(body.clone());
-        } else {
-            rest.push(body.slice(n - head.len()..));
-        }
+        rest.push(head.clone());
+        rest.push(body.clone());
+        rest.advance(n);
         drop((subs, ring));
-        self.start_queue();
-        *self.queue.borrow_mut() = rest;
-        self.start_flusher(hub);
+        self.leave_to_flusher(hub, rest);
         true
     }
 

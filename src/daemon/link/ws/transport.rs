@@ -333,12 +333,7 @@ impl Dialer for AwcDialer {
                 // Dropping the sink (and the link dropping the stream) closes the socket.
                 drop(sink);
             });
-            let rx = Frames {
-                framed: stream,
-                asm: Assembler::default(),
-                done: false,
-            }
-            .boxed_local();
+            let rx = Frames::new(stream).boxed_local();
             Ok(Transport { tx, rx })
         })
     }
@@ -352,6 +347,16 @@ struct Frames<S> {
     asm: Assembler,
     /// `Closed` was given: the stream has ended.
     done: bool,
+}
+
+impl<S> Frames<S> {
+    fn new(framed: S) -> Frames<S> {
+        Frames {
+            framed,
+            asm: Assembler::default(),
+            done: false,
+        }
+    }
 }
 
 impl<S> futures_util::Stream for Frames<S>
@@ -496,11 +501,7 @@ mod tests {
     }
 
     fn frames(input: Vec<Result<Frame, WsProtocolError>>) -> Vec<Inbound> {
-        let s = Frames {
-            framed: futures_util::stream::iter(input),
-            asm: Assembler::default(),
-            done: false,
-        };
+        let s = Frames::new(futures_util::stream::iter(input));
         // The input is always ready, so the whole stream is read in one poll.
         futures_util::FutureExt::now_or_never(s.collect::<Vec<_>>()).unwrap()
     }
