@@ -144,6 +144,47 @@ fn is_logout_notification(m: &Value) -> bool {
     is_logout(&m["params"])
 }
 
+/// A burst of profile pushes and the kick the server sends right behind it: the daemon
+/// takes in many pushes per read and passes them on together, and the kick in the same
+/// read still comes after every one of them, each profile once and in the server's order.
+#[test]
+fn a_burst_of_pushes_then_a_kick_arrive_in_the_order_the_server_sent_them() {
+    const BURST: usize = 3000;
+    let server = DevServer::start(&["--faults"]);
+    let d = Daemon::start(&server, &[("api.subscriber_queue", "20000")]);
+    server.rest(
+        "im_open_login_svc/account_import",
+        json!({"UserID":"alice"}),
+    );
+    let mut c = d.client();
+    login_alice(&mut c);
+    c.subscribe();
+    server.fault(&format!("push-burst?user=alice&count={BURST}"));
+    // Right behind the burst, while the daemon is still reading it.
+    server.rest("im_open_login_svc/kick", json!({"UserID":"alice"}));
+    let got = events_until(&mut c, T, |e| e["event"] == "onKickedOffline");
+    assert_gapless(&got);
+    let profiles: Vec<String> = got
+        .iter()
+        .filter(|e| e["event"] == "onSelfInfoUpdated")
+        .map(|e| {
+            e["data"]["info"]["customInfo"]["Tag_Profile_Custom_Seq"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let sent: Vec<String> = (1..=BURST).map(|i| i.to_string()).collect();
+    assert_eq!(profiles, sent, "every push once, in order, before the kick");
+    let n = names(&got);
+    let kick = n.iter().position(|e| e == "onKickedOffline").unwrap();
+    let last_profile = n.iter().rposition(|e| e == "onSelfInfoUpdated").unwrap();
+    assert!(last_profile < kick, "{:?}", &n[n.len().saturating_sub(5)..]);
+    // The events of one read share their time; none runs backwards.
+    let times: Vec<i64> = got.iter().map(|e| e["time"].as_i64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+}
+
 #[test]
 fn a_thousand_subscribers_each_receive_every_event_in_order() {
     const N: usize = 1000;

@@ -202,8 +202,21 @@ pub struct Hub {
     /// waits a scheduler turn to gather more of it.
     burst: Cell<bool>,
     changed: Notify,
+    /// Tasks waiting in [`Hub::changed`]: nobody to wake when none.
+    waiting: Cell<usize>,
+    /// The time every event rendered now is stamped with (see [`Hub::at_one_time`]).
+    held_ms: Cell<Option<i64>>,
     /// Where events are rendered before they are copied out at their size.
     scratch: RefCell<Vec<u8>>,
+}
+
+/// Counts a waiter out of [`Hub::changed`] when it stops waiting.
+struct Leave<'a>(&'a Cell<usize>);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 /// A random id for this boot.
@@ -248,6 +261,8 @@ impl Hub {
             pumped_to: Cell::new(1),
             burst: Cell::new(false),
             changed: Notify::new(),
+            waiting: Cell::new(0),
+            held_ms: Cell::new(None),
             scratch: RefCell::new(Vec::new()),
         })
     }
@@ -281,6 +296,8 @@ impl Hub {
             pumped_to: Cell::new(1),
             burst: Cell::new(false),
             changed: Notify::new(),
+            waiting: Cell::new(0),
+            held_ms: Cell::new(None),
             scratch: RefCell::new(Vec::new()),
         });
         root.count(&hub, 1);
@@ -304,7 +321,7 @@ impl Hub {
             t.accounts.saturating_sub(1)
         };
         self.tally.set(t);
-        self.changed.notify_waiters();
+        self.wake();
     }
 
     /// This root hub serves many accounts.
@@ -352,7 +369,7 @@ impl Hub {
             t.add(before.0, before.1, before.2, -1);
             t.add(after.0, after.1, after.2, 1);
             root.tally.set(t);
-            root.changed.notify_waiters();
+            root.wake();
         }
     }
 
@@ -379,7 +396,7 @@ impl Hub {
     pub fn set_net(&self, part: NetworkStatus) {
         if *self.net.borrow() != part {
             *self.net.borrow_mut() = part;
-            self.changed.notify_waiters();
+            self.wake();
         }
     }
 
@@ -387,7 +404,7 @@ impl Hub {
     pub fn set_conn(&self, part: ConnPart) {
         if *self.conn.borrow() != part {
             self.recount(|| *self.conn.borrow_mut() = part);
-            self.changed.notify_waiters();
+            self.wake();
         }
     }
 
@@ -398,7 +415,7 @@ impl Hub {
                 *self.info.borrow_mut() = None;
             }
             self.recount(|| *self.session.borrow_mut() = part);
-            self.changed.notify_waiters();
+            self.wake();
         }
     }
 
@@ -497,7 +514,27 @@ impl Hub {
 
     /// Resolves at the next change of the status or the next event.
     pub async fn changed(&self) {
-        self.changed.notified().await
+        let changed = self.changed.notified();
+        self.waiting.set(self.waiting.get().saturating_add(1));
+        let _left = Leave(&self.waiting);
+        changed.await
+    }
+
+    /// Wakes the tasks waiting in [`Hub::changed`], if any (an event costs no lock then).
+    fn wake(&self) {
+        if self.waiting.get() > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Runs `f` with every event it emits stamped with one reading of the wall clock:
+    /// the events of one read from the server, taken in together.
+    pub fn at_one_time<R>(&self, f: impl FnOnce() -> R) -> R {
+        let root = self.root.as_deref().unwrap_or(self);
+        let outer = root.held_ms.replace(Some(root.clock.unix_ms()));
+        let r = f();
+        root.held_ms.set(outer);
+        r
     }
 
     // ------------------------------------------------------------------ events
@@ -516,7 +553,8 @@ impl Hub {
         b.extend_from_slice(b",\"seq\":");
         b.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
         b.extend_from_slice(b",\"time\":");
-        b.extend_from_slice(itoa::Buffer::new().format(self.clock.unix_ms()).as_bytes());
+        let time = self.held_ms.get().unwrap_or_else(|| self.clock.unix_ms());
+        b.extend_from_slice(itoa::Buffer::new().format(time).as_bytes());
         b.extend_from_slice(b",\"bootID\":\"");
         b.extend_from_slice(self.boot_id.as_bytes());
         b.extend_from_slice(b"\",");
@@ -569,7 +607,7 @@ impl Hub {
     /// of an `onSelfInfoUpdated` becomes the one `getSelfInfo` answers.
     pub fn emit(self: &Rc<Self>, event: Event) {
         if let Some(root) = &self.root {
-            self.changed.notify_waiters();
+            self.wake();
             root.emit_for(self.account.clone(), event, &self.info);
             return;
         }
@@ -604,7 +642,7 @@ impl Hub {
         }
         self.ring.borrow_mut().push_for(name, account, body);
         tracing::debug!(seq, event = name, "event");
-        self.changed.notify_waiters();
+        self.wake();
         self.schedule_pump();
     }
 

@@ -536,15 +536,22 @@ impl Handler<LinkEvent> for Session {
                 self.input(SessionInput::Kicked, ctx);
             }
             LinkEvent::SigExpired => self.input(SessionInput::SigExpired, ctx),
-            LinkEvent::SelfInfo(info) => {
-                if !info.is_of(self.machine.user()) {
-                } else if self.machine.online() {
-                    // The hub keeps the profile of the event it publishes (getSelfInfo).
-                    self.emit(Event::SelfInfoJson(info));
-                } else {
-                    // A login (or a re-login) whose answer is still on its way here.
-                    self.early_info = Some(info);
-                }
+            LinkEvent::SelfInfo(infos) => {
+                // The pushes of one read from the server: one time for their events.
+                let hub = self.hub.clone();
+                hub.at_one_time(|| {
+                    for info in infos {
+                        if !info.is_of(self.machine.user()) {
+                        } else if self.machine.online() {
+                            // The hub keeps the profile of the event it publishes
+                            // (getSelfInfo).
+                            self.emit(Event::SelfInfoJson(info));
+                        } else {
+                            // A login (or a re-login) whose answer is still on its way.
+                            self.early_info = Some(info);
+                        }
+                    }
+                });
             }
         }
     }

@@ -115,8 +115,9 @@ pub enum LinkEvent {
     },
     /// The ticket ran out while online.
     SigExpired,
-    /// The logged-in user's profile changed.
-    SelfInfo(ProfileJson),
+    /// The logged-in user's profile changed: each profile the server pushed, in order
+    /// (the pushes of one read from the server travel together).
+    SelfInfo(Vec<ProfileJson>),
 }
 
 /// The Session's handle on its link.

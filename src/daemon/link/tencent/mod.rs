@@ -648,7 +648,7 @@ impl TencentLink {
             BridgeEvent::Profile { info } => {
                 if plausible_info(&info) {
                     self.session
-                        .do_send(LinkEvent::SelfInfo(ProfileJson::from_info(&info)));
+                        .do_send(LinkEvent::SelfInfo(vec![ProfileJson::from_info(&info)]));
                 } else {
                     tracing::warn!("a profile from the Tencent bridge out of bounds, ignored");
                 }

@@ -32,7 +32,13 @@ use crate::proto::ws::{
     self_info_push, Command, Empty, FrameError, HeartbeatResult, LoginBody, LoginResult, Platform,
     Push, Request, Response, ServerFrame, PROTOCOL_VERSIONS,
 };
-use transport::{Dialer, Inbound, Outbound, Transport};
+use transport::{Dialer, Inbound, Outbound, Transport, UntilIdle};
+
+/// The most profile pushes passed to the Session in one message.
+const INFO_BATCH: usize = 64;
+
+/// The most frames one reading of the clock is the time of (see [`WsLink::heard`]).
+const FRAMES_PER_STAMP: u32 = 64;
 
 /// How long a graceful stop waits for the server's close frame.
 pub const CLOSE_WAIT: Duration = Duration::from_millis(1000);
@@ -85,6 +91,10 @@ pub struct WsLink {
     attempt_while_down: bool,
     /// The last attempt was one a new route started early; it is not done twice in a row.
     last_early: bool,
+    /// Profile pushes of the read being taken in, for the Session in one message.
+    infos: Vec<ProfileJson>,
+    /// The time the frames of the read being taken in were heard at, and how many were.
+    stamp: Option<(u64, u32)>,
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay).
@@ -141,6 +151,8 @@ impl WsLink {
             route_down: false,
             attempt_while_down: false,
             last_early: false,
+            infos: Vec::new(),
+            stamp: None,
         }
     }
 
@@ -174,7 +186,45 @@ impl WsLink {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// A frame arrived: the liveness rule hears it at the time the first frame of its
+    /// read was handled (one clock reading for a read's frames, up to
+    /// [`FRAMES_PER_STAMP`]). That time is never before the frame arrived, and a probe or a
+    /// heartbeat tick takes a new reading for every frame after it, so a probe is answered
+    /// exactly as when every frame read the clock.
+    fn heard(&mut self) {
+        let now = match self.stamp {
+            Some((at, n)) if n < FRAMES_PER_STAMP => {
+                self.stamp = Some((at, n + 1));
+                at
+            }
+            _ => {
+                let at = self.now_ms();
+                self.stamp = Some((at, 1));
+                at
+            }
+        };
+        self.liveness.heard(now);
+    }
+
+    /// Passes the gathered profile pushes on to the Session, in one message.
+    fn pass_infos(&mut self) {
+        if !self.infos.is_empty() {
+            // The next batch is likely the size of this one.
+            let room = self.infos.len();
+            let batch = std::mem::replace(&mut self.infos, Vec::with_capacity(room));
+            self.session.do_send(LinkEvent::SelfInfo(batch));
+        }
+    }
+
+    /// Tells the Session `ev`, after the profile pushes that came before it.
+    fn tell(&mut self, ev: LinkEvent) {
+        self.pass_infos();
+        self.session.do_send(ev);
+    }
+
     fn input(&mut self, input: ConnInput, ctx: &mut Context<Self>) {
+        // What the server pushed before this goes first.
+        self.pass_infos();
         let now = self.now_ms();
         let actions = self.machine.handle(input, now, fastrand::f64());
         for a in actions {
@@ -208,9 +258,9 @@ impl WsLink {
                 ConnAction::Emit(e) => self.hub.emit(e),
                 ConnAction::LinkUp => {
                     self.last_early = false;
-                    self.session.do_send(LinkEvent::Up)
+                    self.tell(LinkEvent::Up)
                 }
-                ConnAction::LinkDown => self.session.do_send(LinkEvent::Down),
+                ConnAction::LinkDown => self.tell(LinkEvent::Down),
             }
         }
         if !matches!(self.machine.phase(), Phase::Waiting { .. }) {
@@ -277,7 +327,8 @@ impl WsLink {
                         // In flight until the hello arrives or the attempt fails.
                         act.in_flight = permit;
                         act.tx = Some(tx);
-                        act.stream = Some(ctx.add_stream(rx.map(move |i| (gen, i))));
+                        act.stream =
+                            Some(ctx.add_stream(UntilIdle::new(rx).map(move |i| (gen, i))));
                         // The connection counts only once the server's hello arrived.
                         let left = timeout.saturating_sub(started.elapsed());
                         act.hello_deadline = Some(ctx.run_later(left, move |act, ctx| {
@@ -303,6 +354,9 @@ impl WsLink {
     }
 
     fn close(&mut self, ctx: &mut Context<Self>) {
+        // What the connection brought before it closed goes on first.
+        self.pass_infos();
+        self.stamp = None;
         self.gen += 1;
         self.in_flight = None;
         for h in [
@@ -356,6 +410,8 @@ impl WsLink {
             if !matches!(act.machine.phase(), Phase::Connected { .. }) {
                 return;
             }
+            // Frames after this tick are heard at a new reading of the clock.
+            act.stamp = None;
             match act.liveness.tick(act.now_ms()) {
                 Beat::Dead { silent_ms } => {
                     act.lost(format!("no frame from the server for {silent_ms} ms"), ctx)
@@ -374,6 +430,8 @@ impl WsLink {
             return;
         }
         let sent = self.now_ms();
+        // Only frames handled after this count as an answer.
+        self.stamp = None;
         if self
             .send(Command::Heartbeat(Empty {}), Waiter::Heartbeat, ctx)
             .is_err()
@@ -436,7 +494,10 @@ impl WsLink {
 
     fn on_self_info(&mut self, info: ProfileJson) {
         if matches!(self.machine.phase(), Phase::Connected { .. }) {
-            self.session.do_send(LinkEvent::SelfInfo(info));
+            self.infos.push(info);
+            if self.infos.len() >= INFO_BATCH {
+                self.pass_infos();
+            }
         }
     }
 
@@ -502,11 +563,12 @@ impl WsLink {
                     },
                     Push::UserSigExpired(_) => LinkEvent::SigExpired,
                     Push::SelfInfoUpdated(b) => {
-                        LinkEvent::SelfInfo(ProfileJson::from_info(&b.info))
+                        self.on_self_info(ProfileJson::from_info(&b.info));
+                        return;
                     }
                     Push::Hello(_) => return,
                 };
-                self.session.do_send(ev);
+                self.tell(ev);
             }
         }
     }
@@ -519,14 +581,26 @@ impl Actor for WsLink {
         self.start_heartbeat(ctx);
         self.publish();
     }
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        self.pass_infos();
+        Running::Stop
+    }
 }
 
-impl StreamHandler<(u64, Inbound)> for WsLink {
-    fn handle(&mut self, (gen, item): (u64, Inbound), ctx: &mut Context<Self>) {
+/// The server's messages, and a `None` each time the transport has taken in all it read.
+impl StreamHandler<(u64, Option<Inbound>)> for WsLink {
+    fn handle(&mut self, (gen, item): (u64, Option<Inbound>), ctx: &mut Context<Self>) {
         if gen != self.gen {
             return;
         }
-        self.liveness.heard(self.now_ms());
+        let Some(item) = item else {
+            // All read is handled: what it brought goes on, and the next read is heard
+            // at a new reading of the clock.
+            self.pass_infos();
+            self.stamp = None;
+            return;
+        };
+        self.heard();
         match item {
             Inbound::Text(t) => match self_info_push(&t) {
                 // A profile push as the server writes it: taken whole, not parsed.

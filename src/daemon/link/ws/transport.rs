@@ -396,6 +396,48 @@ where
     }
 }
 
+/// A transport's messages, each as `Some`, and a `None` each time the transport has
+/// nothing more for now after giving at least one: the link's cue that a read from the
+/// server has been taken in whole (it then passes on what it gathered from it and reads
+/// the clock afresh for the next one).
+pub struct UntilIdle<S> {
+    inner: S,
+    /// A message was given since the last `None`.
+    gave: bool,
+}
+
+impl<S> UntilIdle<S> {
+    /// The messages of `inner`, with a `None` whenever it runs dry.
+    pub fn new(inner: S) -> UntilIdle<S> {
+        UntilIdle { inner, gave: false }
+    }
+}
+
+impl<S> futures_util::Stream for UntilIdle<S>
+where
+    S: futures_util::Stream + Unpin,
+{
+    type Item = Option<S::Item>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Option<S::Item>>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        match this.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(item)) => {
+                this.gave = true;
+                Poll::Ready(Some(Some(item)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            // The inner stream holds the waker: the next poll asks it again.
+            Poll::Pending if std::mem::take(&mut this.gave) => Poll::Ready(Some(None)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 // ------------------------------------------------------------------------- memory
 
 /// The server's end of an in-memory connection.
@@ -548,6 +590,35 @@ mod tests {
             matches!(&closed[..], [Inbound::Closed(why)] if why.starts_with("protocol error: ")),
             "{closed:?}"
         );
+    }
+
+    /// A `None` after each run of messages the inner stream had ready, none while it
+    /// had nothing to give, and the end passed on.
+    #[test]
+    fn a_run_of_ready_messages_ends_with_one_none() {
+        use futures_util::task::noop_waker_ref;
+        use std::task::{Context, Poll};
+        let (tx, rx) = mpsc::unbounded_channel::<u32>();
+        let inner =
+            futures_util::stream::unfold(rx, |mut r| async move { r.recv().await.map(|i| (i, r)) })
+                .boxed_local();
+        let mut s = UntilIdle::new(inner);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let mut poll = || match s.poll_next_unpin(&mut cx) {
+            Poll::Ready(x) => Some(x),
+            Poll::Pending => None,
+        };
+        assert_eq!(poll(), None, "nothing yet: pending, no None");
+        tx.send(1).unwrap();
+        tx.send(2).unwrap();
+        assert_eq!(poll(), Some(Some(Some(1))));
+        assert_eq!(poll(), Some(Some(Some(2))));
+        assert_eq!(poll(), Some(Some(None)), "the run is over");
+        assert_eq!(poll(), None, "one None per run");
+        tx.send(3).unwrap();
+        assert_eq!(poll(), Some(Some(Some(3))));
+        drop(tx);
+        assert_eq!(poll(), Some(None), "the end, with nothing pending");
     }
 
     #[test]
