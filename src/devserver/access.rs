@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
 use tokio::time::Instant;
 
 use super::state::{now_ms, ConnId, ExpiryCheck, Hub, Outbound};
+use super::wsout::{WsOut, CHUNK_BYTES};
 use crate::codes::code;
 use crate::proto::ws::{
     Command, Empty, HeartbeatResult, Hello, InfoBody, Platform, Push, Request, Response,
@@ -90,10 +91,13 @@ pub async fn connect(
     else {
         return refuse(StatusCode::BAD_REQUEST, "no common protocol version");
     };
-    let (response, session, stream) = match actix_ws::handle(&req, body) {
+    // The handshake and the reading half as actix-ws makes them; the writing half is
+    // the connection task's own (frames encoded in batches).
+    let (response, _generic, stream) = match actix_ws::handle(&req, body) {
         Ok(x) => x,
         Err(e) => return e.error_response(),
     };
+    let (response, session) = WsOut::attach(response);
     let info = ConnInfo {
         app,
         platform,
@@ -124,7 +128,7 @@ fn unix_ms_to_instant(unix_s_exclusive: i64) -> Instant {
     Instant::now() + Duration::from_millis(wait.max(0) as u64)
 }
 
-async fn close(session: Session, code: CloseCode, reason: &str) {
+async fn close(session: &mut WsOut, code: CloseCode, reason: &str) {
     let _ = session
         .close(Some(CloseReason {
             code,
@@ -133,7 +137,7 @@ async fn close(session: Session, code: CloseCode, reason: &str) {
         .await;
 }
 
-async fn run(hub: Arc<Hub>, mut session: Session, stream: actix_ws::MessageStream, info: ConnInfo) {
+async fn run(hub: Arc<Hub>, mut session: WsOut, stream: actix_ws::MessageStream, info: ConnInfo) {
     let mut stream = stream
         .max_frame_size(MAX_FRAME_BYTES)
         .aggregate_continuations()
@@ -177,23 +181,25 @@ async fn run(hub: Arc<Hub>, mut session: Session, stream: actix_ws::MessageStrea
                 biased;
                 r = signals.changed() => if r.is_err() { break End::Dropped },
                 out = outbound.recv() => {
-                    // What queued behind this one goes out in the same turn (a burst of
-                    // pushes), up to OUT_BATCH, unless a fault signal is waiting.
+                    // What queued behind this one goes out in the same turn and the same
+                    // writes (a burst of pushes), up to OUT_BATCH, unless a fault signal is
+                    // waiting.
                     let mut next = out;
                     let mut sent = 0;
                     let end = loop {
-                        match next {
-                            Some(Outbound::Frame(f)) => {
-                                if session.text(f).await.is_err() { break Some(End::Closed); }
-                            }
-                            Some(Outbound::Push(p)) => {
-                                if session.text(to_json(&p)).await.is_err() { break Some(End::Closed); }
-                            }
+                        let queued = match next {
+                            Some(Outbound::Frame(f)) => session.queue_text(f),
+                            Some(Outbound::Push(p)) => session.queue_text(to_json(&p)),
                             Some(Outbound::Close(c, reason)) => {
-                                close(session.clone(), CloseCode::from(c), &reason).await;
+                                let _ = session.flush().await;
+                                close(&mut session, CloseCode::from(c), &reason).await;
                                 break Some(End::Closed);
                             }
                             None => break Some(End::Closed),
+                        };
+                        if queued.is_err() { break Some(End::Closed); }
+                        if session.queued() >= CHUNK_BYTES && session.flush().await.is_err() {
+                            break Some(End::Closed);
                         }
                         sent += 1;
                         if sent == OUT_BATCH || signals.has_changed().unwrap_or(true) {
@@ -204,6 +210,7 @@ async fn run(hub: Arc<Hub>, mut session: Session, stream: actix_ws::MessageStrea
                             Err(_) => break None,
                         }
                     };
+                    if session.flush().await.is_err() { break End::Closed; }
                     if let Some(e) = end { break e; }
                     expiry = hub.login_of(id).map(|(l, e)| (l, unix_ms_to_instant(e)));
                 },
@@ -225,24 +232,24 @@ async fn run(hub: Arc<Hub>, mut session: Session, stream: actix_ws::MessageStrea
                         Some(Ok(AggregatedMessage::Close(reason))) => {
                             let code = reason.map(|r| u16::from(r.code)).unwrap_or(1005);
                             tracing::info!(conn = id, code, "closed by the client ({code})");
-                            close(session.clone(), CloseCode::Normal, "bye").await;
+                            close(&mut session, CloseCode::Normal, "bye").await;
                             break End::Closed;
                         }
                         Some(Err(ProtocolError::Overflow)) => {
                             tracing::warn!(conn = id, "frame larger than {MAX_FRAME_BYTES} bytes: closing 1009");
-                            close(session.clone(), CloseCode::Size, &format!("frame exceeds maxFrameBytes ({MAX_FRAME_BYTES})")).await;
+                            close(&mut session, CloseCode::Size, &format!("frame exceeds maxFrameBytes ({MAX_FRAME_BYTES})")).await;
                             break End::Closed;
                         }
                         Some(Err(e)) => {
                             tracing::warn!(conn = id, error = %e, "protocol error: closing 1002");
-                            close(session.clone(), CloseCode::Protocol, "protocol error").await;
+                            close(&mut session, CloseCode::Protocol, "protocol error").await;
                             break End::Closed;
                         }
                     }
                 }
                 _ = tokio::time::sleep_until(last_rx + idle) => {
                     tracing::info!(conn = id, idle_ms = hub.settings.idle_timeout_ms, "idle timeout: closing 4001");
-                    close(session.clone(), CloseCode::Other(4001), "idle timeout").await;
+                    close(&mut session, CloseCode::Other(4001), "idle timeout").await;
                     break End::Closed;
                 }
                 _ = async { match expiry_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
@@ -294,7 +301,7 @@ fn ok<T: serde::Serialize>(seq: u64, body: &T) -> Response {
 
 /// Sends a response, after the `delay` fault's wait when one is set (without holding up
 /// the connection: pongs and other frames go on meanwhile).
-async fn respond(hub: &Hub, session: &mut Session, r: Response) {
+async fn respond(hub: &Hub, session: &mut WsOut, r: Response) {
     let frame = to_json(&r);
     let delay = hub.delay_ms();
     if delay == 0 {
@@ -353,7 +360,7 @@ fn parse(text: &str) -> Result<Request, Response> {
     })
 }
 
-async fn handle_text(hub: &Hub, id: ConnId, session: &mut Session, text: &str) {
+async fn handle_text(hub: &Hub, id: ConnId, session: &mut WsOut, text: &str) {
     let req = match parse(text) {
         Ok(r) => r,
         Err(resp) => {

@@ -22,6 +22,7 @@ pub mod rest;
 pub mod state;
 pub mod tls;
 pub mod websdk;
+pub mod wsout;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
