@@ -127,3 +127,67 @@ impl WsOut {
         sent
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_codec::Decoder;
+    use actix_http::ws::Frame;
+    use actix_web::body::MessageBody;
+
+    /// What the client reads from `chunk`.
+    fn frames(chunk: &Bytes) -> Vec<Frame> {
+        let mut codec = Codec::new().client_mode();
+        let mut buf = BytesMut::from(&chunk[..]);
+        let mut out = Vec::new();
+        while let Some(f) = codec.decode(&mut buf).unwrap() {
+            out.push(f);
+        }
+        assert!(buf.is_empty(), "whole frames only");
+        out
+    }
+
+    /// A batch reaches the body as one chunk of its frames, in order; a lone frame as a
+    /// chunk of its own; a clone's frame after the close frame is refused, and the body
+    /// ends once every sender is gone.
+    #[tokio::test]
+    async fn a_batch_is_one_chunk_and_nothing_follows_the_close_frame() {
+        let (response, mut out) = WsOut::attach(HttpResponse::Ok().finish());
+        let mut body = response.into_body();
+        let mut delayed = out.clone();
+        out.queue_text("a".into()).unwrap();
+        out.queue_text("b".into()).unwrap();
+        assert!(out.queued() > 2);
+        out.flush().await.unwrap();
+        assert_eq!(out.queued(), 0);
+        out.text("c".into()).await.unwrap();
+        out.close(None).await.unwrap();
+        assert!(
+            delayed.text("late".into()).await.is_err(),
+            "after the close"
+        );
+        drop((out, delayed));
+        let text = |s: &'static str| Frame::Text(Bytes::from_static(s.as_bytes()));
+        let chunk = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_next(cx))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(frames(&chunk), [text("a"), text("b")]);
+        let chunk = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_next(cx))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(frames(&chunk), [text("c")]);
+        let chunk = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_next(cx))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(frames(&chunk), [Frame::Close(None)]);
+        assert!(
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_next(cx))
+                .await
+                .is_none(),
+            "the body ends"
+        );
+    }
+}
