@@ -191,7 +191,7 @@ async fn run(hub: Arc<Hub>, mut session: WsOut, stream: actix_ws::MessageStream,
                             Some(Outbound::Frame(f)) => session.queue_text(f),
                             Some(Outbound::Push(p)) => session.queue_text(to_json(&p)),
                             Some(Outbound::Close(c, reason)) => {
-                                let _ = session.flush().await;
+                                // After the frames batched before it.
                                 close(&mut session, CloseCode::from(c), &reason).await;
                                 break Some(End::Closed);
                             }

@@ -187,10 +187,11 @@ impl WsLink {
     }
 
     /// A frame arrived: the liveness rule hears it at the time the first frame of its
-    /// read was handled (one clock reading for a read's frames, up to
-    /// [`FRAMES_PER_STAMP`]). That time is never before the frame arrived, and a probe or a
-    /// heartbeat tick takes a new reading for every frame after it, so a probe is answered
-    /// exactly as when every frame read the clock.
+    /// run was handled (one clock reading for up to [`FRAMES_PER_STAMP`] frames taken in
+    /// without a pause), so the time is at most that many frames' handling early. A probe
+    /// and each heartbeat tick start a new reading: a frame handled after a probe was
+    /// sent is heard at or after that moment, one handled before it is heard before it,
+    /// so a probe is answered exactly as when every frame read the clock.
     fn heard(&mut self) {
         let now = match self.stamp {
             Some((at, n)) if n < FRAMES_PER_STAMP => {
@@ -581,6 +582,7 @@ impl Actor for WsLink {
         self.start_heartbeat(ctx);
         self.publish();
     }
+
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
         self.pass_infos();
         Running::Stop
