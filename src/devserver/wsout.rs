@@ -147,6 +147,13 @@ mod tests {
         out
     }
 
+    /// The body's next chunk, or `None` at its end.
+    async fn next_chunk(body: &mut BoxBody) -> Option<Bytes> {
+        std::future::poll_fn(|cx| Pin::new(&mut *body).poll_next(cx))
+            .await
+            .map(|c| c.unwrap())
+    }
+
     /// A batch reaches the body as one chunk of its frames, in order; a lone frame as a
     /// chunk of its own; a clone's frame after the close frame is refused, and the body
     /// ends once every sender is gone.
@@ -168,26 +175,12 @@ mod tests {
         );
         drop((out, delayed));
         let text = |s: &'static str| Frame::Text(Bytes::from_static(s.as_bytes()));
-        let chunk = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_next(cx))
-            .await
-            .unwrap()
-            .unwrap();
+        let chunk = next_chunk(&mut body).await.unwrap();
         assert_eq!(frames(&chunk), [text("a"), text("b")]);
-        let chunk = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_next(cx))
-            .await
-            .unwrap()
-            .unwrap();
+        let chunk = next_chunk(&mut body).await.unwrap();
         assert_eq!(frames(&chunk), [text("c")]);
-        let chunk = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_next(cx))
-            .await
-            .unwrap()
-            .unwrap();
+        let chunk = next_chunk(&mut body).await.unwrap();
         assert_eq!(frames(&chunk), [Frame::Close(None)]);
-        assert!(
-            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_next(cx))
-                .await
-                .is_none(),
-            "the body ends"
-        );
+        assert!(next_chunk(&mut body).await.is_none(), "the body ends");
     }
 }
