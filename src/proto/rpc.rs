@@ -7,6 +7,11 @@
 //! makes the request invalid (-32600) instead of "last one wins"; params are read field by
 //! field so that a wrong-typed field gets 6017 naming it.
 //!
+//! The usual request (members `jsonrpc`, `id`, `method`, `params`, each once, strings
+//! without escapes) is read by a direct scan of the line; every other line, and every
+//! error, goes through the typed envelope, which reads anything the scan reads the same
+//! way (a property test compares the two).
+//!
 //! Writing goes through [`write_result`], [`write_error`] and [`write_notification`]:
 //! every reply the daemon sends, fast path or not, is produced by these, so the same
 //! answer is always the same bytes.
@@ -209,6 +214,116 @@ fn is_json(text: &str) -> Result<(), serde_json::Error> {
 
 /// Reads one request object (a whole line, or a member of a batch).
 pub fn read_request(text: &str) -> Result<Incoming<'_>, Refused> {
+    if let Some(inc) = read_plain(text) {
+        return Ok(inc);
+    }
+    read_enveloped(text)
+}
+
+/// The JSON whitespace from `i` on skipped.
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// A string without escapes or control characters at `i`: the index of its opening and
+/// of its closing quote.
+fn plain_string(b: &[u8], i: usize) -> Option<(usize, usize)> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let end = i + 1 + super::json::plain_run(b.get(i + 1..)?);
+    (b.get(end) == Some(&b'"')).then_some((i, end))
+}
+
+/// An integer at `i` written as JSON writes one (`-?(0|[1-9][0-9]*)`): the index after it.
+fn plain_integer(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + usize::from(b.get(i) == Some(&b'-'));
+    match b.get(j)? {
+        b'0' => j += 1,
+        b'1'..=b'9' => {
+            while b.get(j).is_some_and(u8::is_ascii_digit) {
+                j += 1;
+            }
+        }
+        _ => return None,
+    }
+    Some(j)
+}
+
+/// The common request, read without a deserializer: one object with `jsonrpc` `"2.0"`, a
+/// `method`, and optionally an `id` (an integer, a string or `null`) and `params` (an
+/// object or an array), every string without escapes, each member once. Anything else —
+/// escapes, another member, a member twice, a fraction, an error of any kind — gives
+/// `None`, and [`read_enveloped`] reads the line with the rules above: what this reads,
+/// that reads the same (a property test holds them to it), so the fast path never
+/// changes an answer.
+fn read_plain(text: &str) -> Option<Incoming<'_>> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    let mut version: Option<&str> = None;
+    let mut id: Option<&str> = None;
+    let mut method: Option<&str> = None;
+    let mut params: Option<&RawValue> = None;
+    loop {
+        i = skip_ws(b, i + 1);
+        let (k0, k1) = plain_string(b, i)?;
+        i = skip_ws(b, k1 + 1);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        let key = &text[k0 + 1..k1];
+        if key == "params" {
+            if params.is_some() || !matches!(b.get(i), Some(b'{' | b'[')) {
+                return None;
+            }
+            let mut values =
+                serde_json::Deserializer::from_str(text.get(i..)?).into_iter::<&RawValue>();
+            params = Some(values.next()?.ok()?);
+            i += values.byte_offset();
+        } else {
+            let end = match b.get(i)? {
+                b'"' => plain_string(b, i)?.1 + 1,
+                b'n' if b.get(i..i + 4) == Some(b"null") => i + 4,
+                _ => plain_integer(b, i)?,
+            };
+            let slot = match key {
+                "jsonrpc" => &mut version,
+                "id" => &mut id,
+                "method" => &mut method,
+                _ => return None,
+            };
+            if slot.replace(&text[i..end]).is_some() {
+                return None;
+            }
+            i = end;
+        }
+        i = skip_ws(b, i);
+        match b.get(i)? {
+            b',' => {}
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    if skip_ws(b, i + 1) != b.len() || version != Some("\"2.0\"") {
+        return None;
+    }
+    let method = method?.strip_prefix('"')?.strip_suffix('"')?;
+    Some(Incoming {
+        id: id.map(|t| Id(t.into())),
+        method: Cow::Borrowed(method),
+        params,
+    })
+}
+
+/// [`read_request`] through the typed envelope: every request, and every error.
+fn read_enveloped(text: &str) -> Result<Incoming<'_>, Refused> {
     let env: Envelope = match serde_json::from_str(text) {
         Ok(e) => e,
         Err(e) => {
@@ -496,6 +611,7 @@ fn some_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Id>, D::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn one(line: &str) -> Result<Incoming<'_>, Refused> {
         match read_line(line).unwrap() {
@@ -630,5 +746,221 @@ mod tests {
             serde_json::from_str(r#"{"jsonrpc":"2.0","id":12345678901234567890123,"result":{}}"#)
                 .unwrap();
         assert_eq!(m.id.unwrap().as_json(), "12345678901234567890123");
+    }
+
+    /// Id, method and params as text, to compare two readings.
+    fn parts(r: &Incoming<'_>) -> (Option<String>, String, Option<String>) {
+        (
+            r.id.as_ref().map(|i| i.as_json().to_string()),
+            r.method.to_string(),
+            r.params.map(|p| p.get().to_string()),
+        )
+    }
+
+    #[test]
+    fn the_usual_requests_take_the_fast_path() {
+        for line in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"getLoginStatus"}"#,
+            r#" { "method" : "subscribe" , "params" : {"events":["onSelfInfoUpdated"]}, "id" : "a-1", "jsonrpc" : "2.0" } "#,
+            r#"{"jsonrpc":"2.0","method":"login","params":["u","s"],"id":-0}"#,
+            r#"{"jsonrpc":"2.0","method":"logout","id":null}"#,
+        ] {
+            let fast = read_plain(line).unwrap_or_else(|| panic!("not on the fast path: {line}"));
+            assert_eq!(
+                parts(&fast),
+                parts(&read_enveloped(line).unwrap()),
+                "{line}"
+            );
+        }
+        let r =
+            read_plain(r#"{"jsonrpc":"2.0","id":7,"method":"x","params":{"a":[1,{}]}}"#).unwrap();
+        assert_eq!(
+            parts(&r),
+            (Some("7".into()), "x".into(), Some(r#"{"a":[1,{}]}"#.into()))
+        );
+        for other in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"a\"b"}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","id":2}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","extra":0}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x"} x"#,
+            r#"{"jsonrpc":"2.0","id":01,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1,}"#,
+        ] {
+            assert!(read_plain(other).is_none(), "took the fast path: {other}");
+        }
+    }
+
+    /// Pieces of request objects, right and wrong.
+    const KEYS: &[&str] = &[
+        r#""jsonrpc""#,
+        r#""id""#,
+        r#""method""#,
+        r#""params""#,
+        r#""x""#,
+        r#""\u0069d""#,
+        r#""method ""#,
+        r#""Id""#,
+    ];
+    const VALUES: &[&str] = &[
+        r#""2.0""#,
+        r#""2.00""#,
+        r#""2\u002e0""#,
+        "1",
+        "0",
+        "-0",
+        "-",
+        "01",
+        "1.5",
+        "1e3",
+        "-12345678901234567890123",
+        r#""abc""#,
+        r#""getLoginStatus""#,
+        r#""a\"b""#,
+        "\"é\"",
+        "\"a\tb\"",
+        r#""""#,
+        "null",
+        "nul",
+        "nullx",
+        "true",
+        "{}",
+        "[]",
+        r#"{"a":[1,{"b":"c"}],"d":"\u00e9"}"#,
+        "[1,2",
+        r#"{"a":}"#,
+        r#"{"a":1,"a":2}"#,
+        "\"",
+    ];
+    const GAPS: &[&str] = &["", " ", "\t", "\r\n", "  "];
+    const TAILS: &[&str] = &["", "", "", "", "", "", "x", "}", ",", " "];
+
+    fn gap() -> impl Strategy<Value = &'static str> {
+        proptest::sample::select(GAPS)
+    }
+
+    /// Whatever the fast path reads, the envelope reads the same way. The lines are
+    /// request-like objects: a `jsonrpc` and a `method` member, right or wrong, among
+    /// others of every kind, in any order, with any gaps; a good share of them (counted)
+    /// are right, so the fast path is taken often enough for the comparison to mean
+    /// something.
+    #[test]
+    fn the_fast_path_reads_what_the_envelope_reads() {
+        use proptest::test_runner::{Config, TestRunner};
+        let versions = proptest::sample::select(
+            &[
+                r#""2.0""#,
+                r#""2.0""#,
+                r#""2.0""#,
+                r#""2.0""#,
+                r#""2.0""#,
+                r#""2.0""#,
+                r#""2.00""#,
+                r#""2\u002e0""#,
+                "2",
+                "null",
+            ][..],
+        );
+        let methods = proptest::sample::select(
+            &[
+                r#""status""#,
+                r#""getLoginStatus""#,
+                r#""login""#,
+                r#""a\"b""#,
+                r#""""#,
+                "1",
+                "null",
+                "\"é\"",
+                "\"a\tb\"",
+            ][..],
+        );
+        let ids =
+            proptest::sample::select(&["1", "-0", r#""x-1""#, "null", "99999999999999999999"][..]);
+        let params = proptest::sample::select(&["{}", "[]", r#"{"a":[1,{"b":"\u00e9"}]}"#][..]);
+        let member = (
+            prop_oneof![
+                2 => (Just(r#""id""#), ids),
+                2 => (Just(r#""params""#), params),
+                3 => (proptest::sample::select(KEYS), proptest::sample::select(VALUES)),
+            ],
+            gap(),
+            gap(),
+            gap(),
+        );
+        let strategy = (
+            proptest::option::weighted(0.9, versions),
+            proptest::option::weighted(0.9, methods),
+            proptest::collection::vec(member, 0..3),
+            any::<u64>(),
+            gap(),
+            gap(),
+            proptest::sample::select(TAILS),
+        );
+        let taken = std::cell::Cell::new(0u32);
+        let mut runner = TestRunner::new(Config::with_cases(20_000));
+        runner
+            .run(
+                &strategy,
+                |(version, method, others, order, lead, close, tail)| {
+                    let mut body: Vec<String> = others
+                        .iter()
+                        .map(|((k, v), a, b, c)| format!("{a}{k}{b}:{c}{v}"))
+                        .collect();
+                    body.extend(version.map(|v| format!(r#""jsonrpc":{v}"#)));
+                    body.extend(method.map(|m| format!(r#""method":{m}"#)));
+                    if !body.is_empty() {
+                        let n = body.len();
+                        body.rotate_left(usize::try_from(order % n as u64).unwrap());
+                    }
+                    let line = format!("{lead}{{{}{close}}}{tail}", body.join(","));
+                    if let Some(fast) = read_plain(&line) {
+                        taken.set(taken.get() + 1);
+                        let slow = read_enveloped(&line);
+                        prop_assert!(slow.is_ok(), "the envelope refused {line:?}: {slow:?}");
+                        prop_assert_eq!(parts(&fast), parts(&slow.unwrap()), "{:?}", line);
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert!(
+            taken.get() > 1_500,
+            "only {} of 20,000 lines took the fast path",
+            taken.get()
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Every request of the usual shape takes the fast path, in any member order.
+        #[test]
+        fn usual_requests_in_any_order_take_the_fast_path(
+            id in proptest::option::of(proptest::sample::select(&["1", "-0", "123456789012345678901234567890", "\"x-1\"", "null", "\"é\""][..])),
+            method in "[a-zA-Z]{1,16}",
+            params in proptest::option::of(proptest::sample::select(&["{}", "[]", r#"{"events":["a","b"],"since":3}"#, r#"["u",{"k":"\u00e9"}]"#][..])),
+            order in Just(()).prop_perturb(|_, mut rng| rng.next_u64()),
+            gaps in proptest::collection::vec(gap(), 4),
+        ) {
+            let mut members = vec![
+                r#""jsonrpc":"2.0""#.to_string(),
+                format!(r#""method"{}:{}"{method}""#, gaps[0], gaps[1]),
+            ];
+            if let Some(id) = id {
+                members.push(format!(r#""id":{}{id}"#, gaps[2]));
+            }
+            if let Some(p) = params {
+                members.push(format!(r#""params":{p}{}"#, gaps[3]));
+            }
+            let n = members.len();
+            members.rotate_left(usize::try_from(order % n as u64).unwrap());
+            if order & 0x100 != 0 {
+                members.swap(0, n - 1);
+            }
+            let line = format!("{{{}}}", members.join(","));
+            let fast = read_plain(&line);
+            prop_assert!(fast.is_some(), "not on the fast path: {:?}", line);
+            prop_assert_eq!(parts(&fast.unwrap()), parts(&read_enveloped(&line).unwrap()));
+        }
     }
 }
