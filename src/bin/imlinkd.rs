@@ -2,7 +2,7 @@
 //! logging, the panic hook, rlimits, binding the socket — then [`imlink::daemon::run`].
 
 use clap::Parser;
-use imlink::config::{self, Backend, DaemonArgs, Env};
+use imlink::config::{self, Backend, Config, DaemonArgs, Env, Overrides};
 use imlink::daemon::link::tencent::preflight;
 use imlink::daemon::{self, Control, Embedding};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     // The handlers go in before anything else: a SIGHUP or SIGTERM in the first
     // milliseconds is queued here and handled once the daemon runs, instead of killing
     // the process with the default action.
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
+    let signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             fatal(&format!("cannot install signal handlers: {e}"));
@@ -93,36 +93,14 @@ fn main() -> ExitCode {
     }
 
     let sys = actix_rt::System::new();
+    // The daemon runs as a task of its own, and the runtime blocks on its join handle:
+    // the runtime polls the future it blocks on again each time any task wakes (every
+    // request), and a join handle costs less to poll than the daemon's own wait on its
+    // listener and on the signal channel.
     let result = sys.block_on(async move {
-        // The socket passed by socket activation, else api.socket bound afresh; removed
-        // again (if it is still ours) when `socket` is dropped.
-        let socket = daemon::systemd::api_socket(&cfg.api)?;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        // A SIGHUP reload reads the same file, the environment the daemon started with,
-        // and the same flags.
-        let reload = config::reloader(overrides, env);
-        let handle = signals.handle();
-        std::thread::spawn(move || {
-            for s in signals.forever() {
-                let c = match s {
-                    SIGHUP => match reload() {
-                        Ok(c) => Control::Reload(Box::new(c)),
-                        Err(e) => {
-                            tracing::error!("configuration not reloaded, keeping the old one: {e}");
-                            continue;
-                        }
-                    },
-                    _ => Control::Stop,
-                };
-                if tx.send(c).is_err() {
-                    break;
-                }
-            }
-        });
-        let r = daemon::run(cfg, &socket.listener, rx, Embedding::process(log), |_| {}).await;
-        handle.close();
-        drop(socket);
-        r
+        actix_rt::spawn(daemon_task(cfg, overrides, env, signals, log))
+            .await
+            .unwrap_or_else(|e| Err(format!("the daemon's task ended abnormally: {e}")))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -131,4 +109,43 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The daemon, from binding the socket to the end of the wind-down.
+async fn daemon_task(
+    cfg: Config,
+    overrides: Overrides,
+    env: Env,
+    mut signals: signal_hook::iterator::Signals,
+    log: imlink::logging::LogControl,
+) -> Result<(), String> {
+    // The socket passed by socket activation, else api.socket bound afresh; removed
+    // again (if it is still ours) when `socket` is dropped.
+    let socket = daemon::systemd::api_socket(&cfg.api)?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    // A SIGHUP reload reads the same file, the environment the daemon started with,
+    // and the same flags.
+    let reload = config::reloader(overrides, env);
+    let handle = signals.handle();
+    std::thread::spawn(move || {
+        for s in signals.forever() {
+            let c = match s {
+                SIGHUP => match reload() {
+                    Ok(c) => Control::Reload(Box::new(c)),
+                    Err(e) => {
+                        tracing::error!("configuration not reloaded, keeping the old one: {e}");
+                        continue;
+                    }
+                },
+                _ => Control::Stop,
+            };
+            if tx.send(c).is_err() {
+                break;
+            }
+        }
+    });
+    let r = daemon::run(cfg, &socket.listener, rx, Embedding::process(log), |_| {}).await;
+    handle.close();
+    drop(socket);
+    r
 }

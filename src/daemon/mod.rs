@@ -98,6 +98,10 @@ pub const WIND_DOWN: Duration = Duration::from_millis(350);
 /// Runs the daemon on the current actix system: opens the state directory, starts the
 /// actors, serves `listener` until [`Control::Stop`] (or the sender is dropped), then stops
 /// gracefully. `started` sees the running parts once the socket is served.
+///
+/// Best run as a task of its own (`actix_rt::spawn(run(…))`) rather than as the future a
+/// runtime blocks on: a runtime with a `LocalSet` polls that future again each time any of
+/// its tasks wakes, and this one waits on its listener and control channel on every poll.
 pub async fn run(
     cfg: Config,
     listener: &UnixListener,
