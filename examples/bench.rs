@@ -737,6 +737,19 @@ impl Events {
         }
     }
 
+    /// [`Events::wait`] for an event newer than seq `after` (one emitted before it may
+    /// still be on its way to the reader: a drain does not make the stream current).
+    fn wait_after(
+        &self,
+        after: u64,
+        timeout: Duration,
+        f: impl Fn(&Value) -> bool,
+    ) -> Option<Instant> {
+        self.wait(timeout, |v| {
+            v["seq"].as_u64().is_some_and(|s| s > after) && f(v)
+        })
+    }
+
     fn drain(&self) {
         while self.rx.try_recv().is_ok() {}
     }
@@ -1646,6 +1659,13 @@ fn status(c: &mut Rpc) -> Value {
     c.result("status", json!({}))
 }
 
+/// The seq of the newest event the daemon has emitted.
+fn last_seq(c: &mut Rpc) -> u64 {
+    status(c)["lastSeq"]
+        .as_u64()
+        .expect("status without lastSeq")
+}
+
 /// The harness's own WebSocket connect + hello + login on the devserver: the floor of a
 /// re-login.
 fn ws_login_floor(dev: &DevServer, instance: &str) -> Option<Duration> {
@@ -1692,8 +1712,9 @@ fn bench_reconnect(tb: &mut Table, sc: &Scale, dev: &mut DevServer, daemon: &Dae
     let mut waits = Vec::new();
     for _ in 0..sc.rounds {
         ev.drain();
+        let after = last_seq(&mut ctl);
         dev.kill();
-        ev.wait(t, is_lost)
+        ev.wait_after(after, t, is_lost)
             .expect("loss not noticed after the devserver died");
         poll(t, Duration::from_millis(2), || {
             (status(&mut ctl)["connection"] == "waiting").then_some(())
@@ -1733,8 +1754,9 @@ fn bench_reconnect(tb: &mut Table, sc: &Scale, dev: &mut DevServer, daemon: &Dae
     let mut rpc_times = Vec::new();
     for _ in 0..sc.rounds {
         ev.drain();
+        let after = last_seq(&mut ctl);
         dev.kill();
-        ev.wait(t, is_lost).expect("loss not noticed");
+        ev.wait_after(after, t, is_lost).expect("loss not noticed");
         poll(t, Duration::from_millis(2), || {
             (status(&mut ctl)["connection"] == "waiting").then_some(())
         })
@@ -1783,19 +1805,25 @@ fn bench_reconnect(tb: &mut Table, sc: &Scale, dev: &mut DevServer, daemon: &Dae
     // (c) silent loss: detection against the configured heartbeat timeout.
     let mut detect = Vec::new();
     for _ in 0..sc.rounds {
+        // The logins just before leave status events on their way: only what comes
+        // after this seq counts (a stale LOGINING once ended the silence before the
+        // daemon could notice it).
         ev.drain();
+        let after = last_seq(&mut ctl);
         let t0 = Instant::now();
         let (code, body) = dev.post(
             &format!("/faults/silence?ms={}", HEARTBEAT_TIMEOUT_MS * 3),
             Duration::from_secs(5),
         );
         assert_eq!(code, 200, "silence: {body}");
-        let t1 = ev.wait(t, is_lost).expect("silent loss never detected");
+        let t1 = ev
+            .wait_after(after, t, is_lost)
+            .expect("silent loss never detected");
         detect.push(ms(t1.saturating_duration_since(t0)));
         // End the silence at once: a connection the daemon opens while the server is
         // still silent would go silent too and spill a loss into the next round.
         let _ = dev.post("/faults/clear", Duration::from_secs(5));
-        if ev.wait(t, is_connected).is_none() {
+        if ev.wait_after(after, t, is_connected).is_none() {
             panic!(
                 "no reconnect within {t:?} after the silence; the last events:{}",
                 ev.recent()
