@@ -750,8 +750,14 @@ impl Events {
         })
     }
 
-    fn drain(&self) {
+    /// Drops the events read so far and gives the seq of the newest one the daemon has
+    /// emitted, to wait from with [`Events::wait_after`] (events emitted before it may
+    /// still be on their way).
+    fn mark(&self, ctl: &mut Rpc) -> u64 {
         while self.rx.try_recv().is_ok() {}
+        status(ctl)["lastSeq"]
+            .as_u64()
+            .expect("status without lastSeq")
     }
 
     /// The last events read, oldest first, one per line.
@@ -1659,13 +1665,6 @@ fn status(c: &mut Rpc) -> Value {
     c.result("status", json!({}))
 }
 
-/// The seq of the newest event the daemon has emitted.
-fn last_seq(c: &mut Rpc) -> u64 {
-    status(c)["lastSeq"]
-        .as_u64()
-        .expect("status without lastSeq")
-}
-
 /// The harness's own WebSocket connect + hello + login on the devserver: the floor of a
 /// re-login.
 fn ws_login_floor(dev: &DevServer, instance: &str) -> Option<Duration> {
@@ -1711,8 +1710,7 @@ fn bench_reconnect(tb: &mut Table, sc: &Scale, dev: &mut DevServer, daemon: &Dae
     let mut overhead = Vec::new();
     let mut waits = Vec::new();
     for _ in 0..sc.rounds {
-        ev.drain();
-        let after = last_seq(&mut ctl);
+        let after = ev.mark(&mut ctl);
         dev.kill();
         ev.wait_after(after, t, is_lost)
             .expect("loss not noticed after the devserver died");
@@ -1753,8 +1751,7 @@ fn bench_reconnect(tb: &mut Table, sc: &Scale, dev: &mut DevServer, daemon: &Dae
     // (b) restart, then `reconnect` at once: no wait at all.
     let mut rpc_times = Vec::new();
     for _ in 0..sc.rounds {
-        ev.drain();
-        let after = last_seq(&mut ctl);
+        let after = ev.mark(&mut ctl);
         dev.kill();
         ev.wait_after(after, t, is_lost).expect("loss not noticed");
         poll(t, Duration::from_millis(2), || {
@@ -1808,8 +1805,7 @@ fn bench_reconnect(tb: &mut Table, sc: &Scale, dev: &mut DevServer, daemon: &Dae
         // The logins just before leave status events on their way: only what comes
         // after this seq counts (a stale LOGINING once ended the silence before the
         // daemon could notice it).
-        ev.drain();
-        let after = last_seq(&mut ctl);
+        let after = ev.mark(&mut ctl);
         let t0 = Instant::now();
         let (code, body) = dev.post(
             &format!("/faults/silence?ms={}", HEARTBEAT_TIMEOUT_MS * 3),

@@ -28,6 +28,15 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Where the closing quote of a string without escapes or control characters is, `b`
+/// being what follows its opening quote; `None` when a backslash or a control character
+/// (or the end) comes first.
+#[inline]
+pub fn plain_string_end(b: &[u8]) -> Option<usize> {
+    let n = plain_run(b);
+    (b.get(n) == Some(&b'"')).then_some(n)
+}
+
 /// The length of the leading run of bytes that need no escape.
 pub fn plain_run(b: &[u8]) -> usize {
     let mut n = 0;

@@ -286,16 +286,15 @@ impl<'a> Reader<'a> {
             return None;
         }
         let rest = self.rest();
+        // Bytes that passed `plain_ascii` hold no backslash or control character: the
+        // first quote closes the string.
         let n = if self.ascii {
             quote_at(rest)?
         } else {
-            super::json::plain_run(rest)
+            super::json::plain_string_end(rest)?
         };
-        // The run ends at the closing quote, not at a backslash or a control character.
-        (rest.get(n) == Some(&b'"')).then(|| {
-            self.i += n + 1;
-            &rest[..n]
-        })
+        self.i += n + 1;
+        Some(&rest[..n])
     }
 
     /// An unsigned integer as serde writes it (no sign, no leading zero, no fraction or

@@ -234,8 +234,7 @@ fn plain_string(b: &[u8], i: usize) -> Option<(usize, usize)> {
     if b.get(i) != Some(&b'"') {
         return None;
     }
-    let end = i + 1 + super::json::plain_run(b.get(i + 1..)?);
-    (b.get(end) == Some(&b'"')).then_some((i, end))
+    Some((i, i + 1 + super::json::plain_string_end(b.get(i + 1..)?)?))
 }
 
 /// An integer at `i` written as JSON writes one (`-?(0|[1-9][0-9]*)`): the index after it.
