@@ -14,6 +14,8 @@
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -186,6 +188,8 @@ pub struct Hub {
     clock: Clock,
     conn: RefCell<ConnPart>,
     session: RefCell<SessionPart>,
+    /// The login status as its number, for readers on other threads (`api::lane`).
+    status_word: Arc<AtomicU8>,
     net: RefCell<NetworkStatus>,
     server_clock: Cell<Option<ServerClock>>,
     /// The profile `getSelfInfo` answers, as its JSON.
@@ -250,6 +254,7 @@ impl Hub {
                 server,
             }),
             session: RefCell::new(SessionPart::default()),
+            status_word: Arc::new(AtomicU8::new(u8::from(SessionPart::default().status))),
             net: RefCell::new(NetworkStatus::default()),
             server_clock: Cell::new(None),
             info: RefCell::new(None),
@@ -285,6 +290,7 @@ impl Hub {
                 server,
             }),
             session: RefCell::new(SessionPart::default()),
+            status_word: Arc::new(AtomicU8::new(u8::from(SessionPart::default().status))),
             net: RefCell::new(NetworkStatus::default()),
             server_clock: Cell::new(None),
             info: RefCell::new(None),
@@ -414,6 +420,8 @@ impl Hub {
             if part.user.is_empty() {
                 *self.info.borrow_mut() = None;
             }
+            self.status_word
+                .store(u8::from(part.status), Ordering::Release);
             self.recount(|| *self.session.borrow_mut() = part);
             self.wake();
         }
@@ -453,6 +461,11 @@ impl Hub {
     /// The login status.
     pub fn login_status(&self) -> LoginStatus {
         self.session.borrow().status
+    }
+
+    /// The login status as its number, kept up to date for readers on other threads.
+    pub fn status_word(&self) -> Arc<AtomicU8> {
+        self.status_word.clone()
     }
 
     /// The user logged in or logging in (`""` when nobody).

@@ -199,7 +199,7 @@ pub async fn run(
                     if let Err(e) = embed.log.set_level(new.sdk.log_level) {
                         tracing::warn!("cannot change the log level: {e}");
                     }
-                    *api.settings.borrow_mut() = new.api.clone();
+                    api.set_settings(new.api.clone());
                     hub.reconfigure(new.events.history, new.api.subscriber_queue);
                     watcher.reconfigure(new.network.clone());
                     session.do_send(Reconfigure(*new));
@@ -339,7 +339,7 @@ async fn run_multi(
                     if let Err(e) = embed.log.set_level(new.sdk.log_level) {
                         tracing::warn!("cannot change the log level: {e}");
                     }
-                    *api.settings.borrow_mut() = new.api.clone();
+                    api.set_settings(new.api.clone());
                     hub.reconfigure(new.events.history, new.api.subscriber_queue);
                     watcher.reconfigure(new.network.clone());
                     registry.reconfigure(&new);

@@ -6,12 +6,15 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::access::{access_of, permits};
 use super::conn::{ConnSocket, ReadReady};
 use super::dispatch::{self, Outcome};
+use super::lane;
 use super::line::{Lines, Piece};
 use super::out::Out;
 use super::Api;
 use crate::codes::code;
+use crate::proto::api::Method;
 use crate::proto::rpc::{self, Id, Line, RpcError};
 
 /// How often a half-closed connection with subscriptions is checked for a peer that has
@@ -40,6 +43,27 @@ struct Conn<'a> {
     /// Requests of this connection waiting for the Session.
     waiting: Rc<std::cell::Cell<usize>>,
     settled: Rc<tokio::sync::Notify>,
+    /// Plain `getLoginStatus` requests in a row, answered (see [`lane`]).
+    polls: u32,
+}
+
+/// Where [`serve`] takes up a connection given back by a lane.
+pub struct Start {
+    /// Input read before and not answered yet.
+    pub unread: Vec<u8>,
+    /// Reply bytes queued already (the caller sent them to the connection's `Out`).
+    pub unwritten: Vec<u8>,
+    /// When the last request was read.
+    pub last_request: tokio::time::Instant,
+}
+
+/// How [`serve`] ended.
+pub enum Served {
+    /// The connection is over.
+    Done,
+    /// The connection only polls the login status and is idle otherwise: lend it to a
+    /// thread ([`lane`]). Nothing waits to be written and no line is partly read.
+    Lend,
 }
 
 enum Read {
@@ -96,6 +120,8 @@ impl Conn<'_> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
+        // Anything but a plain `getLoginStatus` answered ends the run.
+        let polls = std::mem::take(&mut self.polls);
         let Ok(text) = std::str::from_utf8(line) else {
             return self.send_error(
                 &Id::null(),
@@ -105,55 +131,67 @@ impl Conn<'_> {
         match rpc::read_line(text) {
             Err(e) => self.send_error(&Id::null(), &e),
             Ok(Line::One(Err((id, e)))) => self.send_error(&id, &e),
-            Ok(Line::One(Ok(inc))) => match dispatch::call(self.api, self.out, self.peer, inc) {
-                Outcome::Now(Some(r)) => self.send_one(&r),
-                Outcome::Now(None) => {}
-                Outcome::Later(fut) => self.later(fut, |api, out, r| {
-                    if let Some(mut r) = r {
-                        r.push(b'\n');
-                        out.send(&api.hub, &r);
-                    }
-                }),
-            },
-            Ok(Line::Batch(items)) => {
-                let mut parts = Vec::with_capacity(items.len());
-                let mut later = false;
-                for item in items {
-                    parts.push(match item {
-                        Err((id, e)) => Outcome::Now(Some(dispatch::refused(&id, &e))),
-                        Ok(inc) => {
-                            let o = dispatch::call(self.api, self.out, self.peer, inc);
-                            later |= matches!(o, Outcome::Later(_));
-                            o
+            Ok(Line::One(Ok(inc))) => {
+                let poll = lane::is_plain_status(&inc);
+                match dispatch::call(self.api, self.out, self.peer, inc) {
+                    Outcome::Now(Some(r)) => {
+                        if poll {
+                            self.polls = polls.saturating_add(1);
                         }
-                    });
+                        self.send_one(&r);
+                    }
+                    Outcome::Now(None) => {}
+                    Outcome::Later(fut) => {
+                        self.later(fut, |api, out, r| {
+                            if let Some(mut r) = r {
+                                r.push(b'\n');
+                                out.send(&api.hub, &r);
+                            }
+                        });
+                    }
                 }
-                if !later {
-                    let replies: Vec<Vec<u8>> = parts
-                        .into_iter()
-                        .filter_map(|p| match p {
-                            Outcome::Now(r) => r,
-                            Outcome::Later(_) => None,
-                        })
-                        .collect();
-                    if let Some(b) = batch_reply(replies) {
-                        self.out.send(&self.api.hub, &b);
-                    }
-                    return;
-                }
-                let all = futures_util::future::join_all(parts.into_iter().map(|p| async move {
-                    match p {
-                        Outcome::Now(r) => r,
-                        Outcome::Later(f) => f.await,
-                    }
-                }));
-                self.later(all, |api, out, replies| {
-                    if let Some(b) = batch_reply(replies.into_iter().flatten().collect()) {
-                        out.send(&api.hub, &b);
-                    }
-                });
             }
+            Ok(Line::Batch(items)) => self.batch(items),
         }
+    }
+
+    fn batch(&mut self, items: Vec<Result<rpc::Incoming<'_>, rpc::Refused>>) {
+        let mut parts = Vec::with_capacity(items.len());
+        let mut later = false;
+        for item in items {
+            parts.push(match item {
+                Err((id, e)) => Outcome::Now(Some(dispatch::refused(&id, &e))),
+                Ok(inc) => {
+                    let o = dispatch::call(self.api, self.out, self.peer, inc);
+                    later |= matches!(o, Outcome::Later(_));
+                    o
+                }
+            });
+        }
+        if !later {
+            let replies: Vec<Vec<u8>> = parts
+                .into_iter()
+                .filter_map(|p| match p {
+                    Outcome::Now(r) => r,
+                    Outcome::Later(_) => None,
+                })
+                .collect();
+            if let Some(b) = batch_reply(replies) {
+                self.out.send(&self.api.hub, &b);
+            }
+            return;
+        }
+        let all = futures_util::future::join_all(parts.into_iter().map(|p| async move {
+            match p {
+                Outcome::Now(r) => r,
+                Outcome::Later(f) => f.await,
+            }
+        }));
+        self.later(all, |api, out, replies| {
+            if let Some(b) = batch_reply(replies.into_iter().flatten().collect()) {
+                out.send(&api.hub, &b);
+            }
+        });
     }
 
     fn on_piece(&mut self, p: Piece<'_>, max: usize) {
@@ -211,6 +249,19 @@ impl Conn<'_> {
     fn idle(&self) -> bool {
         !self.out.has_subs() && self.waiting.get() == 0 && self.out.pending() == 0
     }
+
+    /// The connection may go to a lane now: idle, no partial line, a thread free, a
+    /// single account (with many, `getLoginStatus` names one), and a peer allowed to ask.
+    fn lendable(&self) -> bool {
+        self.idle()
+            && self.lines.is_empty()
+            && self.api.accounts.get().is_none()
+            && self.api.lanes.active() < lane::MAX_LANES
+            && permits(
+                access_of(&self.api.settings.borrow(), self.peer),
+                Method::GetLoginStatus,
+            )
+    }
 }
 
 /// The whole reply to a batch: `[a,b,…]\n`; None when every member was a notification.
@@ -231,7 +282,13 @@ fn batch_reply(replies: Vec<Vec<u8>>) -> Option<Vec<u8>> {
 }
 
 /// Serves one connection until it ends.
-pub async fn serve(api: &Rc<Api>, stream: &ConnSocket, out: &Rc<Out>, peer: Option<(u32, u32)>) {
+pub async fn serve(
+    api: &Rc<Api>,
+    stream: &ConnSocket,
+    out: &Rc<Out>,
+    peer: Option<(u32, u32)>,
+    start: Option<Box<Start>>,
+) -> Served {
     let mut c = Conn {
         api,
         out,
@@ -239,15 +296,25 @@ pub async fn serve(api: &Rc<Api>, stream: &ConnSocket, out: &Rc<Out>, peer: Opti
         lines: Lines::default(),
         waiting: Rc::new(std::cell::Cell::new(0)),
         settled: Rc::new(tokio::sync::Notify::new()),
+        polls: 0,
     };
-    let mut last_read = tokio::time::Instant::now();
-    let mut was_idle = false;
+    // Back from a lane, the idle limit runs from its last request.
+    let mut was_idle = start.is_some();
+    let mut last_read = start
+        .as_ref()
+        .map_or_else(tokio::time::Instant::now, |s| s.last_request);
     let mut armed_limit = Duration::from_millis(api.settings.borrow().idle_timeout_ms);
-    let idle_timer = tokio::time::sleep(armed_limit);
+    let idle_timer = tokio::time::sleep_until(last_read + armed_limit);
     tokio::pin!(idle_timer);
+    if let Some(s) = start {
+        let max = api.settings.borrow().max_line_bytes;
+        let mut lines = std::mem::take(&mut c.lines);
+        lines.feed(&s.unread, max, |p| c.on_piece(p, max));
+        c.lines = lines;
+    }
     loop {
         if out.is_dead() {
-            return;
+            return Served::Done;
         }
         let (max_line, idle_limit) = {
             let s = api.settings.borrow();
@@ -263,7 +330,7 @@ pub async fn serve(api: &Rc<Api>, stream: &ConnSocket, out: &Rc<Out>, peer: Opti
                             pending = out.pending(),
                             "disconnecting an API client that does not read its replies"
                         );
-                        return;
+                        return Served::Done;
                     }
                 }
             }
@@ -294,7 +361,7 @@ pub async fn serve(api: &Rc<Api>, stream: &ConnSocket, out: &Rc<Out>, peer: Opti
                                 "closing an API connection idle for {} ms",
                                 idle_limit.as_millis()
                             );
-                            return;
+                            return Served::Done;
                         }
                         idle_timer.as_mut().reset(deadline);
                     }
@@ -304,12 +371,13 @@ pub async fn serve(api: &Rc<Api>, stream: &ConnSocket, out: &Rc<Out>, peer: Opti
             stream.readable().await
         };
         let Ok(mut ready) = ready else {
-            return;
+            return Served::Done;
         };
         last_read = tokio::time::Instant::now();
         match c.read(&mut ready) {
+            Read::Data if c.polls >= lane::LEND_AFTER && c.lendable() => return Served::Lend,
             Read::Data | Read::Empty => {}
-            Read::Failed => return,
+            Read::Failed => return Served::Done,
             Read::Eof => break,
         }
     }
@@ -320,7 +388,7 @@ pub async fn serve(api: &Rc<Api>, stream: &ConnSocket, out: &Rc<Out>, peer: Opti
     lines.finish(|p| c.on_piece(p, max));
     loop {
         if out.is_dead() {
-            return;
+            return Served::Done;
         }
         if c.waiting.get() == 0 && !out.has_subs() {
             break;
@@ -331,7 +399,7 @@ pub async fn serve(api: &Rc<Api>, stream: &ConnSocket, out: &Rc<Out>, peer: Opti
         // at PROBE_EVERY let clients that subscribe and close in a loop hold a slot each
         // and fill `api.max_clients`.)
         if out.has_subs() && out.probe_gone() {
-            return;
+            return Served::Done;
         }
         let settled = c.settled.notified();
         if c.waiting.get() == 0 && !out.has_subs() {
@@ -343,4 +411,5 @@ pub async fn serve(api: &Rc<Api>, stream: &ConnSocket, out: &Rc<Out>, peer: Opti
         }
     }
     out.finish().await;
+    Served::Done
 }

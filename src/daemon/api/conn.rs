@@ -49,6 +49,20 @@ impl ConnSocket {
         })
     }
 
+    /// Takes back a connection from a blocking user (`api::lane`): non-blocking again,
+    /// registered for reading.
+    pub fn from_std(std: StdStream) -> io::Result<ConnSocket> {
+        std.set_nonblocking(true)?;
+        Ok(ConnSocket {
+            io: register(std, Interest::READABLE)?,
+        })
+    }
+
+    /// Leaves the event loop: the registration ends and the socket is the caller's.
+    pub fn into_std(self) -> StdStream {
+        self.io.into_inner()
+    }
+
     /// Resolves when there may be something to read (or the peer closed).
     pub async fn readable(&self) -> io::Result<ReadReady<'_>> {
         self.io.readable().await

@@ -82,6 +82,11 @@ impl Lines {
         self.discarding = false;
     }
 
+    /// Nothing is held: no partial line, no long line being discarded.
+    pub fn is_empty(&self) -> bool {
+        self.partial.is_empty() && !self.discarding
+    }
+
     /// Bytes held for an incomplete line.
     pub fn held(&self) -> usize {
         self.partial.capacity()

@@ -8,15 +8,19 @@
 //! - [`out`] — the writing side of a connection: replies and events, never blocking.
 //! - [`client`] — one connection's task: reading, back-pressure, idle limit, half-close.
 //! - [`conn`] — a connection's socket, watched for writability only while output waits.
+//! - [`lane`] — a thread of its own for a connection that keeps asking `getLoginStatus`.
 //! - [`socket`] — binding the socket safely (and removing only our own).
 //!
 //! Everything runs on the daemon's one thread; a request that only reads is answered as
-//! soon as its line is read, in the same wake-up, with one write.
+//! soon as its line is read, in the same wake-up, with one write. The one exception is a
+//! connection that polls the login status: it is lent to a thread of its own while it
+//! does only that ([`lane`]).
 
 pub mod access;
 pub mod client;
 pub mod conn;
 pub mod dispatch;
+pub mod lane;
 pub mod line;
 pub mod multi;
 pub mod out;
@@ -76,8 +80,10 @@ pub struct Api {
     pub session: Recipient<SessionCall>,
     /// `reconnect`.
     pub reconnect: Recipient<ReconnectNow>,
-    /// `[api]`, replaced on SIGHUP.
+    /// `[api]`, replaced on SIGHUP (through [`Api::set_settings`]).
     pub settings: RefCell<ApiConfig>,
+    /// The connections lent to threads of their own.
+    pub lanes: std::sync::Arc<lane::Shared>,
     /// The fleet's keys in etcd (`fleet*` methods), in fleet mode.
     pub fleet: RefCell<Option<crate::fleet::Admin>>,
     /// Many accounts (`accounts.multi`): the registry the calls go to.
@@ -100,6 +106,7 @@ impl Api {
         settings: ApiConfig,
     ) -> Rc<Api> {
         Rc::new(Api {
+            lanes: lane::Shared::new(hub.status_word()),
             hub,
             session,
             reconnect,
@@ -114,6 +121,13 @@ impl Api {
             settled: Notify::new(),
             refusals: Throttle::default(),
         })
+    }
+
+    /// Replaces `[api]` (a reload); lent connections come back to the loop to be judged by
+    /// the new settings.
+    pub fn set_settings(&self, settings: ApiConfig) {
+        *self.settings.borrow_mut() = settings;
+        self.lanes.settings_changed();
     }
 
     /// Connections being served.
@@ -211,18 +225,70 @@ impl Api {
             }
         };
         tokio::task::spawn_local(async move {
-            let out = Out::new(stream.clone());
-            api.conns.borrow_mut().insert(id, out.clone());
-            client::serve(&api, &stream, &out, peer).await;
-            out.abort();
-            out.clear_subs();
-            api.hub.forget(&out);
-            api.conns.borrow_mut().remove(&id);
+            api.serve_conn(id, stream, peer).await;
             api.clients.set(api.clients.get().saturating_sub(1));
             if !full {
                 api.limited.set(api.limited.get().saturating_sub(1));
             }
         });
+    }
+
+    /// Serves connection `id` until it ends: on the loop, and on a thread of its own while
+    /// it only polls the login status ([`lane`]).
+    async fn serve_conn(
+        self: &Rc<Self>,
+        id: u64,
+        mut stream: Rc<conn::ConnSocket>,
+        peer: Option<(u32, u32)>,
+    ) {
+        // Boxed, and only when back from a lane: every connection's task holds this.
+        let mut start: Option<Box<client::Start>> = None;
+        loop {
+            let out = Out::new(stream.clone());
+            self.conns.borrow_mut().insert(id, out.clone());
+            if let Some(s) = &start {
+                if !s.unwritten.is_empty() {
+                    out.send(&self.hub, &s.unwritten);
+                }
+            }
+            let end = client::serve(self, &stream, &out, peer, start.take()).await;
+            let client::Served::Lend = end else {
+                out.abort();
+                out.clear_subs();
+                self.hub.forget(&out);
+                self.conns.borrow_mut().remove(&id);
+                return;
+            };
+            // Nothing waits in `out` (the loop lends only an idle connection).
+            self.hub.forget(&out);
+            self.conns.borrow_mut().remove(&id);
+            drop(out);
+            let std = match Rc::try_unwrap(stream) {
+                Ok(s) => s.into_std(),
+                Err(s) => {
+                    // Still referenced (cannot happen once `out` is gone): stay on the loop.
+                    stream = s;
+                    continue;
+                }
+            };
+            let max_line = self.settings.borrow().max_line_bytes;
+            // Boxed: the wait is rare, and every connection's task would hold its state.
+            let Some(back) = Box::pin(lane::away(&self.lanes, std, max_line)).await else {
+                return;
+            };
+            stream = match conn::ConnSocket::from_std(back.stream) {
+                Ok(s) => Rc::new(s),
+                Err(e) => {
+                    tracing::warn!("cannot take back an API connection: {e}");
+                    return;
+                }
+            };
+            start = Some(Box::new(client::Start {
+                unread: back.unread,
+                unwritten: back.unwritten,
+                last_request: Instant::from_std(back.last_request),
+            }));
+        }
     }
 }
 
