@@ -62,8 +62,9 @@ pub enum Served {
     /// The connection is over.
     Done,
     /// The connection only polls the login status and is idle otherwise: lend it to a
-    /// thread ([`lane`]). Nothing waits to be written and no line is partly read.
-    Lend,
+    /// thread ([`lane`]). Nothing waits to be written and no line is partly read. The
+    /// instant is when its last request was read.
+    Lend(tokio::time::Instant),
 }
 
 enum Read {
@@ -375,7 +376,9 @@ pub async fn serve(
         };
         last_read = tokio::time::Instant::now();
         match c.read(&mut ready) {
-            Read::Data if c.polls >= lane::LEND_AFTER && c.lendable() => return Served::Lend,
+            Read::Data if c.polls >= lane::LEND_AFTER && c.lendable() => {
+                return Served::Lend(last_read)
+            }
             Read::Data | Read::Empty => {}
             Read::Failed => return Served::Done,
             Read::Eof => break,

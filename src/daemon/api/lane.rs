@@ -11,13 +11,15 @@
 //! no subscription, no request in flight, nothing waiting to be written and no partial
 //! line. The thread gives it back ([`Back`]) on the first line that is anything else
 //! (with that line and everything after it unread), at end of input or on an error, when
-//! the peer has sent nothing for [`IDLE`] (the loop's idle limit then runs from the last
-//! request), when the `[api]` settings change, and when the socket does not take a reply
-//! at once (the rest of the reply goes back with it). So requests are answered in order,
-//! nothing read is lost, and every other rule (access, limits, back-pressure, idle
-//! timeout, half-close) stays the loop's. At most [`MAX_LANES`] connections are lent at
-//! once. When the daemon stops, the connection's reading side is shut down, which ends
-//! the thread.
+//! the `[api]` settings change, and when the socket does not take a reply at once (the
+//! rest of the reply goes back with it). So requests are answered in order, nothing read
+//! is lost, and every other rule (access, limits, back-pressure, half-close) stays the
+//! loop's. The idle limit stays the loop's too: the loop's side of a lent connection
+//! ([`away`]) watches the time of its last request and closes it at `api.idle_timeout_ms`
+//! after it. The thread's `read` has no timeout of its own: arming a timer for each wait
+//! costs more than the rest of the request on a virtual machine (BENCHMARKS.md, "A thread
+//! for a poller"). At most [`MAX_LANES`] connections are lent at once. When the daemon
+//! stops, the connection's reading side is shut down, which ends the thread.
 
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream as StdStream;
@@ -32,8 +34,9 @@ use crate::proto::rpc::{self, Id, Incoming, Line};
 /// Plain `getLoginStatus` requests in a row after which a connection is lent.
 pub const LEND_AFTER: u32 = 32;
 
-/// A lent connection that sends nothing for this long goes back to the loop.
-pub const IDLE: Duration = Duration::from_secs(1);
+/// How often the loop's side of a lent connection looks at its idle time (and so takes
+/// up a reloaded `api.idle_timeout_ms`), at most.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// Connections lent at once, at most.
 pub const MAX_LANES: usize = 64;
@@ -49,6 +52,8 @@ pub struct Shared {
     generation: AtomicU64,
     /// Threads running.
     active: AtomicUsize,
+    /// What the lanes' request times count from.
+    epoch: Instant,
 }
 
 impl Shared {
@@ -58,6 +63,7 @@ impl Shared {
             status,
             generation: AtomicU64::new(0),
             active: AtomicUsize::new(0),
+            epoch: Instant::now(),
         })
     }
 
@@ -73,6 +79,14 @@ impl Shared {
 
     fn status(&self) -> Option<LoginStatus> {
         LoginStatus::try_from(self.status.load(Ordering::Acquire)).ok()
+    }
+
+    fn stamp(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn instant(&self, stamp: u64) -> Instant {
+        self.epoch + Duration::from_nanos(stamp)
     }
 }
 
@@ -96,14 +110,26 @@ pub struct Back {
     pub last_request: Instant,
 }
 
-/// Ends a lane when the loop's side is dropped (the daemon stops): the reading side is shut
-/// down, the thread's `read` returns, and the thread closes the connection.
+/// What became of a lent connection.
+pub enum Away {
+    /// It is back, to be served on the loop.
+    Back(Back),
+    /// It is closed: idle for `api.idle_timeout_ms`, or its thread failed.
+    Closed,
+}
+
+/// The loop's side of a lent connection.
 struct Lent {
+    /// A second descriptor of the socket, to end the thread with a shutdown.
     ender: Option<StdStream>,
+    /// When the thread read the last request ([`Shared::stamp`]).
+    last: Arc<AtomicU64>,
     /// The connection, when the thread gives it back.
     back: tokio::sync::oneshot::Receiver<Back>,
 }
 
+/// Dropped while lent (the daemon stops): the reading side is shut down, the thread's
+/// `read` returns, and the thread closes the connection.
 impl Drop for Lent {
     fn drop(&mut self) {
         if let Some(s) = self.ender.take() {
@@ -112,16 +138,14 @@ impl Drop for Lent {
     }
 }
 
-impl Lent {
-    /// The thread gave the connection back: nothing to end.
-    fn returned(mut self) {
-        self.ender = None;
-    }
-}
-
-/// Lends `stream` to a thread of its own, if one of the [`MAX_LANES`] is free; else gives
-/// the stream back at once.
-fn lend(shared: &Arc<Shared>, stream: StdStream, max_line: usize) -> Result<Lent, StdStream> {
+/// Lends `stream`, whose last request was read at `last_request`, to a thread of its own,
+/// if one of the [`MAX_LANES`] is free; else gives the stream back at once.
+fn lend(
+    shared: &Arc<Shared>,
+    stream: StdStream,
+    max_line: usize,
+    last_request: Instant,
+) -> Result<Lent, StdStream> {
     let taken = shared
         .active
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -140,23 +164,28 @@ fn lend(shared: &Arc<Shared>, stream: StdStream, max_line: usize) -> Result<Lent
         }
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let generation = shared.generation.load(Ordering::Acquire);
+    let last = Arc::new(AtomicU64::new(shared.stamp(last_request)));
+    let lane = Lane {
+        shared: shared.clone(),
+        generation: shared.generation.load(Ordering::Acquire),
+        max_line,
+        last: last.clone(),
+    };
     // The stream goes over a channel: if the thread does not start, the channel's
     // receiver is dropped with it and the send hands the stream back.
     let (give, take) = std::sync::mpsc::sync_channel::<StdStream>(1);
-    let thread_shared = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("imlink-lane".into())
         .stack_size(STACK_BYTES)
         .spawn(move || {
             if let Ok(stream) = take.recv() {
-                let back = serve(&thread_shared, stream, generation, max_line);
-                thread_shared.active.fetch_sub(1, Ordering::AcqRel);
+                let back = lane.serve(stream);
+                lane.shared.active.fetch_sub(1, Ordering::AcqRel);
                 // The loop is gone when this fails (the daemon stopped): the stream
                 // closes here.
                 let _ = tx.send(back);
             } else {
-                thread_shared.active.fetch_sub(1, Ordering::AcqRel);
+                lane.shared.active.fetch_sub(1, Ordering::AcqRel);
             }
         });
     if let Err(e) = &spawned {
@@ -165,6 +194,7 @@ fn lend(shared: &Arc<Shared>, stream: StdStream, max_line: usize) -> Result<Lent
     match give.send(stream) {
         Ok(()) => Ok(Lent {
             ender: Some(ender),
+            last,
             back: rx,
         }),
         Err(std::sync::mpsc::SendError(stream)) => {
@@ -176,97 +206,131 @@ fn lend(shared: &Arc<Shared>, stream: StdStream, max_line: usize) -> Result<Lent
     }
 }
 
-/// Lends `stream` to a thread and waits for it to come back (at once when no thread is
-/// free). None when the thread ended without giving it back (it panicked): the
-/// connection is gone with it.
-pub async fn away(shared: &Arc<Shared>, stream: StdStream, max_line: usize) -> Option<Back> {
-    match lend(shared, stream, max_line) {
-        Ok(mut lent) => {
-            let back = (&mut lent.back).await.ok()?;
-            lent.returned();
-            Some(back)
+/// Lends `stream` (its last request read at `last_request`) to a thread and waits for it
+/// to come back — at once when no thread is free. Meanwhile, closes it when it has sent
+/// nothing for `idle_limit()` (read again at least every [`LOOK_EVERY`], so a reload
+/// counts).
+pub async fn away(
+    shared: &Arc<Shared>,
+    stream: StdStream,
+    max_line: usize,
+    last_request: Instant,
+    idle_limit: impl Fn() -> Duration,
+) -> Away {
+    let mut lent = match lend(shared, stream, max_line, last_request) {
+        Ok(lent) => lent,
+        Err(stream) => {
+            return Away::Back(Back {
+                stream,
+                unread: Vec::new(),
+                unwritten: Vec::new(),
+                last_request,
+            })
         }
-        Err(stream) => Some(Back {
-            stream,
-            unread: Vec::new(),
-            unwritten: Vec::new(),
-            last_request: Instant::now(),
-        }),
+    };
+    loop {
+        let limit = idle_limit();
+        let deadline = shared.instant(lent.last.load(Ordering::Acquire)) + limit;
+        let now = Instant::now();
+        if now >= deadline {
+            tracing::debug!(
+                "closing an API connection idle for {} ms",
+                limit.as_millis()
+            );
+            if let Some(s) = lent.ender.take() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            // The thread sees the end of input and gives the socket back, to be closed.
+            let _ = (&mut lent.back).await;
+            return Away::Closed;
+        }
+        let look = deadline.min(now + LOOK_EVERY);
+        tokio::select! {
+            back = &mut lent.back => {
+                lent.ender = None;
+                // An error: the thread ended without giving the socket back (it
+                // panicked), and the connection is gone with it.
+                return back.map_or(Away::Closed, Away::Back);
+            }
+            () = tokio::time::sleep_until(look.into()) => {}
+        }
     }
 }
 
-/// The thread's work: answers plain `getLoginStatus` lines until something else comes.
-fn serve(shared: &Shared, mut stream: StdStream, generation: u64, max_line: usize) -> Back {
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut reply: Vec<u8> = Vec::with_capacity(256);
-    let mut chunk = [0u8; 4096];
-    let mut last_request = Instant::now();
-    let why = match stream
-        .set_nonblocking(false)
-        .and_then(|()| stream.set_read_timeout(Some(IDLE)))
-    {
-        Err(_) => "the socket cannot block",
-        Ok(()) => loop {
-            // Answer every complete line; stop at the first one that is not for us.
-            let mut start = 0;
-            let mut why = None;
-            while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
-                let line = &buf[start..start + i];
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if shared.generation.load(Ordering::Acquire) != generation {
-                    why = Some("the settings changed");
-                } else if line.len() > max_line || !answer(shared, line, &mut reply) {
-                    why = Some("a request other than a plain getLoginStatus");
-                }
-                if why.is_some() {
-                    break;
-                }
-                start += i + 1;
-            }
-            buf.drain(..start);
-            if !reply.is_empty() {
-                match send_now(&stream, &reply) {
-                    Ok(n) => {
-                        reply.drain(..n);
-                        if !reply.is_empty() {
-                            why = why.or(Some("the socket is full"));
-                        }
+/// A lent connection's thread.
+struct Lane {
+    shared: Arc<Shared>,
+    /// [`Shared::generation`] when lent.
+    generation: u64,
+    max_line: usize,
+    last: Arc<AtomicU64>,
+}
+
+impl Lane {
+    /// Answers plain `getLoginStatus` lines until something else comes.
+    fn serve(&self, mut stream: StdStream) -> Back {
+        let mut buf: Vec<u8> = Vec::with_capacity(4096);
+        let mut reply: Vec<u8> = Vec::with_capacity(256);
+        let mut chunk = [0u8; 4096];
+        let mut last_request = self.shared.instant(self.last.load(Ordering::Acquire));
+        let why = match stream.set_nonblocking(false) {
+            Err(_) => "the socket cannot block",
+            Ok(()) => loop {
+                // Answer every complete line; stop at the first one that is not for us.
+                let mut start = 0;
+                let mut why = None;
+                while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
+                    let line = &buf[start..start + i];
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    if self.shared.generation.load(Ordering::Acquire) != self.generation {
+                        why = Some("the settings changed");
+                    } else if line.len() > self.max_line || !answer(&self.shared, line, &mut reply)
+                    {
+                        why = Some("a request other than a plain getLoginStatus");
                     }
-                    Err(_) => why = Some("a write failed"),
+                    if why.is_some() {
+                        break;
+                    }
+                    start += i + 1;
                 }
-            }
-            if let Some(why) = why {
-                break why;
-            }
-            if buf.len() > max_line {
-                break "a long line";
-            }
-            match stream.read(&mut chunk) {
-                Ok(0) => break "the end of input",
-                Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    last_request = Instant::now();
+                buf.drain(..start);
+                if !reply.is_empty() {
+                    match send_now(&stream, &reply) {
+                        Ok(n) => {
+                            reply.drain(..n);
+                            if !reply.is_empty() {
+                                why = why.or(Some("the socket is full"));
+                            }
+                        }
+                        Err(_) => why = Some("a write failed"),
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break "nothing came for a second";
+                if let Some(why) = why {
+                    break why;
                 }
-                Err(_) => break "a read failed",
-            }
-        },
-    };
-    tracing::debug!("a lent API connection goes back to the event loop: {why}");
-    let _ = stream.set_read_timeout(None);
-    Back {
-        stream,
-        unread: buf,
-        unwritten: reply,
-        last_request,
+                if buf.len() > self.max_line {
+                    break "a long line";
+                }
+                match stream.read(&mut chunk) {
+                    Ok(0) => break "the end of input",
+                    Ok(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        last_request = Instant::now();
+                        self.last
+                            .store(self.shared.stamp(last_request), Ordering::Release);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break "a read failed",
+                }
+            },
+        };
+        tracing::debug!("a lent API connection goes back to the event loop: {why}");
+        Back {
+            stream,
+            unread: buf,
+            unwritten: reply,
+            last_request,
+        }
     }
 }
 

@@ -252,7 +252,7 @@ impl Api {
                 }
             }
             let end = client::serve(self, &stream, &out, peer, start.take()).await;
-            let client::Served::Lend = end else {
+            let client::Served::Lend(last_request) = end else {
                 out.abort();
                 out.clear_subs();
                 self.hub.forget(&out);
@@ -272,8 +272,17 @@ impl Api {
                 }
             };
             let max_line = self.settings.borrow().max_line_bytes;
+            let idle_limit =
+                || std::time::Duration::from_millis(self.settings.borrow().idle_timeout_ms);
             // Boxed: the wait is rare, and every connection's task would hold its state.
-            let Some(back) = Box::pin(lane::away(&self.lanes, std, max_line)).await else {
+            let away = lane::away(
+                &self.lanes,
+                std,
+                max_line,
+                last_request.into_std(),
+                idle_limit,
+            );
+            let lane::Away::Back(back) = Box::pin(away).await else {
                 return;
             };
             stream = match conn::ConnSocket::from_std(back.stream) {
