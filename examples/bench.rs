@@ -924,27 +924,58 @@ fn connect_rr(t: &RpcTarget) -> UnixStream {
 /// p50, p99 of `n` sequential round trips on one connection per target, after a warm-up.
 /// The targets take turns in slices of `n / SLICES` so that drift on a shared machine
 /// (other processes, CPU frequency) hits all of them alike.
+///
+/// Each target has a client thread of its own, and the threads take turns. With one
+/// client thread for all of them, the servers' threads competed for the client's CPU: on
+/// a 2-CPU virtual machine the server the scheduler kept on the client's CPU answered in
+/// about 10 µs and the other, woken on the other CPU, in 40–60 µs, the same server either
+/// way round (BENCHMARKS.md, "A thread for a poller"). A client of its own lets each
+/// server's placement settle against its own client only.
 fn rpc_latency(targets: &[&RpcTarget], n: usize) -> Vec<(Duration, Duration)> {
     const SLICES: usize = 10;
-    let mut conns: Vec<UnixStream> = targets.iter().map(|t| connect_rr(t)).collect();
-    let mut buf = [0u8; 4096];
-    for (t, s) in targets.iter().zip(&mut conns) {
-        for _ in 0..(n / 10).max(50) {
-            round_trip(s, &t.req, t.nl, &mut buf);
-        }
-    }
-    let mut v: Vec<Vec<Duration>> = targets.iter().map(|_| Vec::with_capacity(n)).collect();
-    for _ in 0..SLICES {
-        for ((t, s), v) in targets.iter().zip(&mut conns).zip(&mut v) {
-            for _ in 0..n.div_ceil(SLICES) {
-                let a = Instant::now();
-                round_trip(s, &t.req, t.nl, &mut buf);
-                v.push(a.elapsed());
+    let per_slice = n.div_ceil(SLICES);
+    let warm = (n / 10).max(50);
+    let mut turns = Vec::new();
+    let mut clients = Vec::new();
+    for t in targets {
+        // A turn: the warm-up (the first) or a slice; each answered when done.
+        let (go, turn) = std::sync::mpsc::channel::<()>();
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let mut s = connect_rr(t);
+        let (req, nl) = (t.req.clone(), t.nl);
+        clients.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let mut v = Vec::with_capacity(per_slice * SLICES);
+            if turn.recv().is_err() {
+                return v;
             }
+            for _ in 0..warm {
+                round_trip(&mut s, &req, nl, &mut buf);
+            }
+            done.send(()).unwrap();
+            while turn.recv().is_ok() {
+                for _ in 0..per_slice {
+                    let a = Instant::now();
+                    round_trip(&mut s, &req, nl, &mut buf);
+                    v.push(a.elapsed());
+                }
+                done.send(()).unwrap();
+            }
+            v
+        }));
+        turns.push((go, finished));
+    }
+    for _ in 0..=SLICES {
+        for (go, finished) in &turns {
+            go.send(()).unwrap();
+            finished.recv().unwrap();
         }
     }
-    v.into_iter()
-        .map(|mut v| {
+    drop(turns);
+    clients
+        .into_iter()
+        .map(|c| {
+            let mut v = c.join().unwrap();
             v.sort();
             (pct(&v, 0.5).unwrap(), pct(&v, 0.99).unwrap())
         })
