@@ -57,6 +57,12 @@ impl Raw {
         l
     }
 
+    /// The daemon closes the connection (within [`T`]): a read finds its end.
+    fn expect_end(&mut self) {
+        let mut r = String::new();
+        assert_eq!(self.r.read_line(&mut r).unwrap(), 0, "closed, not {r:?}");
+    }
+
     fn ask(&mut self, line: &str) -> String {
         self.send(line);
         self.line()
@@ -80,13 +86,7 @@ impl Raw {
 
 fn logged_in(user: &str) -> (DevServer, Daemon) {
     let server = DevServer::start(&[]);
-    let d = Daemon::start(&server, &[]);
-    let mut c = d.client();
-    c.wait_status(T, "connected", |s| s["connection"] == "connected");
-    c.ok(
-        "login",
-        json!({"userID": user, "userSig": ticket(user, 3600)}),
-    );
+    let (d, mut c) = Daemon::logged_in(&server, &[], user);
     c.wait_status(T, "logged in", |s| s["loginStatus"] == 1);
     (server, d)
 }
@@ -219,8 +219,7 @@ fn a_quiet_poller_is_closed_at_the_idle_limit() {
     assert_eq!(lanes(&d), 1);
     // Nothing sent: the loop's side of the lent connection closes it at the idle limit,
     // as the loop closes any idle connection, and the thread ends.
-    let mut r = String::new();
-    assert_eq!(c.r.read_line(&mut r).unwrap(), 0, "closed, not {r:?}");
+    c.expect_end();
     assert!(
         d.log()
             .contains("closing an API connection idle for 1500 ms"),
@@ -318,8 +317,7 @@ fn a_half_closed_poller_gets_every_answer_then_the_end() {
         c.line(),
         "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"status\":3}}\n"
     );
-    let mut r = String::new();
-    assert_eq!(c.r.read_line(&mut r).unwrap(), 0, "closed, not {r:?}");
+    c.expect_end();
     wait_until(T, "the lane to end", || lanes(&d) == 0);
 }
 

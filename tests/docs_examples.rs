@@ -244,14 +244,7 @@ fn exchange(c: &mut UnixStream, requests: &[String], n: usize) -> Vec<String> {
 }
 
 fn logged_in(server: &DevServer) -> Daemon {
-    let d = Daemon::start(server, &[]);
-    let mut c = d.client();
-    c.wait_status(T, "connected", |s| s["connection"] == "connected");
-    c.ok(
-        "login",
-        json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
-    );
-    d
+    Daemon::logged_in(server, &[], "alice").0
 }
 
 #[test]

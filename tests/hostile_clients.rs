@@ -26,14 +26,7 @@ fn raw_exchange(d: &Daemon, line: &str) -> String {
 }
 
 fn logged_in(server: &DevServer) -> (Daemon, Rpc) {
-    let d = Daemon::start(server, &[]);
-    let mut c = d.client();
-    c.wait_status(T, "connected", |s| s["connection"] == "connected");
-    c.ok(
-        "login",
-        json!({"userID": "alice", "userSig": ticket("alice", 3600)}),
-    );
-    (d, c)
+    Daemon::logged_in(server, &[], "alice")
 }
 
 #[test]

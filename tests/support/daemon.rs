@@ -321,6 +321,19 @@ impl Daemon {
         Rpc::connect(&self.socket)
     }
 
+    /// Starts a daemon for `server` and logs `user` in on a live connection (the login is
+    /// answered once the server accepted it); returns the client that did it.
+    pub fn logged_in(server: &DevServer, overrides: &[(&str, &str)], user: &str) -> (Daemon, Rpc) {
+        let d = Daemon::start(server, overrides);
+        let mut c = d.client();
+        c.wait_status(T, "connected", |s| s["connection"] == "connected");
+        c.ok(
+            "login",
+            json!({"userID": user, "userSig": super::ticket(user, 3600)}),
+        );
+        (d, c)
+    }
+
     /// The saved session file, parsed (None when absent).
     pub fn session_file(&self) -> Option<Value> {
         let text = std::fs::read_to_string(self.state_dir().join("session.json")).ok()?;
