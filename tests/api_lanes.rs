@@ -366,3 +366,26 @@ fn many_pollers_share_the_lanes_and_the_loop() {
     let mut r = Rpc::connect(&d.socket);
     assert_eq!(r.ok("status", json!({}))["loginStatus"], 1);
 }
+
+#[test]
+fn a_lane_counts_the_line_limit_as_the_loop_does() {
+    let server = DevServer::start(&[]);
+    let d = Daemon::start(&server, &[("api.max_line_bytes", "1024")]);
+    let mut c = Raw::connect(&d);
+    c.poll_until_lent(&d);
+    // One byte over the limit with its `\r`, 1,024 without: too long for the loop, so for
+    // the lane too.
+    let req = r#"{"jsonrpc":"2.0","id":1,"method":"getLoginStatus"}"#;
+    let line = format!("{req}{}\r\n", " ".repeat(1024 - req.len()));
+    c.w.write_all(line.as_bytes()).unwrap();
+    let v: Value = serde_json::from_str(&c.line()).unwrap();
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    assert_eq!(v["id"], Value::Null, "{v}");
+    // At the limit with its `\r`: answered.
+    let line = format!("{req}{}\r\n", " ".repeat(1023 - req.len()));
+    c.w.write_all(line.as_bytes()).unwrap();
+    assert_eq!(
+        c.line(),
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"status\":3}}\n"
+    );
+}

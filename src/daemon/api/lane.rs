@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::line::strip_cr;
 use crate::codes::LoginStatus;
 use crate::proto::api::LoginStatusResult;
 use crate::proto::rpc::{self, Id, Incoming, Line};
@@ -280,11 +281,12 @@ impl Lane {
                 let mut start = 0;
                 let mut why = None;
                 while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
+                    // The limit counts a final `\r`, as `Lines` does.
                     let line = &buf[start..start + i];
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
                     if self.shared.generation.load(Ordering::Acquire) != self.generation {
                         why = Some("the settings changed");
-                    } else if line.len() > self.max_line || !answer(&self.shared, line, &mut reply)
+                    } else if line.len() > self.max_line
+                        || !answer(&self.shared, strip_cr(line), &mut reply)
                     {
                         why = Some("a request other than a plain getLoginStatus");
                     }

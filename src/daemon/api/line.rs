@@ -18,7 +18,8 @@ pub struct Lines {
     discarding: bool,
 }
 
-fn strip_cr(l: &[u8]) -> &[u8] {
+/// A line without its final `\r`, if any (CRLF input).
+pub fn strip_cr(l: &[u8]) -> &[u8] {
     l.strip_suffix(b"\r").unwrap_or(l)
 }
 
