@@ -1170,6 +1170,7 @@ struct FanResult {
     delivered: u64,
     expected: u64,
     elapsed: Duration,
+    /// Each delivery's latency, subscriber by subscriber in order of arrival.
     lat_us: Vec<i64>,
     sample: Option<Vec<u8>>,
     /// The server's CPU and syscalls per delivery.
@@ -1342,11 +1343,11 @@ fn fanout(
         .max()
         .map(|d| d.saturating_duration_since(start))
         .unwrap_or(deadline);
-    let mut lat_us: Vec<i64> = states
+    // In order of arrival per subscriber (the paced rows sort them).
+    let lat_us: Vec<i64> = states
         .iter()
         .flat_map(|x| x.lat_us.iter().copied())
         .collect();
-    lat_us.sort();
     FanResult {
         complete,
         delivered: states.iter().map(|x| x.count).sum(),
@@ -1359,7 +1360,27 @@ fn fanout(
 }
 
 /// Bursts per system for each fan-out throughput row (alternating; the median is kept).
-const FAN_ROUNDS: usize = 3;
+const FAN_ROUNDS: usize = 5;
+
+/// Paced bursts per system for each push→subscriber latency row (alternating; the
+/// latencies pooled).
+const RATE_ROUNDS: usize = 3;
+
+/// Two bursts of the same row as one: their deliveries and latencies together (complete
+/// only when both were; the last sample kept).
+fn pool(acc: Option<FanResult>, one: FanResult) -> FanResult {
+    let Some(mut a) = acc else { return one };
+    a.complete &= one.complete;
+    a.delivered += one.delivered;
+    a.expected += one.expected;
+    a.elapsed += one.elapsed;
+    a.lat_us.extend_from_slice(&one.lat_us);
+    if one.sample.is_some() {
+        a.sample = one.sample;
+    }
+    a.cost = one.cost;
+    a
+}
 
 /// The median burst by time to the last delivery; an incomplete burst, if any, instead
 /// (so that a loss is never hidden by the other rounds).
@@ -1631,27 +1652,60 @@ fn bench_fanout(
         "fan-out payload: {} bytes per event line (the Redis message is the same line)",
         tpl.len() + 1
     ));
+    // Each paced row: RATE_ROUNDS bursts per system, alternating, and the latencies of a
+    // system's bursts pooled (a stretch of the shared host's noise then falls on both).
+    let rate_rounds = if sc.smoke { 1 } else { RATE_ROUNDS };
     for &(s, rate, n) in &sc.fan_rate {
-        let im = fanout(
-            Kind::Imlink,
-            &daemon.socket,
-            daemon.pid,
-            s,
-            n,
-            sc.deadline,
-            || post_burst(n, Some(rate)),
-        );
-        let red = redis.map(|r| {
-            fanout(
-                Kind::Redis,
-                &r.sock,
-                r.proc.pid(),
+        let mut im: Option<FanResult> = None;
+        let mut red: Option<FanResult> = None;
+        for _ in 0..rate_rounds {
+            let one = fanout(
+                Kind::Imlink,
+                &daemon.socket,
+                daemon.pid,
                 s,
                 n,
                 sc.deadline,
-                || redis_publish(&r.sock, &tpl, n, Some(rate), s),
-            )
-        });
+                || post_burst(n, Some(rate)),
+            );
+            im = Some(pool(im, one));
+            if let Some(r) = redis {
+                let one = fanout(
+                    Kind::Redis,
+                    &r.sock,
+                    r.proc.pid(),
+                    s,
+                    n,
+                    sc.deadline,
+                    || redis_publish(&r.sock, &tpl, n, Some(rate), s),
+                );
+                red = Some(pool(red, one));
+            }
+        }
+        let Some(mut im) = im else { continue };
+        // BENCH_LAT_DUMP=FILE writes each delivery's latency in µs, in order of arrival
+        // (a line "imlink µs" or "redis µs"): for profiling the tail.
+        if let Ok(path) = std::env::var("BENCH_LAT_DUMP") {
+            let mut text = String::new();
+            for (who, r) in [("imlink", Some(&im)), ("redis", red.as_ref())] {
+                for v in r.map(|r| r.lat_us.as_slice()).unwrap_or_default() {
+                    text.push_str(&format!("{who} {v}\n"));
+                }
+            }
+            let _ = std::fs::write(format!("{path}.S{s}"), text);
+        }
+        im.lat_us.sort_unstable();
+        if let Some(r) = red.as_mut() {
+            r.lat_us.sort_unstable();
+        }
+        for (who, r) in std::iter::once(("imlink", &im)).chain(red.iter().map(|r| ("Redis", r))) {
+            if !r.complete {
+                tb.note(format!(
+                    "push→subscriber S={s} at {rate}/s {who}{}",
+                    describe(r)
+                ));
+            }
+        }
         let p = |r: &FanResult, q: f64| pct(&r.lat_us, q).map(|v| v as f64 / 1000.0);
         let slow = |r: &FanResult| r.lat_us.iter().filter(|&&v| v > 20_000).count();
         if !im.lat_us.is_empty() && slow(&im) > 0 {
@@ -1797,9 +1851,22 @@ fn bench_reconnect(tb: &mut Table, sc: &Scale, dev: &mut DevServer, daemon: &Dae
         rpc_times.push(ms(t1.saturating_duration_since(t0)));
         settle();
     }
-    let floor: Vec<f64> = (0..sc.rounds)
-        .filter_map(|i| ws_login_floor(dev, &format!("bench-floor-{i}")).map(ms))
-        .collect();
+    // (b') an explicit login on the live connection: `login` → reply `{}`. Each login
+    // follows one of the harness's own (the anchor) made while the daemon is logged out,
+    // so that both series take turns under the same conditions.
+    let sig = imlink::usersig::generate(APP, KEY, USER, 86_400, imlink::usersig::now_unix());
+    let mut logins = Vec::new();
+    let mut floor = Vec::new();
+    for i in 0..sc.rounds.max(3) * 3 {
+        ctl.result("logout", json!({}));
+        if let Some(d) = ws_login_floor(dev, &format!("bench-floor-{i}")) {
+            floor.push(ms(d));
+        }
+        let a = Instant::now();
+        let r = ctl.result("login", json!({"userID": USER, "userSig": sig}));
+        logins.push(ms(a.elapsed()));
+        assert_eq!(r, json!({}), "login: {r}");
+    }
     tb.pair(
         "devserver restart + `reconnect` RPC → re-logged in (median)",
         median(rpc_times),
@@ -1808,17 +1875,6 @@ fn bench_reconnect(tb: &mut Table, sc: &Scale, dev: &mut DevServer, daemon: &Dae
         "WS connect+login by the harness",
         "",
     );
-
-    // (b') an explicit login on the live connection: `login` → reply `{}`.
-    let sig = imlink::usersig::generate(APP, KEY, USER, 86_400, imlink::usersig::now_unix());
-    let mut logins = Vec::new();
-    for _ in 0..sc.rounds.max(3) * 3 {
-        ctl.result("logout", json!({}));
-        let a = Instant::now();
-        let r = ctl.result("login", json!({"userID": USER, "userSig": sig}));
-        logins.push(ms(a.elapsed()));
-        assert_eq!(r, json!({}), "login: {r}");
-    }
     tb.pair(
         "a `login` request → reply `{}`, connected to the devserver on loopback (median)",
         median(logins),

@@ -179,7 +179,20 @@ impl Session {
                 self.depends.insert(*caller, n);
             }
         }
-        let done = self.store.persist(saved.as_ref());
+        let done = if saved.is_some() {
+            // Nobody waits for this write: the writer is woken once the tasks already
+            // woken have run (the login's answer goes out first, not behind a wake-up
+            // of the writer thread).
+            let done = self.store.persist_soon(saved.as_ref());
+            ctx.spawn(
+                tokio::task::yield_now()
+                    .into_actor(self)
+                    .map(|(), act, _| act.store.release_soon()),
+            );
+            done
+        } else {
+            self.store.persist(saved.as_ref())
+        };
         ctx.spawn(done.into_actor(self).map(move |r, act, _| {
             act.settled = act.settled.max(n);
             match r {

@@ -236,6 +236,8 @@ pub struct Store {
     /// ([`Store::open_pooled`]).
     pool: Option<Arc<Mutex<Pooled>>>,
     health: watch::Receiver<Health>,
+    /// Writes queued by [`Store::persist_soon`] and not yet handed to the writer.
+    soon: std::cell::RefCell<Vec<Msg>>,
 }
 
 /// A pooled store's queue and its writer (None while a blocking task runs it).
@@ -393,6 +395,7 @@ impl Store {
             inline,
             pool,
             health,
+            soon: std::cell::RefCell::new(Vec::new()),
         })
     }
 
@@ -441,6 +444,28 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         self.send(Msg::Save(self.file.clone(), Reply::Async(tx)));
         self.completion(rx)
+    }
+
+    /// [`Store::persist`] whose write is handed to the writer at the next
+    /// [`Store::release_soon`] (or before anything else is sent to it, and when the store
+    /// is dropped), so that waking the writer can wait until the caller has done what is
+    /// more urgent (a login's answer). The in-memory state changes at once; the order of
+    /// the writes is kept.
+    pub fn persist_soon(&mut self, saved: Option<&Saved>) -> Completion {
+        self.apply(saved);
+        let (tx, rx) = oneshot::channel();
+        self.soon
+            .get_mut()
+            .push(Msg::Save(self.file.clone(), Reply::Async(tx)));
+        self.completion(rx)
+    }
+
+    /// Hands the writes of [`Store::persist_soon`] to the writer.
+    pub fn release_soon(&self) {
+        let soon = std::mem::take(&mut *self.soon.borrow_mut());
+        for m in soon {
+            self.send_now(m);
+        }
     }
 
     /// [`Store::persist`] that blocks the calling thread until the outcome is known.
@@ -493,6 +518,11 @@ impl Store {
     }
 
     fn send(&self, msg: Msg) {
+        self.release_soon();
+        self.send_now(msg);
+    }
+
+    fn send_now(&self, msg: Msg) {
         if let Some(w) = &self.inline {
             let mut w = w.borrow_mut();
             w.take(msg);
@@ -522,6 +552,13 @@ impl Store {
             rx,
             path: self.path(),
         }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // A state persisted is never left behind unsent.
+        self.release_soon();
     }
 }
 
@@ -1169,6 +1206,40 @@ mod tests {
         }
         s.flush().await.unwrap();
         assert_eq!(on_disk(dir.path())["userID"], "u199");
+    }
+
+    #[actix_rt::test]
+    async fn a_write_held_for_soon_waits_for_its_release_and_keeps_its_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        // Held: the memory has it at once, the disk not before the release.
+        let held = s.persist_soon(Some(&alice("HELD")));
+        assert_eq!(s.saved().unwrap().sig, "HELD");
+        assert!(on_disk(dir.path())["userSig"].is_null());
+        s.flush().await.unwrap();
+        // The flush handed it over first (nothing sent to the writer overtakes it).
+        assert_eq!(on_disk(dir.path())["userSig"], "HELD");
+        held.await.unwrap();
+
+        // Released by hand.
+        let second = s.persist_soon(Some(&alice("SECOND")));
+        s.release_soon();
+        second.await.unwrap();
+        assert_eq!(on_disk(dir.path())["userSig"], "SECOND");
+
+        // Held, then a write that is sent at once: the later state still wins.
+        let third = s.persist_soon(Some(&alice("THIRD")));
+        s.persist(None).await.unwrap();
+        third.await.unwrap();
+        let v = on_disk(dir.path());
+        assert_eq!(v["loggedIn"], false);
+        assert!(v["userSig"].is_null());
+
+        // Held when the store goes away: still written.
+        let last = s.persist_soon(Some(&alice("LAST")));
+        drop(s);
+        last.await.unwrap();
+        assert_eq!(on_disk(dir.path())["userSig"], "LAST");
     }
 
     #[actix_rt::test]
