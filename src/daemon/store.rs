@@ -538,7 +538,20 @@ impl Store {
             if let Some(w) = p.writer.take() {
                 let slot = slot.clone();
                 drop(p);
-                tokio::task::spawn_blocking(move || run_pooled(slot, w));
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    tokio::task::spawn_blocking(move || run_pooled(slot, w));
+                } else {
+                    // No runtime (a store dropped as its runtime goes away, with a write
+                    // still held): one attempt on this thread rather than none, and no
+                    // retries that would hold the thread.
+                    let mut w = w;
+                    let Ok(mut p) = slot.lock() else { return };
+                    for m in p.queue.drain(..) {
+                        w.take(m);
+                    }
+                    w.attempt();
+                    p.writer = Some(w);
+                }
             }
             return;
         }
@@ -1240,6 +1253,19 @@ mod tests {
         drop(s);
         last.await.unwrap();
         assert_eq!(on_disk(dir.path())["userSig"], "LAST");
+    }
+
+    #[test]
+    fn a_pooled_store_dropped_without_a_runtime_still_writes_what_it_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open_pooled(dir.path(), Options::default()).unwrap();
+        let held = s.persist_soon(Some(&alice("POOLED")));
+        // No tokio runtime on this thread: the drop writes on it, once, and returns.
+        drop(s);
+        let v = on_disk(dir.path());
+        assert_eq!(v["userSig"], "POOLED");
+        assert_eq!(v["loggedIn"], true);
+        drop(held);
     }
 
     #[actix_rt::test]
