@@ -247,8 +247,9 @@ struct Pooled {
     closed: bool,
 }
 
-/// Runs a pooled store's writer until its queue is empty and nothing waits for a retry.
-fn run_pooled(slot: Arc<Mutex<Pooled>>, mut writer: Writer) {
+/// Runs a pooled store's writer until its queue is empty and nothing waits for a retry
+/// (`retry` false: no retries at all, each state queued gets one attempt).
+fn run_pooled(slot: Arc<Mutex<Pooled>>, mut writer: Writer, retry: bool) {
     loop {
         {
             let Ok(mut p) = slot.lock() else { return };
@@ -256,7 +257,7 @@ fn run_pooled(slot: Arc<Mutex<Pooled>>, mut writer: Writer) {
             for m in p.queue.drain(..) {
                 writer.take(m);
             }
-            let retrying = writer.pending.is_some() && writer.failed;
+            let retrying = retry && writer.pending.is_some() && writer.failed;
             if !fresh && !retrying {
                 if writer.closing {
                     p.closed = true;
@@ -539,18 +540,12 @@ impl Store {
                 let slot = slot.clone();
                 drop(p);
                 if tokio::runtime::Handle::try_current().is_ok() {
-                    tokio::task::spawn_blocking(move || run_pooled(slot, w));
+                    tokio::task::spawn_blocking(move || run_pooled(slot, w, true));
                 } else {
                     // No runtime (a store dropped as its runtime goes away, with a write
                     // still held): one attempt on this thread rather than none, and no
                     // retries that would hold the thread.
-                    let mut w = w;
-                    let Ok(mut p) = slot.lock() else { return };
-                    for m in p.queue.drain(..) {
-                        w.take(m);
-                    }
-                    w.attempt();
-                    p.writer = Some(w);
+                    run_pooled(slot, w, false);
                 }
             }
             return;
