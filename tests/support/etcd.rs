@@ -25,13 +25,43 @@ pub struct EtcdCluster {
     token: String,
 }
 
-/// A free loopback port (bound, then released: the cluster binds it right after).
+/// Ports this process has handed to a member: never handed out twice, so two clusters
+/// started by parallel tests cannot be given the same port.
+static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// A free loopback port for a member to listen on.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), where neither
+/// `bind(":0")` nor an outgoing connection's source port can land: a port from `:0` is
+/// free only until someone else's connection takes it, and a member restarted on its old
+/// ports (`start_member`) needs them still free after a kill.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // The 8192 ports under the ephemeral range (or 10000.. when that range starts low).
+    let (from, span) = if low > 10000 + 8192 {
+        (low - 8192, 8192u16)
+    } else {
+        (10000, 8192)
+    };
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..10_000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(given.len());
+        let port = from + (h.finish() % u64::from(span)) as u16;
+        if given.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        given.push(port);
+        return port;
+    }
+    panic!(
+        "no free loopback port in {from}..{}",
+        u32::from(from) + u32::from(span)
+    );
 }
 
 impl EtcdCluster {
