@@ -341,11 +341,13 @@ fn a_subscriber_that_never_reads_slows_nobody_and_later_sees_events_lost() {
         }
     });
     let t0 = Instant::now();
-    // 20,000 a second: a reading subscriber keeps up (the daemon, even a debug build,
+    // 5,000 a second: a reading subscriber keeps up (the daemon, even a debug build,
     // delivers a burst faster than a test thread on a busy machine can be sure to read
-    // it, and one more than 1024 behind is rightly told eventsLost); the one that does
-    // not read fills its socket buffer and its queue (1024) long before the end.
-    server.fault(&format!("push-burst?user=alice&count={BURST}&rate=20000"));
+    // it, and one more than 1024 behind is rightly told eventsLost: at 20,000 a second a
+    // CI run lost 1,343 events while the reading thread was off the CPU for about 70 ms,
+    // which at this rate would take about 300 ms); the one that does not read fills its
+    // socket buffer and its queue (1024) long before the end.
+    server.fault(&format!("push-burst?user=alice&count={BURST}&rate=5000"));
     let lines = reader.join().unwrap();
     let took = t0.elapsed();
     let got: Vec<Value> = lines
