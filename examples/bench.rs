@@ -1360,11 +1360,11 @@ fn fanout(
 }
 
 /// Bursts per system for each fan-out throughput row (alternating; the median is kept).
-const FAN_ROUNDS: usize = 5;
+const FAN_ROUNDS: usize = 9;
 
 /// Paced bursts per system for each push→subscriber latency row (alternating; the
 /// latencies pooled).
-const RATE_ROUNDS: usize = 3;
+const RATE_ROUNDS: usize = 5;
 
 /// Two bursts of the same row as one: their deliveries and latencies together (complete
 /// only when both were; the last sample kept).
