@@ -99,10 +99,14 @@ impl NodeProc {
         self.send_raw(&v.to_string());
     }
 
+    /// Writes `line` and its newline in one `write` (a pipe takes up to 4 KiB at once):
+    /// two lines sent together arrive in the same read, whole.
     fn send_raw(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin is open");
-        stdin.write_all(line.as_bytes()).unwrap();
-        stdin.write_all(b"\n").unwrap();
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        stdin.write_all(&bytes).unwrap();
         stdin.flush().unwrap();
     }
 
