@@ -41,17 +41,18 @@ fn free_port() -> u16 {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
-    // The 8192 ports under the ephemeral range (or 10000.. when that range starts low).
-    let (from, span) = if low > 10000 + 8192 {
-        (low - 8192, 8192u16)
-    } else {
-        (10000, 8192)
-    };
+    // The SPAN ports under the ephemeral range; 10000.. where that range starts too low
+    // to leave room (each port is still checked free, and never given twice).
+    const SPAN: u16 = 8192;
+    let from = low
+        .checked_sub(SPAN)
+        .filter(|&f| f >= 10000)
+        .unwrap_or(10000);
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..10_000 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_usize(given.len());
-        let port = from + (h.finish() % u64::from(span)) as u16;
+        let port = from + (h.finish() % u64::from(SPAN)) as u16;
         if given.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
             continue;
         }
@@ -60,7 +61,7 @@ fn free_port() -> u16 {
     }
     panic!(
         "no free loopback port in {from}..{}",
-        u32::from(from) + u32::from(span)
+        u32::from(from) + u32::from(SPAN)
     );
 }
 
